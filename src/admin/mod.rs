@@ -1,0 +1,250 @@
+//! The control plane: health, readiness, metrics, and the token admin API. `/admin/*` needs
+//! `Authorization: Bearer <admin.token>` when a token is configured.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use crate::proxy::ProxyBody;
+use crate::secret::Secret;
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
+use crate::token::{DEFAULT_ACCOUNT, Token, TokenKey, TokenState, unix_now};
+
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// Serves one control-plane request.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    let resp = match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if shared.is_ready() {
+                text(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(ProxyBody::full(shared.metrics.render()));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            r
+        }
+        (_, p) if p.starts_with("/admin/") => match authorized(&shared, &req) {
+            Ok(()) => admin(&shared, req).await,
+            Err(r) => *r,
+        },
+        _ => json(StatusCode::NOT_FOUND, serde_json::json!({"message": "not found"})),
+    };
+    Ok(resp)
+}
+
+fn authorized(shared: &Shared, req: &Request<Incoming>) -> Result<(), Box<Response<ProxyBody>>> {
+    let snap = shared.snapshot.load();
+    let Some(token) = &snap.config.admin.token else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if token.constant_time_eq(given.as_bytes()) {
+        Ok(())
+    } else {
+        let mut r = json(StatusCode::UNAUTHORIZED, serde_json::json!({"message": "admin token required"}));
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(Box::new(r))
+    }
+}
+
+async fn admin(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+    let snap = shared.snapshot.load_full();
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (req.method().clone(), segs.as_slice()) {
+        (Method::GET, ["admin", "tokens"]) => json(StatusCode::OK, list_tokens(shared, &snap)),
+        (m, ["admin", "tokens", app, integration]) if m == Method::PUT || m == Method::DELETE => {
+            let account = query_param(req.uri().query(), "account");
+            let key = match token_key(&snap, app, integration, account.as_deref()) {
+                Ok(k) => k,
+                Err(r) => return *r,
+            };
+            if m == Method::DELETE {
+                return match shared.tokens.delete(&key).await {
+                    Ok(true) => json(StatusCode::OK, serde_json::json!({"deleted": true})),
+                    Ok(false) => json(StatusCode::NOT_FOUND, serde_json::json!({"message": "no token stored"})),
+                    Err(e) => store_error(e),
+                };
+            }
+            let body = match http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return bad("the body must be a JSON object of at most 64 KiB"),
+            };
+            let put: PutToken = match serde_json::from_slice(&body) {
+                Ok(p) => p,
+                Err(e) => return bad(&format!("invalid token body: {e}")),
+            };
+            if put.access_token.is_empty() {
+                return bad("access_token must not be empty");
+            }
+            let token = Token {
+                access_token: Secret::new(put.access_token),
+                refresh_token: put.refresh_token.filter(|r| !r.is_empty()).map(Secret::new),
+                expires_at: put.expires_in.map(|s| unix_now().saturating_add(s)),
+                token_type: put.token_type,
+                scope: put.scope,
+                reauthorize: false,
+                version: 0,
+            };
+            match shared.tokens.put(&key, token).await {
+                Ok(t) => {
+                    tracing::info!(token = %key, "token stored through the admin API");
+                    json(StatusCode::OK, entry(&key, Some(&t)))
+                }
+                Err(e) => store_error(e),
+            }
+        }
+        _ => json(StatusCode::NOT_FOUND, serde_json::json!({"message": "not found"})),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutToken {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+fn token_key(
+    snap: &Snapshot,
+    app: &str,
+    integration: &str,
+    account: Option<&str>,
+) -> Result<TokenKey, Box<Response<ProxyBody>>> {
+    let not_found = |m: String| Box::new(json(StatusCode::NOT_FOUND, serde_json::json!({ "message": m })));
+    let Some(a) = snap.app(app) else {
+        return Err(not_found(format!("no app named {app}")));
+    };
+    let Some((_, integ)) = a.integration_by_name(integration) else {
+        return Err(not_found(format!("app {app} has no integration named {integration}")));
+    };
+    let account = match account {
+        Some(acc) if !acc.is_empty() && acc.len() <= 256 => acc,
+        Some(_) => return Err(Box::new(bad("account must be 1-256 characters"))),
+        None if integ.agent => {
+            return Err(Box::new(bad("this integration has agent tokens: give ?account=<agent id>")));
+        }
+        None => DEFAULT_ACCOUNT,
+    };
+    Ok(TokenKey::new(app, integration, account))
+}
+
+/// Every configured (app, integration) with the accounts that have tokens.
+fn list_tokens(shared: &Shared, snap: &Snapshot) -> serde_json::Value {
+    let stored = shared.tokens.list();
+    let mut out = Vec::new();
+    for app in &snap.apps {
+        for integ in &app.config.fdk.integrations {
+            let mut any = false;
+            for (k, t) in stored.iter().filter(|(k, _)| *k.app == *app.name && *k.integration == *integ.name) {
+                any |= &*k.account == DEFAULT_ACCOUNT;
+                out.push(entry(k, Some(t)));
+            }
+            if !any && !integ.agent {
+                out.push(entry(&TokenKey::new(&app.name, &integ.name, DEFAULT_ACCOUNT), None));
+            }
+        }
+    }
+    serde_json::Value::Array(out)
+}
+
+fn entry(k: &TokenKey, t: Option<&Token>) -> serde_json::Value {
+    let state = t.map_or(TokenState::Missing, |t| t.state(unix_now()));
+    serde_json::json!({
+        "app": &*k.app,
+        "integration": &*k.integration,
+        "account": &*k.account,
+        "state": state,
+        "expires_at": t.and_then(|t| t.expires_at).map(rfc3339),
+        "scope": t.and_then(|t| t.scope.clone()),
+    })
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2026-11-29T10:00:00Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The first value of `name` in a query string, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+    })
+}
+
+fn store_error(e: crate::token::StoreError) -> Response<ProxyBody> {
+    tracing::error!(error = %e, "token store write failed");
+    json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"message": e.to_string()}))
+}
+
+fn bad(message: &str) -> Response<ProxyBody> {
+    json(StatusCode::BAD_REQUEST, serde_json::json!({ "message": message }))
+}
+
+pub fn json(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
+    let mut r = text(status, "application/json", "");
+    *r.body_mut() = ProxyBody::full(v.to_string());
+    r
+}
+
+pub fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param(Some("a=1&account=agent%2042"), "account").as_deref(), Some("agent 42"));
+        assert_eq!(query_param(Some("a=1"), "account"), None);
+    }
+}

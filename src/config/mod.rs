@@ -1,0 +1,433 @@
+//! Configuration: `bearerd.yaml` ([`file`]) and the FDK app folders it names ([`fdk`]), read,
+//! validated and converted into the types below. Loading never panics and never stops at the
+//! first problem: it returns every error, each with its file and JSON path.
+
+pub mod fdk;
+pub mod file;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::template::escape::HostPattern;
+
+pub use fdk::{FdkApp, Grant, IntegrationSpec, PathTail, TemplateSpec, TokenAuth};
+
+/// One problem in the configuration, located by file and JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The app the file belongs to, if any.
+    pub app: Option<String>,
+    /// The file, as the user would name it (relative to the app folder for app files).
+    pub file: String,
+    /// JSON pointer (`/name/options/oauth`), empty for the whole file.
+    pub pointer: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(app) = &self.app {
+            write!(f, "app {app}: ")?;
+        }
+        write!(f, "{}: ", self.file)?;
+        if !self.pointer.is_empty() {
+            write!(f, "{}: ", self.pointer)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found while loading; never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects errors and warnings for one file scope.
+#[derive(Debug, Default)]
+pub struct Diag {
+    pub app: Option<String>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
+impl Diag {
+    pub fn for_app(app: &str) -> Self {
+        Diag { app: Some(app.to_string()), ..Default::default() }
+    }
+
+    pub fn error(&mut self, file: &str, pointer: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            app: self.app.clone(),
+            file: file.to_string(),
+            pointer: pointer.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn warn(&mut self, file: &str, pointer: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
+            app: self.app.clone(),
+            file: file.to_string(),
+            pointer: pointer.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Escapes one JSON pointer token.
+pub fn ptr(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The bearerd.yaml this came from (None for `check --app`).
+    pub source: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub admin: AdminConfig,
+    pub apps: Vec<AppConfig>,
+    pub store: StoreConfig,
+    pub refresh: RefreshConfig,
+    pub upstream: UpstreamConfig,
+    pub reload_watch: bool,
+    /// Every file read to build this configuration (what a watcher must watch).
+    pub files: Vec<PathBuf>,
+    pub warnings: Vec<ConfigError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Base URL without a trailing slash.
+    pub public_url: String,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub allow_hosts: Vec<HostPattern>,
+    pub fdk: FdkApp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    File(PathBuf),
+    Redis(Secret),
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshConfig {
+    pub skew: Duration,
+    pub on_status: Vec<u16>,
+    pub replay_buffer: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    pub allow_http: bool,
+    pub allow_private_ips: bool,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            ca_file: None,
+            allow_http: false,
+            allow_private_ips: false,
+        }
+    }
+}
+
+/// Installation values for one app, as given in bearerd.yaml or on the `check --app` line.
+#[derive(Debug, Clone, Default)]
+pub struct AppValues {
+    pub iparams: HashMap<String, String>,
+    /// Values for every integration.
+    pub oauth_iparams: HashMap<String, String>,
+    /// Values for one integration, over the shared ones.
+    pub oauth_iparams_by_integration: HashMap<String, HashMap<String, String>>,
+    pub endpoint_urls: HashMap<String, String>,
+}
+
+/// Loads and validates bearerd.yaml and every app it names.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_env(path, &|k| std::env::var(k).ok())
+}
+
+/// [`load`] with an explicit environment (tests).
+pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let shown = path.display().to_string();
+    let mut d = Diag::default();
+    let fail = |d: Diag| Err(ConfigErrors(d.errors));
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            d.error(&shown, "", format!("cannot read: {e}"));
+            return fail(d);
+        }
+    };
+    let mut value: serde_json::Value = match serde_saphyr::from_str(text.trim_start_matches('\u{feff}')) {
+        Ok(v) => v,
+        Err(e) => {
+            d.error(&shown, "", format!("not valid YAML: {e}"));
+            return fail(d);
+        }
+    };
+    let mut env_errors = Vec::new();
+    file::expand_env(&mut value, &mut String::new(), env, &mut env_errors);
+    for (p, m) in env_errors {
+        d.error(&shown, p, m);
+    }
+    let parsed: file::FileConfig = match serde_path_to_error::deserialize(value) {
+        Ok(c) => c,
+        Err(e) => {
+            let p = e.path().to_string();
+            let p = if p == "." { String::new() } else { format!("/{}", p.replace('.', "/")) };
+            d.error(&shown, p, e.into_inner().to_string());
+            return fail(d);
+        }
+    };
+    if !d.errors.is_empty() {
+        return fail(d);
+    }
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let mut files = vec![path.to_path_buf()];
+
+    let listen = parse_addr(&mut d, &shown, "/listen", &parsed.listen);
+    let admin_listen = parse_addr(&mut d, &shown, "/admin/listen", &parsed.admin.listen);
+    let public_url = parsed.admin.public_url.trim_end_matches('/').to_string();
+    match public_url.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {}
+        _ => d.error(&shown, "/admin/public_url", format!("`{public_url}` is not an http(s) URL")),
+    }
+    let token = parsed.admin.token.filter(|t| !t.is_empty()).map(Secret::new);
+    if let (Some(addr), None) = (admin_listen, &token)
+        && !addr.ip().is_loopback()
+    {
+        d.error(
+            &shown,
+            "/admin/token",
+            format!("admin.listen {addr} is not a loopback address: admin.token is required"),
+        );
+    }
+    if let (Some(a), Some(b)) = (listen, admin_listen)
+        && a == b
+        && a.port() != 0
+    {
+        d.error(&shown, "/admin/listen", "admin.listen must differ from listen");
+    }
+
+    let store = match (&parsed.store.file, &parsed.store.redis) {
+        (Some(_), Some(_)) => {
+            d.error(&shown, "/store", "store.file and store.redis are exclusive");
+            None
+        }
+        (_, Some(url)) => {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                d.error(&shown, "/store/redis", "must be a redis:// or rediss:// URL");
+            }
+            Some(StoreConfig::Redis(Secret::new(url.clone())))
+        }
+        (Some(f), None) => Some(StoreConfig::File(base.join(f))),
+        (None, None) => Some(StoreConfig::File(base.join(".bearerd/tokens.json"))),
+    };
+    if matches!(store, Some(StoreConfig::Redis(_))) {
+        d.error(&shown, "/store/redis", "the Redis token store is not available in this build yet; use store.file");
+    }
+    if parsed.store.encryption_key.is_some() {
+        d.error(&shown, "/store/encryption_key", "encryption at rest is not available in this build yet");
+    }
+
+    let skew = duration(&mut d, &shown, "/refresh/skew", &parsed.refresh.skew);
+    let replay_buffer = match file::parse_size(&parsed.refresh.replay_buffer) {
+        Ok(n) if n <= 16 << 20 => n as usize,
+        Ok(_) => {
+            d.error(&shown, "/refresh/replay_buffer", "at most 16MiB");
+            0
+        }
+        Err(e) => {
+            d.error(&shown, "/refresh/replay_buffer", e);
+            0
+        }
+    };
+    for (i, s) in parsed.refresh.on_status.iter().enumerate() {
+        if !(400..=599).contains(s) {
+            d.error(&shown, format!("/refresh/on_status/{i}"), format!("{s} is not an error status (400-599)"));
+        }
+    }
+    let connect_timeout = duration(&mut d, &shown, "/upstream/connect_timeout", &parsed.upstream.connect_timeout);
+    let timeout = duration(&mut d, &shown, "/upstream/timeout", &parsed.upstream.timeout);
+    let ca_file = parsed.upstream.ca_file.as_ref().map(|f| base.join(f));
+    if let Some(ca) = &ca_file {
+        match std::fs::metadata(ca) {
+            Ok(_) => files.push(ca.clone()),
+            Err(e) => d.error(&shown, "/upstream/ca_file", format!("cannot read {}: {e}", ca.display())),
+        }
+    }
+    let upstream = UpstreamConfig {
+        connect_timeout,
+        timeout,
+        ca_file,
+        allow_http: parsed.upstream.allow_http,
+        allow_private_ips: parsed.upstream.allow_private_ips,
+    };
+
+    if parsed.apps.is_empty() {
+        d.error(&shown, "/apps", "at least one app is required");
+    }
+    let mut apps = Vec::new();
+    let mut seen = HashMap::new();
+    for (i, app) in parsed.apps.iter().enumerate() {
+        let p = format!("/apps/{i}");
+        if app.name.is_empty()
+            || !app.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            d.error(&shown, format!("{p}/name"), format!("app name `{}` must match [a-z0-9_-]+", app.name));
+        }
+        if let Some(prev) = seen.insert(app.name.clone(), i) {
+            d.error(&shown, format!("{p}/name"), format!("app name `{}` is already used by /apps/{prev}", app.name));
+        }
+        let values = app_values(&mut d, &shown, &p, app);
+        let allow_hosts = app.allow_hosts.iter().map(|h| HostPattern::new(h)).collect();
+        let dir = base.join(&app.path);
+        let mut ad = Diag::for_app(&app.name);
+        let fdk = fdk::load_app(&dir, &values, &upstream, &mut ad);
+        files.extend(fdk.files.iter().cloned());
+        d.errors.append(&mut ad.errors);
+        d.warnings.append(&mut ad.warnings);
+        apps.push(AppConfig { name: app.name.clone(), path: dir, allow_hosts, fdk });
+    }
+
+    if !d.errors.is_empty() {
+        return fail(d);
+    }
+    let (Some(listen), Some(admin_listen), Some(store)) = (listen, admin_listen, store) else {
+        return fail(d);
+    };
+    Ok(Config {
+        source: Some(path.to_path_buf()),
+        listen,
+        admin: AdminConfig { listen: admin_listen, public_url, token },
+        apps,
+        store,
+        refresh: RefreshConfig { skew, on_status: parsed.refresh.on_status, replay_buffer },
+        upstream,
+        reload_watch: parsed.reload.watch,
+        files,
+        warnings: d.warnings,
+    })
+}
+
+/// Loads one FDK app folder on its own (for `bearerd check --app`).
+pub fn load_app_only(dir: &Path, values: &AppValues, upstream: &UpstreamConfig) -> (FdkApp, Diag) {
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string());
+    let mut d = Diag::for_app(&name);
+    let app = fdk::load_app(dir, values, upstream, &mut d);
+    (app, d)
+}
+
+fn parse_addr(d: &mut Diag, file: &str, pointer: &str, s: &str) -> Option<SocketAddr> {
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            d.error(file, pointer, format!("`{s}` is not an address (ip:port)"));
+            None
+        }
+    }
+}
+
+fn duration(d: &mut Diag, file: &str, pointer: &str, s: &str) -> Duration {
+    file::parse_duration(s).unwrap_or_else(|e| {
+        d.error(file, pointer, e);
+        Duration::ZERO
+    })
+}
+
+/// Renders a YAML scalar as the string a template would substitute.
+pub fn scalar_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn app_values(d: &mut Diag, file: &str, p: &str, app: &file::AppFile) -> AppValues {
+    let mut v = AppValues::default();
+    for (k, val) in &app.iparams {
+        match scalar_text(val) {
+            Some(s) => {
+                v.iparams.insert(k.clone(), s);
+            }
+            None => d.error(file, format!("{p}/iparams/{}", ptr(k)), "null is not a value"),
+        }
+    }
+    for (k, val) in &app.oauth_iparams {
+        match val {
+            serde_json::Value::Object(map) => {
+                let mut m = HashMap::new();
+                for (k2, v2) in map {
+                    match scalar_text(v2) {
+                        Some(s) => {
+                            m.insert(k2.clone(), s);
+                        }
+                        None => {
+                            d.error(file, format!("{p}/oauth_iparams/{}/{}", ptr(k), ptr(k2)), "null is not a value")
+                        }
+                    }
+                }
+                v.oauth_iparams_by_integration.insert(k.clone(), m);
+            }
+            other => match scalar_text(other) {
+                Some(s) => {
+                    v.oauth_iparams.insert(k.clone(), s);
+                }
+                None => d.error(file, format!("{p}/oauth_iparams/{}", ptr(k)), "null is not a value"),
+            },
+        }
+    }
+    v.endpoint_urls = app
+        .endpoint_urls
+        .iter()
+        .map(|(k, u)| (k.clone(), endpoint_host(u)))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    v
+}
+
+/// `https://acme.myfreshworks.com/` and `acme.myfreshworks.com` both give the host.
+pub fn endpoint_host(u: &str) -> String {
+    let s = u.trim();
+    let s = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
+    s.trim_end_matches('/').to_string()
+}

@@ -1,0 +1,39 @@
+//! bearerd: an egress sidecar that puts OAuth access tokens into outbound API calls.
+//!
+//! # Module map
+//! - [`config`]: `bearerd.yaml` ([`config::file`]) and FDK app folders ([`config::fdk`]) read,
+//!   validated (every error, with file and JSON path) and converted into internal types.
+//! - [`template`]: the `<%= %>` language ([`template::expr`]), escaping per position
+//!   ([`template::escape`]), transparent matching ([`template::route`]) and rendering.
+//! - [`snapshot`]: one immutable compiled configuration, swapped whole under an `ArcSwap`.
+//! - [`token`]: tokens per (app, integration, account), the lock-free view the data plane
+//!   reads, and the durable store behind it ([`token::store`]).
+//! - [`proxy`]: the data plane; [`proxy::upstream`] the TLS client; [`proxy::error`] the one
+//!   place where an error becomes a status and an FDK-shaped body.
+//! - [`admin`]: the control plane (health, readiness, metrics, token admin API).
+//! - [`metrics`]: every metric, registered in one place.
+//! - [`server`]: shared state, listeners, graceful shutdown.
+//!
+//! # The path of one request ([`proxy::handle`])
+//! 1. The listener accepts; the handler loads the current [`snapshot::Snapshot`] once.
+//! 2. The app is chosen (`x-bearerd-app` when several), then the template: `POST /invoke/<name>`
+//!    by name, anything else by method + host + path through [`template::route::Router`]; no
+//!    match is 403 (never an open proxy).
+//! 3. The access token for (app, integration, account) is read from [`token::Tokens`] without a
+//!    lock.
+//! 4. Host, path, query and headers are rendered, each value escaped for where it lands.
+//! 5. [`proxy::upstream::Upstream`] sends over a pooled rustls connection with timeouts and the
+//!    address check; `maxAttempts` retries connect errors, 429 and 5xx.
+//! 6. The answer streams back with `x-bearerd-template` and `x-bearerd-attempts`.
+//! 7. Metrics and one access-log line (template, upstream host, status, attempts, duration;
+//!    never a token, a path or a query).
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod secret;
+pub mod server;
+pub mod snapshot;
+pub mod template;
+pub mod token;

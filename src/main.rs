@@ -1,0 +1,207 @@
+//! The `bearerd` command: `run` and `check`. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code of `run` when the configuration is invalid (sysexits EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+/// Exit code of `run` when a listener or the token store cannot be opened (EX_UNAVAILABLE).
+const EXIT_START: u8 = 69;
+
+#[derive(Parser)]
+#[command(name = "bearerd", version, about = "Egress sidecar that puts OAuth access tokens into outbound API calls")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the data plane and the control plane.
+    Run {
+        #[arg(long, default_value = "config/bearerd.yaml")]
+        config: PathBuf,
+    },
+    /// Load and validate everything, print every problem, exit 1 on any.
+    Check {
+        #[arg(long, default_value = "config/bearerd.yaml", conflicts_with = "app")]
+        config: PathBuf,
+        /// Check one FDK app folder without a bearerd.yaml.
+        #[arg(long)]
+        app: Option<PathBuf>,
+        /// An installation parameter value, key=value (repeatable).
+        #[arg(long = "iparam", value_name = "K=V", requires = "app")]
+        iparams: Vec<String>,
+        /// An oauth_iparam value, integration.key=value or key=value for every integration.
+        #[arg(long = "oauth-iparam", value_name = "[INTEGRATION.]K=V", requires = "app")]
+        oauth_iparams: Vec<String>,
+        /// A value for current_host.endpoint_urls.<key>, key=value.
+        #[arg(long = "endpoint-url", value_name = "K=V", requires = "app")]
+        endpoint_urls: Vec<String>,
+        /// Accept http templates and URLs, as upstream.allow_http does.
+        #[arg(long, requires = "app")]
+        allow_http: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { config, app: None, .. } => match bearerd::config::load(&config) {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
+                let n: usize = c.apps.iter().map(|a| a.fdk.templates.len()).sum();
+                println!("{}: OK ({} apps, {n} templates)", config.display(), c.apps.len());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("error: {e}");
+                }
+                eprintln!("{}: {} problem(s)", config.display(), errors.0.len());
+                ExitCode::from(1)
+            }
+        },
+        Command::Check { app: Some(dir), iparams, oauth_iparams, endpoint_urls, allow_http, .. } => {
+            check_app(&dir, &iparams, &oauth_iparams, &endpoint_urls, allow_http)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("BEARERD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match bearerd::config::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!("{e}");
+            }
+            tracing::error!("{}: {} problem(s); not starting", path.display(), errors.0.len());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    rt.block_on(async move {
+        let running = match bearerd::server::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::from(EXIT_START);
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn split_kv(s: &str) -> Option<(&str, &str)> {
+    s.split_once('=').filter(|(k, _)| !k.is_empty())
+}
+
+fn check_app(
+    dir: &std::path::Path,
+    iparams: &[String],
+    oauth: &[String],
+    endpoints: &[String],
+    allow_http: bool,
+) -> ExitCode {
+    let mut values = bearerd::config::AppValues::default();
+    for kv in iparams {
+        let Some((k, v)) = split_kv(kv) else {
+            eprintln!("error: --iparam {kv}: expected key=value");
+            return ExitCode::from(2);
+        };
+        values.iparams.insert(k.into(), v.into());
+    }
+    for kv in oauth {
+        let Some((k, v)) = split_kv(kv) else {
+            eprintln!("error: --oauth-iparam {kv}: expected [integration.]key=value");
+            return ExitCode::from(2);
+        };
+        match k.split_once('.') {
+            Some((integration, key)) => {
+                values.oauth_iparams_by_integration.entry(integration.into()).or_default().insert(key.into(), v.into());
+            }
+            None => {
+                values.oauth_iparams.insert(k.into(), v.into());
+            }
+        }
+    }
+    for kv in endpoints {
+        let Some((k, v)) = split_kv(kv) else {
+            eprintln!("error: --endpoint-url {kv}: expected key=value");
+            return ExitCode::from(2);
+        };
+        values.endpoint_urls.insert(k.into(), bearerd::config::endpoint_host(v));
+    }
+    let upstream = bearerd::config::UpstreamConfig { allow_http, ..Default::default() };
+    let (app, d) = bearerd::config::load_app_only(dir, &values, &upstream);
+    for w in &d.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !d.errors.is_empty() {
+        for e in &d.errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{}: {} problem(s)", dir.display(), d.errors.len());
+        return ExitCode::from(1);
+    }
+    println!("{}: OK", dir.display());
+    println!("platform version: {}", app.platform_version.as_deref().unwrap_or("unknown"));
+    println!("integrations: {}", app.integrations.len());
+    for i in &app.integrations {
+        let grant = match i.grant {
+            bearerd::config::Grant::AuthorizationCode => "authorization_code",
+            bearerd::config::Grant::ClientCredentials => "client_credentials",
+        };
+        println!("  {} ({}, {grant})", i.name, if i.agent { "agent" } else { "account" });
+    }
+    println!("templates: {}", app.templates.len());
+    for t in &app.templates {
+        let integration = t.integration.map_or("-".to_string(), |i| app.integrations[i].name.clone());
+        let host = t.host.as_literal().unwrap_or("<from context>");
+        let ctx = t.context_keys();
+        println!("  {} {} {host} integration={integration} context=[{}]", t.name, t.method, ctx.join(", "));
+    }
+    ExitCode::SUCCESS
+}

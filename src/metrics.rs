@@ -1,0 +1,99 @@
+//! Every metric bearerd exports, registered in one place on bearerd's own registry.
+//! Label values are bounded by the configuration: app, template and integration names, status
+//! codes, and fixed result and error kinds.
+
+use prometheus::{Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Buckets for an egress call: 1 ms to 30 s.
+pub const DURATION_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0];
+
+pub struct Metrics {
+    registry: Registry,
+    /// `requests_total{app,template,code}`
+    pub requests: IntCounterVec,
+    /// `request_duration_seconds{app,template}`
+    pub duration: HistogramVec,
+    /// `upstream_errors_total{app,template,kind}`
+    pub upstream_errors: IntCounterVec,
+    /// `token_refreshes_total{app,integration,result}`
+    pub token_refreshes: IntCounterVec,
+    /// `token_refresh_waiters_total{app,integration}`
+    pub token_refresh_waiters: IntCounterVec,
+    /// `authorizations_total{app,integration,result}`
+    pub authorizations: IntCounterVec,
+    /// `config_reloads_total{result}`
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub inflight: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("bearerd".into()), None).expect("static prefix is valid");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(c.clone())).expect("metric registered once");
+            c
+        };
+        let requests =
+            counter("requests_total", "Data-plane requests by app, template and status", &["app", "template", "code"]);
+        let upstream_errors =
+            counter("upstream_errors_total", "Upstream failures by kind", &["app", "template", "kind"]);
+        let token_refreshes = counter(
+            "token_refreshes_total",
+            "Refresh-token and client-credentials grants by result",
+            &["app", "integration", "result"],
+        );
+        let token_refresh_waiters = counter(
+            "token_refresh_waiters_total",
+            "Requests that waited on a refresh another request started",
+            &["app", "integration"],
+        );
+        let authorizations = counter(
+            "authorizations_total",
+            "Authorization-code exchanges by result",
+            &["app", "integration", "result"],
+        );
+        let config_reloads = counter("config_reloads_total", "Configuration reloads by result", &["result"]);
+        let duration = HistogramVec::new(
+            HistogramOpts::new("request_duration_seconds", "Data-plane request duration, until the response head")
+                .buckets(DURATION_BUCKETS.to_vec()),
+            &["app", "template"],
+        )
+        .expect("static metric definition");
+        registry.register(Box::new(duration.clone())).expect("metric registered once");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            registry.register(Box::new(g.clone())).expect("metric registered once");
+            g
+        };
+        let config_generation = gauge("config_generation", "Generation of the configuration being served");
+        let inflight = gauge("inflight_requests", "Data-plane requests in flight");
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            token_refreshes,
+            token_refresh_waiters,
+            authorizations,
+            config_reloads,
+            config_generation,
+            inflight,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,78 @@
+//! The one body type used in both directions: empty, a buffered body (replayable), or a
+//! streamed hyper body (optionally after a prefix that was already read).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+#[derive(Debug, Default)]
+pub enum ProxyBody {
+    #[default]
+    Empty,
+    Full(Option<Bytes>),
+    Stream {
+        prefix: Option<Bytes>,
+        rest: Incoming,
+    },
+}
+
+impl ProxyBody {
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        if b.is_empty() { ProxyBody::Empty } else { ProxyBody::Full(Some(b)) }
+    }
+
+    /// A copy for a replay, when the body is buffered.
+    pub fn try_clone(&self) -> Option<ProxyBody> {
+        match self {
+            ProxyBody::Empty => Some(ProxyBody::Empty),
+            ProxyBody::Full(b) => Some(ProxyBody::Full(b.clone())),
+            ProxyBody::Stream { .. } => None,
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Empty => Poll::Ready(None),
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Stream { prefix, rest } => {
+                if let Some(p) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(p))));
+                }
+                Pin::new(rest).poll_frame(cx)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Empty => true,
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Stream { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Empty => SizeHint::with_exact(0),
+            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Stream { prefix, rest } => {
+                let p = prefix.as_ref().map_or(0, |b| b.len() as u64);
+                let h = rest.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + p);
+                if let Some(u) = h.upper() {
+                    out.set_upper(u + p);
+                }
+                out
+            }
+        }
+    }
+}

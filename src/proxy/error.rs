@@ -1,0 +1,208 @@
+//! Data-plane errors and the one place where an error becomes a status and an FDK-shaped body:
+//! `{"status": 404, "message": "...", "errorSource": "APP"}`, with `x-bearerd-error: 1`.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::body::ProxyBody;
+use crate::template::RenderError;
+
+/// Everything that can go wrong on the data plane. Messages never carry a token, a secret, or a
+/// rendered path or query.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("Invalid request body: {0}")]
+    BadInvokeBody(String),
+    #[error("Request body is larger than {limit} bytes")]
+    InvokeBodyTooLarge { limit: usize },
+    #[error("Malformed request: {0}")]
+    BadFraming(String),
+    #[error("Rendering the request template failed: {0}")]
+    Render(RenderError),
+    #[error("{0}")]
+    BadAppHeader(String),
+    #[error("Integration {integration} has agent tokens: the request must name the agent in x-bearerd-account")]
+    MissingAccount { integration: String },
+    #[error("No token for integration {integration} (account {account}): authorize it first")]
+    NoToken { integration: String, account: String, authorize: String },
+    #[error("The token for integration {integration} (account {account}) can no longer be refreshed: authorize again")]
+    Reauthorize { integration: String, account: String, authorize: String },
+    #[error("No request template matches {method} {host}")]
+    NoMatch { method: http::Method, host: String },
+    #[error("Host {0} is not allowed")]
+    HostNotAllowed(String),
+    #[error("Upstream {0} resolves to an address that is not allowed (loopback, private or link-local)")]
+    AddressNotAllowed(String),
+    #[error("Request template not found: {0}")]
+    TemplateNotFound(String),
+    #[error("Upstream connection to {host} failed: {reason}")]
+    UpstreamConnect { host: String, reason: String },
+    #[error("Upstream TLS handshake with {host} failed: {reason}")]
+    UpstreamTls { host: String, reason: String },
+    #[error("Upstream {host} failed: {reason}")]
+    Upstream { host: String, reason: String },
+    #[error("Upstream {host} did not answer within {secs} s")]
+    UpstreamTimeout { host: String, secs: u64 },
+    #[error("Token endpoint for integration {integration} failed: {reason}")]
+    TokenEndpoint { integration: String, reason: String },
+    #[error("Token endpoint for integration {integration} did not answer in time")]
+    TokenEndpointTimeout { integration: String },
+    #[error("Token store failed: {0}")]
+    Store(String),
+}
+
+/// Who is at fault, in FDK's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    App,
+    Platform,
+}
+
+impl ErrorSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorSource::App => "APP",
+            ErrorSource::Platform => "PLATFORM",
+        }
+    }
+}
+
+impl ProxyError {
+    /// The status and error source of each error. Exhaustive: a new variant must be placed.
+    pub fn classify(&self) -> (StatusCode, ErrorSource) {
+        use ErrorSource::*;
+        match self {
+            ProxyError::BadInvokeBody(_)
+            | ProxyError::BadFraming(_)
+            | ProxyError::Render(RenderError::Host(_))
+            | ProxyError::Render(RenderError::InvalidHost)
+            | ProxyError::Render(RenderError::Header { .. })
+            | ProxyError::Render(RenderError::HeaderInvalid(_))
+            | ProxyError::Render(RenderError::Path(_))
+            | ProxyError::BadAppHeader(_)
+            | ProxyError::MissingAccount { .. } => (StatusCode::BAD_REQUEST, App),
+            ProxyError::InvokeBodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, App),
+            ProxyError::NoToken { .. } | ProxyError::Reauthorize { .. } => (StatusCode::UNAUTHORIZED, Platform),
+            ProxyError::NoMatch { .. }
+            | ProxyError::HostNotAllowed(_)
+            | ProxyError::Render(RenderError::HostNotAllowed(_))
+            | ProxyError::AddressNotAllowed(_) => (StatusCode::FORBIDDEN, App),
+            ProxyError::TemplateNotFound(_) => (StatusCode::NOT_FOUND, App),
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamTls { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::TokenEndpoint { .. }
+            | ProxyError::Store(_) => (StatusCode::BAD_GATEWAY, Platform),
+            ProxyError::UpstreamTimeout { .. } | ProxyError::TokenEndpointTimeout { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, Platform)
+            }
+        }
+    }
+
+    /// The kind label of `upstream_errors_total`, for errors that are the upstream's.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::UpstreamConnect { .. } => Some("connect"),
+            ProxyError::UpstreamTls { .. } => Some("tls"),
+            ProxyError::Upstream { .. } => Some("protocol"),
+            ProxyError::UpstreamTimeout { .. } => Some("timeout"),
+            _ => None,
+        }
+    }
+
+    /// Whether the client connection must be closed after the answer.
+    fn closes(&self) -> bool {
+        matches!(self, ProxyError::BadFraming(_))
+    }
+
+    /// The FDK-shaped answer.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let (status, source) = self.classify();
+        let mut body = serde_json::json!({
+            "status": status.as_u16(),
+            "message": self.to_string(),
+            "errorSource": source.as_str(),
+        });
+        if let ProxyError::NoToken { authorize, .. } | ProxyError::Reauthorize { authorize, .. } = &self {
+            body["authorize"] = serde_json::Value::String(authorize.clone());
+        }
+        let mut resp = Response::new(ProxyBody::full(body.to_string()));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert("x-bearerd-error", HeaderValue::from_static("1"));
+        if self.closes() {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::escape::Refused;
+    use http_body_util::BodyExt as _;
+
+    async fn body_of(e: ProxyError) -> (StatusCode, serde_json::Value, bool) {
+        let r = e.into_response();
+        let status = r.status();
+        assert_eq!(r.headers()["x-bearerd-error"], "1");
+        let close = r.headers().get("connection").is_some();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap(), close)
+    }
+
+    #[tokio::test]
+    async fn every_variant_has_its_status_and_source() {
+        let h = || "api.x.com".to_string();
+        let cases: Vec<(ProxyError, u16, &str)> = vec![
+            (ProxyError::BadInvokeBody("x".into()), 400, "APP"),
+            (ProxyError::InvokeBodyTooLarge { limit: 1 }, 413, "APP"),
+            (ProxyError::BadFraming("x".into()), 400, "APP"),
+            (ProxyError::Render(RenderError::Host(Refused::Host)), 400, "APP"),
+            (ProxyError::Render(RenderError::InvalidHost), 400, "APP"),
+            (
+                ProxyError::Render(RenderError::Header { name: http::header::ACCEPT, reason: Refused::HeaderControl }),
+                400,
+                "APP",
+            ),
+            (ProxyError::Render(RenderError::HeaderInvalid(http::header::ACCEPT)), 400, "APP"),
+            (ProxyError::Render(RenderError::HostNotAllowed(h())), 403, "APP"),
+            (ProxyError::Render(RenderError::Path(Refused::PathTraversal)), 400, "APP"),
+            (ProxyError::BadAppHeader("x".into()), 400, "APP"),
+            (ProxyError::MissingAccount { integration: "i".into() }, 400, "APP"),
+            (
+                ProxyError::NoToken { integration: "i".into(), account: "a".into(), authorize: "u".into() },
+                401,
+                "PLATFORM",
+            ),
+            (
+                ProxyError::Reauthorize { integration: "i".into(), account: "a".into(), authorize: "u".into() },
+                401,
+                "PLATFORM",
+            ),
+            (ProxyError::NoMatch { method: http::Method::GET, host: h() }, 403, "APP"),
+            (ProxyError::HostNotAllowed(h()), 403, "APP"),
+            (ProxyError::AddressNotAllowed(h()), 403, "APP"),
+            (ProxyError::TemplateNotFound("t".into()), 404, "APP"),
+            (ProxyError::UpstreamConnect { host: h(), reason: "r".into() }, 502, "PLATFORM"),
+            (ProxyError::UpstreamTls { host: h(), reason: "r".into() }, 502, "PLATFORM"),
+            (ProxyError::Upstream { host: h(), reason: "r".into() }, 502, "PLATFORM"),
+            (ProxyError::UpstreamTimeout { host: h(), secs: 1 }, 504, "PLATFORM"),
+            (ProxyError::TokenEndpoint { integration: "i".into(), reason: "r".into() }, 502, "PLATFORM"),
+            (ProxyError::TokenEndpointTimeout { integration: "i".into() }, 504, "PLATFORM"),
+            (ProxyError::Store("s".into()), 502, "PLATFORM"),
+        ];
+        for (e, status, source) in cases {
+            let framing = matches!(e, ProxyError::BadFraming(_));
+            let authorize = matches!(e, ProxyError::NoToken { .. } | ProxyError::Reauthorize { .. });
+            let (s, body, close) = body_of(e).await;
+            assert_eq!(s.as_u16(), status);
+            assert_eq!(body["status"], status);
+            assert_eq!(body["errorSource"], source);
+            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert_eq!(close, framing);
+            assert_eq!(body.get("authorize").is_some(), authorize);
+        }
+    }
+}

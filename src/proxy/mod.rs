@@ -1,0 +1,418 @@
+//! The data plane: match -> render -> token -> send -> stream back.
+//!
+//! [`handle`] is the outer function: it loads the snapshot once, runs [`serve`], turns an error
+//! into its answer ([`error`]), and records metrics and one access-log line. [`serve`] is the
+//! path of one request, step by step.
+
+pub mod body;
+pub mod error;
+pub mod upstream;
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as _, Incoming};
+use tokio::time::Instant;
+
+use crate::server::Shared;
+use crate::snapshot::{App, Snapshot};
+use crate::template::{Context, RenderError, RequestScope};
+use crate::token::{DEFAULT_ACCOUNT, TokenKey, TokenState};
+pub use body::ProxyBody;
+pub use error::ProxyError;
+
+/// The largest `/invoke` body.
+pub const MAX_INVOKE_BODY: usize = 1 << 20;
+
+const X_APP: &str = "x-bearerd-app";
+const X_ACCOUNT: &str = "x-bearerd-account";
+const X_TEMPLATE: &str = "x-bearerd-template";
+const X_ATTEMPTS: &str = "x-bearerd-attempts";
+
+/// What the access log and the metrics need to know about a request.
+#[derive(Default)]
+struct Outcome {
+    app: Option<usize>,
+    template: Option<usize>,
+    attempts: u32,
+    host: Option<String>,
+}
+
+/// Decrements the in-flight gauge even when the client goes away mid-request.
+struct InflightGuard<'a>(&'a prometheus::IntGauge);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Serves one data-plane request. Never fails: errors become FDK-shaped answers.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let snap = shared.snapshot.load_full();
+    shared.metrics.inflight.inc();
+    let _guard = InflightGuard(&shared.metrics.inflight);
+    let method = req.method().clone();
+    let mut out = Outcome::default();
+    let resp = match serve(&shared, &snap, req, &mut out).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(kind) = e.upstream_kind() {
+                let (app, template) = labels(&snap, &out);
+                shared.metrics.upstream_errors.with_label_values(&[app, template, kind]).inc();
+            }
+            tracing::debug!(error = %e, "request failed");
+            e.into_response()
+        }
+    };
+    let elapsed = start.elapsed();
+    let (app, template) = labels(&snap, &out);
+    let status = resp.status();
+    shared.metrics.requests.with_label_values(&[app, template, status.as_str()]).inc();
+    if let (Some(a), Some(t)) = (out.app, out.template) {
+        snap.apps[a].template_metrics[t].observe(elapsed.as_secs_f64());
+    }
+    tracing::info!(
+        target: "bearerd::access",
+        app,
+        template,
+        %method,
+        upstream = out.host.as_deref().unwrap_or(""),
+        status = status.as_u16(),
+        attempts = out.attempts,
+        ms = elapsed.as_secs_f64() * 1000.0,
+    );
+    Ok(resp)
+}
+
+fn labels<'a>(snap: &'a Snapshot, out: &Outcome) -> (&'a str, &'a str) {
+    match out.app.map(|a| &snap.apps[a]) {
+        Some(app) => (&app.name, out.template.map_or("", |t| app.templates()[t].name.as_str())),
+        None => ("", ""),
+    }
+}
+
+/// The path of one request.
+async fn serve(
+    shared: &Shared,
+    snap: &Snapshot,
+    req: Request<Incoming>,
+    out: &mut Outcome,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (parts, body) = req.into_parts();
+
+    // 1. Which app.
+    let app_idx = select_app(snap, &parts.headers)?;
+    out.app = Some(app_idx);
+    let app = &snap.apps[app_idx];
+    let refresh = &snap.config.refresh;
+
+    // 2. Which template: by name, or by method + host + path.
+    let invoke_json: serde_json::Map<String, serde_json::Value>;
+    let mut ctx = Context::default();
+    let is_invoke =
+        parts.uri.authority().is_none() && parts.method == Method::POST && parts.uri.path().starts_with("/invoke/");
+    let (t_idx, body, json_body, request_query) = if is_invoke {
+        let name = &parts.uri.path()["/invoke/".len()..];
+        let idx = *app.by_name.get(name).ok_or_else(|| ProxyError::TemplateNotFound(truncate(name, 100)))?;
+        out.template = Some(idx);
+        let (map, body, is_json) = read_invoke(body, &parts.headers).await?;
+        invoke_json = map;
+        if let Some(serde_json::Value::Object(c)) = invoke_json.get("context") {
+            for (k, v) in c {
+                let v = match v {
+                    serde_json::Value::String(s) => Cow::Borrowed(s.as_str()),
+                    serde_json::Value::Number(n) => Cow::Owned(n.to_string()),
+                    serde_json::Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+                    serde_json::Value::Null => continue,
+                    _ => {
+                        return Err(ProxyError::BadInvokeBody(format!(
+                            "context.{} must be a string, number or boolean",
+                            truncate(k, 100)
+                        )));
+                    }
+                };
+                ctx.insert(k.as_str(), v);
+            }
+        }
+        (idx, body, is_json, None)
+    } else {
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        let m = app
+            .router
+            .find(&parts.method, host, parts.uri.path())
+            .ok_or_else(|| ProxyError::NoMatch { method: parts.method.clone(), host: truncate(host, 255) })?;
+        out.template = Some(m.template);
+        for (k, v) in m.captures {
+            ctx.insert(k, v);
+        }
+        let body = read_transparent(body, refresh.replay_buffer).await?;
+        (m.template, body, false, parts.uri.query())
+    };
+    let t = &app.templates()[t_idx];
+
+    // 3. The token, when the template has an integration.
+    let token = match t.integration {
+        None => None,
+        Some(i) => {
+            let integ = app.integration(i);
+            let account = match parts.headers.get(X_ACCOUNT) {
+                Some(v) => match v.to_str() {
+                    Ok(s) if !s.is_empty() && s.len() <= 256 => s,
+                    _ => {
+                        return Err(ProxyError::BadAppHeader(
+                            "x-bearerd-account must be 1-256 visible characters".into(),
+                        ));
+                    }
+                },
+                None if integ.agent => {
+                    return Err(ProxyError::MissingAccount { integration: integ.name.clone() });
+                }
+                None => DEFAULT_ACCOUNT,
+            };
+            let key = TokenKey {
+                app: app.name.clone(),
+                integration: app.integrations[i].clone(),
+                account: if account == DEFAULT_ACCOUNT { shared.default_account.clone() } else { account.into() },
+            };
+            let authorize = || snap.authorize_url(&app.name, &integ.name, account);
+            match shared.tokens.get(&key) {
+                None => {
+                    return Err(ProxyError::NoToken {
+                        integration: integ.name.clone(),
+                        account: truncate(account, 256),
+                        authorize: authorize(),
+                    });
+                }
+                Some(tok) if tok.state(crate::token::unix_now()) == TokenState::Reauthorize => {
+                    return Err(ProxyError::Reauthorize {
+                        integration: integ.name.clone(),
+                        account: truncate(account, 256),
+                        authorize: authorize(),
+                    });
+                }
+                Some(tok) => Some(tok),
+            }
+        }
+    };
+
+    // 4. Render host, path, query and headers, each escaped for its position.
+    let scope = RequestScope { context: &ctx, token: token.as_ref().map(|t| t.access_token.expose()) };
+    let authority = t.render_host(&scope, &app.config.allow_hosts).map_err(ProxyError::Render)?;
+    out.host = Some(authority.to_string());
+    snap.upstream.check_literal(&authority)?;
+    let mut target = String::with_capacity(authority.len() + parts.uri.path().len() + 64);
+    target.push_str(if t.https { "https://" } else { "http://" });
+    target.push_str(&authority);
+    t.render_path_and_query(&scope, request_query, &mut target).map_err(ProxyError::Render)?;
+    let uri: Uri = target.parse().map_err(|_| ProxyError::Render(RenderError::InvalidHost))?;
+
+    let mut headers = if is_invoke {
+        HeaderMap::with_capacity(t.headers.len() + 2)
+    } else {
+        let mut h = parts.headers;
+        strip_request_headers(&mut h);
+        h
+    };
+    t.render_headers(&scope, |name, value| {
+        headers.insert(name.clone(), value);
+    })
+    .map_err(ProxyError::Render)?;
+    if json_body && !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+
+    // 5. Send, retrying connect errors, 429 and 5xx as the template allows.
+    let deadline = Instant::now() + snap.upstream.config().timeout;
+    let mut body = Some(body);
+    let mut attempts = 0u32;
+    let resp = loop {
+        attempts += 1;
+        let last = attempts >= u32::from(t.max_attempts);
+        let (this_body, replayable) = match body.as_ref().and_then(ProxyBody::try_clone) {
+            Some(b) if !last => (b, true),
+            _ => (body.take().unwrap_or_default(), false),
+        };
+        let mut req = Request::new(this_body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri.clone();
+        *req.headers_mut() = if replayable { headers.clone() } else { std::mem::take(&mut headers) };
+        let result = snap.upstream.send(req, &authority, deadline).await;
+        let wait = match &result {
+            Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() => {
+                Some(retry_after(r.headers()).unwrap_or(t.retry_delay).max(t.retry_delay))
+            }
+            Err(ProxyError::UpstreamConnect { .. }) => Some(t.retry_delay),
+            _ => None,
+        };
+        match wait {
+            Some(wait) if replayable && Instant::now() + wait < deadline => {
+                tracing::debug!(template = %t.name, attempts, "retrying");
+                drop(result);
+                tokio::time::sleep(wait).await;
+            }
+            _ => {
+                out.attempts = attempts;
+                break result?;
+            }
+        }
+    };
+
+    // 6. Stream the answer back.
+    let (mut rparts, rbody) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    rparts.headers.insert(X_TEMPLATE, app.template_header(t_idx));
+    rparts.headers.insert(X_ATTEMPTS, HeaderValue::from(attempts));
+    Ok(Response::from_parts(rparts, ProxyBody::Stream { prefix: None, rest: rbody }))
+}
+
+fn select_app(snap: &Snapshot, headers: &HeaderMap) -> Result<usize, ProxyError> {
+    match headers.get(X_APP) {
+        Some(v) => {
+            let name = v.to_str().unwrap_or("");
+            snap.apps
+                .iter()
+                .position(|a| &*a.name == name)
+                .ok_or_else(|| ProxyError::BadAppHeader(format!("x-bearerd-app names no app: {}", truncate(name, 100))))
+        }
+        None if snap.apps.len() == 1 => Ok(0),
+        None => {
+            Err(ProxyError::BadAppHeader("several apps are configured: name one in the x-bearerd-app header".into()))
+        }
+    }
+}
+
+/// Reads an `/invoke` body: `{"context": {...}, "body": "<string>" | <json>}`.
+async fn read_invoke(
+    body: Incoming,
+    headers: &HeaderMap,
+) -> Result<(serde_json::Map<String, serde_json::Value>, ProxyBody, bool), ProxyError> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_INVOKE_BODY as u64) {
+        return Err(ProxyError::InvokeBodyTooLarge { limit: MAX_INVOKE_BODY });
+    }
+    let bytes = match http_body_util::Limited::new(body, MAX_INVOKE_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ProxyError::InvokeBodyTooLarge { limit: MAX_INVOKE_BODY });
+        }
+        Err(e) => return Err(ProxyError::BadFraming(e.to_string())),
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((serde_json::Map::new(), ProxyBody::Empty, false));
+    }
+    let mut map = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(m)) => m,
+        Ok(_) => {
+            return Err(ProxyError::BadInvokeBody("the body must be a JSON object".into()));
+        }
+        Err(e) => return Err(ProxyError::BadInvokeBody(format!("not JSON: {e}"))),
+    };
+    match map.get("context") {
+        None | Some(serde_json::Value::Object(_)) | Some(serde_json::Value::Null) => {}
+        Some(_) => {
+            return Err(ProxyError::BadInvokeBody("`context` must be an object".into()));
+        }
+    }
+    let (body, is_json) = match map.remove("body") {
+        None | Some(serde_json::Value::Null) => (ProxyBody::Empty, false),
+        Some(serde_json::Value::String(s)) => (ProxyBody::full(s), false),
+        Some(v) => (ProxyBody::full(v.to_string()), true),
+    };
+    Ok((map, body, is_json))
+}
+
+/// Buffers a transparent request body up to `limit` (so it can be replayed, and so a malformed
+/// one is refused before anything is sent); a larger body is streamed.
+async fn read_transparent(mut body: Incoming, limit: usize) -> Result<ProxyBody, ProxyError> {
+    if body.is_end_stream() {
+        return Ok(ProxyBody::Empty);
+    }
+    if body.size_hint().exact().is_some_and(|n| n > limit as u64) {
+        return Ok(ProxyBody::Stream { prefix: None, rest: body });
+    }
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::BadFraming(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() > limit {
+                return Ok(ProxyBody::Stream { prefix: Some(buf.freeze()), rest: body });
+            }
+        }
+    }
+    Ok(ProxyBody::full(Bytes::from(buf)))
+}
+
+/// Removes what must not travel from the application to the upstream: hop-by-hop headers,
+/// `x-bearerd-*`, `Host` (taken from the template) and framing (recomputed).
+fn strip_request_headers(h: &mut HeaderMap) {
+    strip_hop_by_hop(h);
+    h.remove(header::HOST);
+    h.remove(header::CONTENT_LENGTH);
+    let ours: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("x-bearerd-")).cloned().collect();
+    for k in ours {
+        h.remove(k);
+    }
+}
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    for n in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not honoured).
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = h.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+impl App {
+    /// The `x-bearerd-template` value of a template.
+    fn template_header(&self, t: usize) -> HeaderValue {
+        HeaderValue::from_str(&self.templates()[t].name).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+}

@@ -1,0 +1,98 @@
+//! One immutable, compiled configuration: apps, templates, routers, integrations, per-template
+//! metric handles and the upstream client. Held in an `ArcSwap`; a request loads it once and
+//! keeps it to the end, so a reload never mixes two configurations inside one request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus::Histogram;
+
+use crate::config::{AppConfig, Config, IntegrationSpec, TemplateSpec};
+use crate::metrics::Metrics;
+use crate::proxy::upstream::Upstream;
+use crate::template::route::Router;
+
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub apps: Vec<App>,
+    by_name: HashMap<Box<str>, usize>,
+    pub upstream: Arc<Upstream>,
+}
+
+pub struct App {
+    pub name: Arc<str>,
+    pub config: AppConfig,
+    pub by_name: HashMap<Box<str>, usize>,
+    pub router: Router,
+    /// Integration names, shared with token keys.
+    pub integrations: Vec<Arc<str>>,
+    /// Per-template handles, resolved here so the hot path does no label hashing for them.
+    pub template_metrics: Vec<Histogram>,
+}
+
+impl App {
+    pub fn templates(&self) -> &[TemplateSpec] {
+        &self.config.fdk.templates
+    }
+
+    pub fn integration(&self, i: usize) -> &IntegrationSpec {
+        &self.config.fdk.integrations[i]
+    }
+
+    pub fn integration_by_name(&self, name: &str) -> Option<(usize, &IntegrationSpec)> {
+        self.config.fdk.integrations.iter().enumerate().find(|(_, i)| i.name == name)
+    }
+}
+
+impl Snapshot {
+    /// Compiles `config`. `previous` lends its upstream client (and so its connection pool) when
+    /// the upstream settings did not change.
+    pub fn compile(
+        config: Config,
+        generation: u64,
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
+        let upstream = match previous {
+            Some(p) if *p.upstream.config() == config.upstream => p.upstream.clone(),
+            _ => Arc::new(Upstream::new(&config.upstream)?),
+        };
+        let apps: Vec<App> = config
+            .apps
+            .iter()
+            .map(|a| {
+                let templates = &a.fdk.templates;
+                App {
+                    name: a.name.as_str().into(),
+                    by_name: templates.iter().enumerate().map(|(i, t)| (t.name.as_str().into(), i)).collect(),
+                    router: Router::new(templates),
+                    integrations: a.fdk.integrations.iter().map(|i| i.name.as_str().into()).collect(),
+                    template_metrics: templates
+                        .iter()
+                        .map(|t| metrics.duration.with_label_values(&[a.name.as_str(), t.name.as_str()]))
+                        .collect(),
+                    config: a.clone(),
+                }
+            })
+            .collect();
+        let by_name = apps.iter().enumerate().map(|(i, a)| (a.name.as_ref().into(), i)).collect();
+        Ok(Snapshot { generation, config: Arc::new(config), apps, by_name, upstream })
+    }
+
+    pub fn app(&self, name: &str) -> Option<&App> {
+        self.by_name.get(name).map(|&i| &self.apps[i])
+    }
+
+    /// The URL that starts authorization of an integration for an account.
+    pub fn authorize_url(&self, app: &str, integration: &str, account: &str) -> String {
+        let mut u = format!("{}/auth/authorize/{app}/{integration}", self.config.admin.public_url);
+        if account != crate::token::DEFAULT_ACCOUNT {
+            u.push_str("?account=");
+            let mut enc = String::new();
+            let _ = crate::template::escape::query_value(account, &mut enc);
+            u.push_str(&enc);
+        }
+        u
+    }
+}

@@ -1,0 +1,159 @@
+//! Request templates: the expression language ([`expr`]), escaping per position ([`escape`]),
+//! matching a request to a template ([`route`]) and rendering a template into the parts of an
+//! upstream request (this file).
+
+pub mod escape;
+pub mod expr;
+pub mod route;
+
+use std::borrow::Cow;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::config::{PathTail, TemplateSpec};
+use escape::{HostPattern, Refused};
+use expr::Scope;
+
+/// The request-time values a template is rendered with.
+#[derive(Debug, Default)]
+pub struct Context<'a> {
+    pub values: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> Context<'a> {
+    pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) {
+        let key = key.into();
+        match self.values.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value.into(),
+            None => self.values.push((key, value.into())),
+        }
+    }
+}
+
+/// A context plus the access token: what expressions read at request time.
+pub struct RequestScope<'a> {
+    pub context: &'a Context<'a>,
+    pub token: Option<&'a str>,
+}
+
+impl Scope for RequestScope<'_> {
+    fn context(&self, key: &str) -> Option<&str> {
+        self.context.values.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+    }
+    fn access_token(&self) -> Option<&str> {
+        self.token
+    }
+}
+
+/// Why a template could not be rendered for a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("host value refused: {0}")]
+    Host(Refused),
+    #[error("the rendered host is not a valid host name")]
+    InvalidHost,
+    #[error("host {0} is not in the app's allow_hosts")]
+    HostNotAllowed(String),
+    #[error("header {name}: {reason}")]
+    Header { name: HeaderName, reason: Refused },
+    #[error("header {0}: the value is not a valid header value")]
+    HeaderInvalid(HeaderName),
+    #[error("path value refused: {0}")]
+    Path(Refused),
+}
+
+impl TemplateSpec {
+    /// Renders `host[:port]`. A host that takes a context value must match `allow_hosts`.
+    pub fn render_host<'s>(&'s self, scope: &dyn Scope, allow: &[HostPattern]) -> Result<Cow<'s, str>, RenderError> {
+        if let Some(lit) = self.host.as_literal() {
+            return Ok(Cow::Borrowed(lit));
+        }
+        let mut out = String::new();
+        self.host.render_into(scope, &mut out, escape::host_value).map_err(RenderError::Host)?;
+        out.make_ascii_lowercase();
+        if !escape::valid_authority(&out) {
+            return Err(RenderError::InvalidHost);
+        }
+        if self.host.uses_context() && !allow.iter().any(|p| p.matches(&out)) {
+            return Err(RenderError::HostNotAllowed(out));
+        }
+        Ok(Cow::Owned(out))
+    }
+
+    /// Renders the path and query into `out`. `request_query` is the query string a transparent
+    /// request carried: it comes first, and template parameters whose key it already has are
+    /// left out.
+    pub fn render_path_and_query(
+        &self,
+        scope: &dyn Scope,
+        request_query: Option<&str>,
+        out: &mut String,
+    ) -> Result<(), RenderError> {
+        match self.path_tail {
+            PathTail::None => self.path.render_into(scope, out, escape::path_segment),
+            PathTail::Tail | PathTail::Whole => {
+                // The last expression is the tail; any before it are single segments.
+                let leading = self.path_tail == PathTail::Whole;
+                let exprs = self.path.0.iter().filter(|p| matches!(p, expr::Part::Expr(_))).count();
+                let mut i = 0;
+                self.path.render_into(scope, out, |v, out| {
+                    i += 1;
+                    if i == exprs { escape::path_tail(v, leading, out) } else { escape::path_segment(v, out) }
+                })
+            }
+        }
+        .map_err(RenderError::Path)?;
+        let mut first = true;
+        let mut sep = |out: &mut String| {
+            out.push(if first { '?' } else { '&' });
+            first = false;
+        };
+        if let Some(q) = request_query.filter(|q| !q.is_empty()) {
+            sep(out);
+            out.push_str(q);
+        }
+        let has_key =
+            |key: &str| request_query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some(key)));
+        if !self.path_query.0.is_empty() {
+            let mut rendered = String::new();
+            let _ = self.path_query.render_into(scope, &mut rendered, escape::query_value);
+            let kept: Vec<&str> = rendered
+                .split('&')
+                .filter(|kv| !kv.is_empty() && !has_key(kv.split('=').next().unwrap_or("")))
+                .collect();
+            if !kept.is_empty() {
+                sep(out);
+                out.push_str(&kept.join("&"));
+            }
+        }
+        for (key, value) in &self.query {
+            if has_key(key) {
+                continue;
+            }
+            sep(out);
+            out.push_str(key);
+            out.push('=');
+            let _ = value.render_into(scope, out, escape::query_value);
+        }
+        Ok(())
+    }
+
+    /// Renders every template header, refusing values that would inject a header.
+    pub fn render_headers(
+        &self,
+        scope: &dyn Scope,
+        mut emit: impl FnMut(&HeaderName, HeaderValue),
+    ) -> Result<(), RenderError> {
+        let mut buf = String::new();
+        for (name, value) in &self.headers {
+            buf.clear();
+            value
+                .render_into(scope, &mut buf, escape::header_value)
+                .map_err(|reason| RenderError::Header { name: name.clone(), reason })?;
+            let v =
+                HeaderValue::from_bytes(buf.trim().as_bytes()).map_err(|_| RenderError::HeaderInvalid(name.clone()))?;
+            emit(name, v);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,436 @@
+//! Transparent matching: from (method, host, path) to one template, without scanning templates.
+//!
+//! Templates are indexed by their literal host (lower-case) and then by a trie of path segments:
+//! a literal segment is a hash lookup; a segment of the form `prefix<%= context.k %>suffix`
+//! captures one segment as the context value `k`. Literal segments are tried before captures.
+//! A template whose host or path cannot be matched this way (an `||` or `+` expression across a
+//! segment) can still be invoked by name.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use http::Method;
+
+use super::escape::{decode_segment, split_port};
+use super::expr::{Bound, Part, Parts};
+use crate::config::{PathTail, TemplateSpec};
+
+/// A matcher for the templates of one app.
+#[derive(Debug, Default)]
+pub struct Router {
+    hosts: HashMap<Box<str>, Node>,
+    /// Hosts that capture a context value: few, so they are scanned.
+    dynamic: Vec<(SegPat, Node)>,
+    /// Templates that cannot be matched transparently (invoke by name only).
+    pub unmatchable: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    lit: HashMap<Box<str>, Node>,
+    pats: Vec<(SegPat, Node)>,
+    /// Path tails: a capture of everything that is left of the path.
+    tails: Vec<(TailPat, Vec<Leaf>)>,
+    leaves: Vec<Leaf>,
+}
+
+/// `prefix<%= context.k %>` ending a path; `leading` when it is the whole path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TailPat {
+    prefix: Box<str>,
+    leading: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SegPat {
+    prefix: Box<str>,
+    suffix: Box<str>,
+    key: Box<str>,
+}
+
+impl SegPat {
+    fn capture<'s>(&self, seg: &'s str) -> Option<&'s str> {
+        if seg.len() >= self.prefix.len() + self.suffix.len()
+            && seg.starts_with(&*self.prefix)
+            && seg.ends_with(&*self.suffix)
+        {
+            Some(&seg[self.prefix.len()..seg.len() - self.suffix.len()])
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Leaf {
+    method: Method,
+    template: usize,
+    /// The context key of each capture, in order (the host's first, when it captures).
+    keys: Box<[Box<str>]>,
+}
+
+/// A matched template and the context values its host and path captured.
+#[derive(Debug)]
+pub struct Match<'r, 'q> {
+    pub template: usize,
+    pub captures: Vec<(&'r str, Cow<'q, str>)>,
+}
+
+enum Seg {
+    Lit(String),
+    Pat(SegPat),
+    Tail(TailPat, Box<str>),
+}
+
+/// One segment (or host) as a literal or a single-capture pattern; `None` if neither.
+fn classify(parts: &[Part<&Bound>]) -> Option<Seg> {
+    match parts {
+        [] => Some(Seg::Lit(String::new())),
+        [Part::Lit(s)] => Some(Seg::Lit(s.clone())),
+        _ => {
+            let mut prefix = String::new();
+            let mut suffix = String::new();
+            let mut key = None;
+            for p in parts {
+                match (p, &key) {
+                    (Part::Lit(s), None) => prefix.push_str(s),
+                    (Part::Lit(s), Some(_)) => suffix.push_str(s),
+                    (Part::Expr(Bound::Context(k)), None) => key = Some(k.clone()),
+                    _ => return None,
+                }
+            }
+            key.map(|key| Seg::Pat(SegPat { prefix: prefix.into(), suffix: suffix.into(), key }))
+        }
+    }
+}
+
+/// Splits a bound path into segments (the text before the leading `/` is dropped).
+fn segments(path: &Parts<Bound>) -> Vec<Vec<Part<&Bound>>> {
+    let mut segs: Vec<Vec<Part<&Bound>>> = vec![Vec::new()];
+    for p in &path.0 {
+        match p {
+            Part::Lit(s) => {
+                let mut pieces = s.split('/');
+                if let Some(first) = pieces.next()
+                    && !first.is_empty()
+                {
+                    push_lit(segs.last_mut(), first);
+                }
+                for piece in pieces {
+                    segs.push(Vec::new());
+                    if !piece.is_empty() {
+                        push_lit(segs.last_mut(), piece);
+                    }
+                }
+            }
+            Part::Expr(e) => {
+                if let Some(last) = segs.last_mut() {
+                    last.push(Part::Expr(e));
+                }
+            }
+        }
+    }
+    segs.remove(0);
+    segs
+}
+
+fn push_lit(seg: Option<&mut Vec<Part<&Bound>>>, s: &str) {
+    if let Some(seg) = seg {
+        seg.push(Part::Lit(s.to_string()));
+    }
+}
+
+impl Router {
+    /// Builds the matcher. Templates are given in load order; on a tie the first wins.
+    pub fn new(templates: &[TemplateSpec]) -> Router {
+        let mut r = Router::default();
+        for (i, t) in templates.iter().enumerate() {
+            if !r.insert(i, t) {
+                r.unmatchable.push(i);
+            }
+        }
+        r
+    }
+
+    fn insert(&mut self, idx: usize, t: &TemplateSpec) -> bool {
+        let host_parts: Vec<Part<&Bound>> = t
+            .host
+            .0
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => Part::Lit(s.to_ascii_lowercase()),
+                Part::Expr(e) => Part::Expr(e),
+            })
+            .collect();
+        let Some(host) = classify(&host_parts) else {
+            return false;
+        };
+        let mut segs = Vec::new();
+        match (t.path_tail, t.path.0.as_slice()) {
+            (PathTail::Whole, [Part::Expr(Bound::Context(k))]) => {
+                segs.push(Seg::Tail(TailPat { prefix: "".into(), leading: true }, k.clone()));
+            }
+            (PathTail::Whole, _) => return false,
+            _ => {
+                for s in segments(&t.path) {
+                    match classify(&s) {
+                        Some(Seg::Lit(l)) => segs.push(Seg::Lit(decode_segment(&l).into_owned())),
+                        Some(p) => segs.push(p),
+                        None => return false,
+                    }
+                }
+                if t.path_tail == PathTail::Tail {
+                    match segs.pop() {
+                        Some(Seg::Pat(p)) if p.suffix.is_empty() => {
+                            segs.push(Seg::Tail(TailPat { prefix: p.prefix, leading: false }, p.key));
+                        }
+                        _ => return false,
+                    }
+                }
+            }
+        }
+        let mut keys: Vec<Box<str>> = Vec::new();
+        let mut node = match host {
+            Seg::Tail(..) => return false,
+            Seg::Lit(h) => self.hosts.entry(h.into()).or_default(),
+            Seg::Pat(p) => {
+                keys.push(p.key.clone());
+                let pos = match self.dynamic.iter().position(|(q, _)| *q == p) {
+                    Some(pos) => pos,
+                    None => {
+                        self.dynamic.push((p, Node::default()));
+                        self.dynamic.len() - 1
+                    }
+                };
+                &mut self.dynamic[pos].1
+            }
+        };
+        for seg in segs {
+            node = match seg {
+                Seg::Tail(tail, key) => {
+                    keys.push(key);
+                    let pos = match node.tails.iter().position(|(q, _)| *q == tail) {
+                        Some(pos) => pos,
+                        None => {
+                            node.tails.push((tail, Vec::new()));
+                            node.tails.len() - 1
+                        }
+                    };
+                    let leaves = &mut node.tails[pos].1;
+                    if !leaves.iter().any(|l| l.method == t.method) {
+                        leaves.push(Leaf { method: t.method.clone(), template: idx, keys: keys.into() });
+                    }
+                    return true;
+                }
+                Seg::Lit(l) => node.lit.entry(l.into()).or_default(),
+                Seg::Pat(p) => {
+                    keys.push(p.key.clone());
+                    let pos = match node.pats.iter().position(|(q, _)| *q == p) {
+                        Some(pos) => pos,
+                        None => {
+                            node.pats.push((p, Node::default()));
+                            node.pats.len() - 1
+                        }
+                    };
+                    &mut node.pats[pos].1
+                }
+            };
+        }
+        if node.leaves.iter().any(|l| l.method == t.method) {
+            // Same method, host and path as an earlier template: the earlier one wins.
+            return true;
+        }
+        node.leaves.push(Leaf { method: t.method.clone(), template: idx, keys: keys.into() });
+        true
+    }
+
+    /// Finds the template for a request. `host` is the request's `host[:port]`, `path` its path
+    /// without the query string.
+    pub fn find<'r, 'q>(&'r self, method: &Method, host: &str, path: &'q str) -> Option<Match<'r, 'q>> {
+        let lower: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        let segs: Vec<&'q str> = match path.strip_prefix('/') {
+            Some(p) => p.split('/').collect(),
+            None => return None,
+        };
+        let mut caps: Vec<Cow<'q, str>> = Vec::with_capacity(4);
+        let candidates = [lower.as_ref(), split_port(&lower).0];
+        for (n, h) in candidates.iter().enumerate() {
+            // A request for `host:80` may match a template without a port.
+            if n == 1 && !lower.ends_with(":80") {
+                break;
+            }
+            if let Some(node) = self.hosts.get(*h)
+                && let Some(leaf) = node.find(method, &segs, &mut caps)
+            {
+                return Some(leaf.to_match(caps));
+            }
+        }
+        for (pat, node) in &self.dynamic {
+            if let Some(v) = pat.capture(&lower) {
+                caps.clear();
+                caps.push(Cow::Owned(v.to_string()));
+                if let Some(leaf) = node.find(method, &segs, &mut caps) {
+                    return Some(leaf.to_match(caps));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Leaf {
+    fn to_match<'r, 'q>(&'r self, caps: Vec<Cow<'q, str>>) -> Match<'r, 'q> {
+        Match { template: self.template, captures: self.keys.iter().map(|k| &**k).zip(caps).collect() }
+    }
+}
+
+impl Node {
+    fn find<'q>(&self, method: &Method, segs: &[&'q str], caps: &mut Vec<Cow<'q, str>>) -> Option<&Leaf> {
+        let Some((first, rest)) = segs.split_first() else {
+            return self.leaves.iter().find(|l| l.method == *method);
+        };
+        let decoded = decode_segment(first);
+        if let Some(child) = self.lit.get(decoded.as_ref())
+            && let Some(leaf) = child.find(method, rest, caps)
+        {
+            return Some(leaf);
+        }
+        for (pat, child) in &self.pats {
+            if let Some(v) = pat.capture(&decoded) {
+                let v = match &decoded {
+                    Cow::Borrowed(_) => {
+                        let start = first.len() - v.len() - pat.suffix.len();
+                        Cow::Borrowed(&first[start..start + v.len()])
+                    }
+                    Cow::Owned(_) => Cow::Owned(v.to_string()),
+                };
+                caps.push(v);
+                if let Some(leaf) = child.find(method, rest, caps) {
+                    return Some(leaf);
+                }
+                caps.pop();
+            }
+        }
+        for (tail, leaves) in &self.tails {
+            let Some(leaf) = leaves.iter().find(|l| l.method == *method) else { continue };
+            let Some(head) = decoded.strip_prefix(&*tail.prefix) else { continue };
+            let mut v = String::with_capacity(64);
+            if tail.leading {
+                v.push('/');
+            }
+            v.push_str(head);
+            for seg in rest {
+                v.push('/');
+                v.push_str(&decode_segment(seg));
+            }
+            caps.push(Cow::Owned(v));
+            return Some(leaf);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::expr::{self, Allow, Bindings, Syntax};
+    use std::time::Duration;
+
+    fn spec(name: &str, method: Method, host: &str, path: &str) -> TemplateSpec {
+        let empty = std::collections::HashMap::new();
+        let b = Bindings {
+            iparams: &empty,
+            oauth_iparams: &empty,
+            endpoint_urls: &empty,
+            allow: Allow { context: true, iparam: true, oauth_iparams: true, access_token: true },
+        };
+        let bind = |s: &str| expr::parse(s, Syntax::Erb).unwrap().bind(&b).unwrap();
+        TemplateSpec {
+            name: name.into(),
+            method,
+            https: true,
+            host: bind(host),
+            path: bind(path),
+            path_tail: PathTail::of(&bind(path)),
+            path_query: Parts(vec![]),
+            query: vec![],
+            headers: vec![],
+            integration: None,
+            max_attempts: 1,
+            retry_delay: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn literal_beats_capture_and_captures_are_decoded() {
+        let ts = vec![
+            spec("byId", Method::GET, "api.x.com", "/v1/users/<%= context.id %>"),
+            spec("me", Method::GET, "api.x.com", "/v1/users/me"),
+            spec("post", Method::POST, "api.x.com", "/v1/users/<%= context.id %>"),
+            spec("json", Method::GET, "api.x.com", "/v1/items/<%= context.id %>.json"),
+        ];
+        let r = Router::new(&ts);
+        assert_eq!(r.find(&Method::GET, "api.x.com", "/v1/users/me").unwrap().template, 1);
+        let m = r.find(&Method::GET, "API.X.com", "/v1/users/a%20b").unwrap();
+        assert_eq!(m.template, 0);
+        assert_eq!(m.captures, vec![("id", Cow::Owned::<str>("a b".into()))]);
+        assert_eq!(r.find(&Method::POST, "api.x.com", "/v1/users/7").unwrap().template, 2);
+        assert!(r.find(&Method::DELETE, "api.x.com", "/v1/users/7").is_none());
+        assert!(r.find(&Method::GET, "api.x.com", "/v1/users/7/extra").is_none());
+        assert!(r.find(&Method::GET, "other.com", "/v1/users/7").is_none());
+        let m = r.find(&Method::GET, "api.x.com", "/v1/items/42.json").unwrap();
+        assert_eq!((m.template, m.captures[0].1.as_ref()), (3, "42"));
+        assert!(r.find(&Method::GET, "api.x.com:80", "/v1/users/me").is_some());
+    }
+
+    #[test]
+    fn dynamic_host_captures_and_unmatchable() {
+        let ts = vec![
+            spec("fd", Method::GET, "<%= context.domain %>", "/api/v2/tickets/<%= context.id %>"),
+            spec("odd", Method::GET, "api.x.com", "/a/<%= context.x || 'y' %>"),
+        ];
+        let r = Router::new(&ts);
+        let m = r.find(&Method::GET, "acme.freshdesk.com", "/api/v2/tickets/9").unwrap();
+        assert_eq!(m.captures[0], ("domain", Cow::Owned::<str>("acme.freshdesk.com".into())));
+        assert_eq!(m.captures[1].1, "9");
+        assert_eq!(r.unmatchable, vec![1]);
+    }
+
+    #[test]
+    fn path_tails_capture_the_rest() {
+        let ts = vec![
+            spec("azure", Method::GET, "graph.x.com", "/v1.0<%= context.path %>"),
+            spec("tv", Method::GET, "webapi.tv.com", "<%= context.path %>"),
+            spec("fixed", Method::GET, "webapi.tv.com", "/api/v1/ping"),
+        ];
+        let r = Router::new(&ts);
+        let m = r.find(&Method::GET, "graph.x.com", "/v1.0/users/alice@example.com").unwrap();
+        assert_eq!((m.template, m.captures[0].1.as_ref()), (0, "/users/alice@example.com"));
+        let m = r.find(&Method::GET, "webapi.tv.com", "/api/v1/devices").unwrap();
+        assert_eq!((m.template, m.captures[0].1.as_ref()), (1, "/api/v1/devices"));
+        assert_eq!(r.find(&Method::GET, "webapi.tv.com", "/api/v1/ping").unwrap().template, 2);
+        // The tail only applies after its literal prefix.
+        assert!(r.find(&Method::GET, "graph.x.com", "/beta/users").is_none());
+    }
+
+    #[test]
+    fn thousands_of_templates() {
+        let ts: Vec<TemplateSpec> = (0..5000)
+            .map(|i| {
+                spec(
+                    &format!("t{i}"),
+                    Method::GET,
+                    &format!("h{}.x.com", i % 50),
+                    &format!("/v1/r{i}/<%= context.id %>"),
+                )
+            })
+            .collect();
+        let r = Router::new(&ts);
+        let m = r.find(&Method::GET, "h7.x.com", "/v1/r4957/abc").unwrap();
+        assert_eq!(m.template, 4957);
+    }
+}

@@ -1,0 +1,201 @@
+//! Where tokens live between restarts. [`TokenStore`] is the trait a shared store (Redis) will
+//! implement too; [`FileStore`] is the embedded default: one JSON file, replaced atomically
+//! (write a temporary file, fsync, rename, fsync the folder), mode 0600.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Token, TokenKey};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("token store {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error(
+        "token store {path} is not a valid token file: {message} (fix or move it away; bearerd will not overwrite it)"
+    )]
+    Corrupt { path: String, message: String },
+    #[error("token {0} was changed concurrently")]
+    Conflict(String),
+}
+
+/// The outcome of a compare-and-swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cas {
+    Done,
+    /// The stored version was not the expected one; nothing was written.
+    Conflict,
+}
+
+/// Durable storage of tokens.
+pub trait TokenStore: Send + Sync + 'static {
+    /// Every stored token.
+    fn load_all(&self) -> BoxFuture<'_, Result<Vec<(TokenKey, Token)>, StoreError>>;
+
+    /// Writes `new` for `key` (removes it when `None`) only if the stored token's version is
+    /// `expected` (0: no token stored). Durable when it returns `Done`.
+    fn compare_and_swap<'a>(
+        &'a self,
+        key: &'a TokenKey,
+        expected: u64,
+        new: Option<Token>,
+    ) -> BoxFuture<'a, Result<Cas, StoreError>>;
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileFormat {
+    format: u32,
+    tokens: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    #[serde(flatten)]
+    key: TokenKey,
+    #[serde(flatten)]
+    token: Token,
+}
+
+/// The embedded token store: one JSON file.
+pub struct FileStore {
+    path: PathBuf,
+    tokens: tokio::sync::Mutex<BTreeMap<TokenKey, Token>>,
+}
+
+impl FileStore {
+    /// Opens (or prepares to create) the file. A file that exists but cannot be parsed is an
+    /// error: it may hold the only copy of a refresh token.
+    pub fn open(path: &Path) -> Result<FileStore, StoreError> {
+        let io = |source| StoreError::Io { path: path.display().to_string(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        }
+        let tokens = match std::fs::read(path) {
+            Ok(bytes) => {
+                let meta = std::fs::metadata(path).map_err(io)?;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), "token file was readable by others; setting mode 0600");
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+                }
+                let f: FileFormat = serde_json::from_slice(&bytes)
+                    .map_err(|e| StoreError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
+                f.tokens.into_iter().map(|e| (e.key, e.token)).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(io(e)),
+        };
+        Ok(FileStore { path: path.to_path_buf(), tokens: tokio::sync::Mutex::new(tokens) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash at any point leaves either the old or the new file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl TokenStore for FileStore {
+    fn load_all(&self) -> BoxFuture<'_, Result<Vec<(TokenKey, Token)>, StoreError>> {
+        Box::pin(async move { Ok(self.tokens.lock().await.iter().map(|(k, t)| (k.clone(), t.clone())).collect()) })
+    }
+
+    fn compare_and_swap<'a>(
+        &'a self,
+        key: &'a TokenKey,
+        expected: u64,
+        new: Option<Token>,
+    ) -> BoxFuture<'a, Result<Cas, StoreError>> {
+        Box::pin(async move {
+            let mut tokens = self.tokens.lock().await;
+            if tokens.get(key).map_or(0, |t| t.version) != expected {
+                return Ok(Cas::Conflict);
+            }
+            let mut next = tokens.clone();
+            match new {
+                Some(t) => next.insert(key.clone(), t),
+                None => next.remove(key),
+            };
+            let file = FileFormat {
+                format: 1,
+                tokens: next.iter().map(|(k, t)| Entry { key: k.clone(), token: t.clone() }).collect(),
+            };
+            let bytes = serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Io {
+                path: self.path.display().to_string(),
+                source: std::io::Error::other(e),
+            })?;
+            let path = self.path.clone();
+            tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r)
+                .map_err(|source| StoreError::Io { path: self.path.display().to_string(), source })?;
+            *tokens = next;
+            Ok(Cas::Done)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn token(s: &str, version: u64) -> Token {
+        Token {
+            access_token: Secret::new(s),
+            refresh_token: Some(Secret::new("r")),
+            expires_at: Some(10),
+            token_type: None,
+            scope: None,
+            reauthorize: false,
+            version,
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trip_cas_and_mode() {
+        let dir = std::env::temp_dir().join(format!("bearerd-store-{}", std::process::id()));
+        let path = dir.join("sub/tokens.json");
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = FileStore::open(&path).unwrap();
+        let k = TokenKey::new("a", "i", "default");
+        assert_eq!(s.compare_and_swap(&k, 0, Some(token("t1", 1))).await.unwrap(), Cas::Done);
+        assert_eq!(s.compare_and_swap(&k, 0, Some(token("t2", 1))).await.unwrap(), Cas::Conflict);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let again = FileStore::open(&path).unwrap();
+        let all = again.load_all().await.unwrap();
+        assert_eq!(all, vec![(k.clone(), token("t1", 1))]);
+        assert_eq!(again.compare_and_swap(&k, 1, None).await.unwrap(), Cas::Done);
+        assert!(FileStore::open(&path).unwrap().load_all().await.unwrap().is_empty());
+        std::fs::write(&path, b"{half").unwrap();
+        assert!(matches!(FileStore::open(&path), Err(StoreError::Corrupt { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
