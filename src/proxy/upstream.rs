@@ -187,20 +187,15 @@ fn classify(e: &hyper_util::client::legacy::Error, host: &str, connect_timeout: 
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return ProxyError::UpstreamTls { host, reason: tls.to_string() };
         }
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if inner.is::<AddressRefused>() {
-                    return ProxyError::AddressNotAllowed(host);
-                }
-                if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                    return ProxyError::UpstreamTls { host, reason: tls.to_string() };
-                }
-            }
-            if io.kind() == io::ErrorKind::TimedOut {
-                return ProxyError::UpstreamTimeout { host, secs: connect_timeout.as_secs() };
-            }
+        let io = err.downcast_ref::<io::Error>();
+        if io.is_some_and(|io| io.kind() == io::ErrorKind::TimedOut) {
+            return ProxyError::UpstreamTimeout { host, secs: connect_timeout.as_secs() };
         }
-        cur = err.source();
+        // io::Error::source skips the error it wraps: step into it instead.
+        cur = match io.and_then(io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     let reason = chain(e);
     if e.is_connect() { ProxyError::UpstreamConnect { host, reason } } else { ProxyError::Upstream { host, reason } }

@@ -1,0 +1,411 @@
+//! The data plane end to end: bearerd, a TLS mock API with a test CA, real sockets.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+/// One app `demo` with templates against the mock API and an `api` integration.
+async fn setup(requests: serde_json::Value, agent: bool) -> (TempDir, TestCa, MockApi, Bearerd) {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let (dir, b) = setup_with(&ca, &api, requests, agent, "", "").await;
+    (dir, ca, api, b)
+}
+
+async fn setup_with(
+    ca: &TestCa,
+    api: &MockApi,
+    requests: serde_json::Value,
+    agent: bool,
+    app_extra: &str,
+    extra: &str,
+) -> (TempDir, Bearerd) {
+    let dir = TempDir::new();
+    let text = requests.to_string().replace("API_HOST", &api.host());
+    let requests: serde_json::Value = serde_json::from_str(&text).unwrap();
+    dir.app("demo", &requests, Some(&oauth_one(&api.host(), agent)));
+    let cfg = yaml(
+        &dir,
+        Some(ca),
+        &format!("  - name: demo\n    path: apps/demo\n    iparams: {{ api_key: k3y, tenant: acme }}\n{app_extra}"),
+        extra,
+    );
+    let b = start(&cfg).await;
+    (dir, b)
+}
+
+fn tpl(method: &str, path: &str, headers: serde_json::Value, oauth: bool) -> serde_json::Value {
+    let mut t = json!({"schema": {"method": method, "host": "API_HOST", "path": path, "headers": headers}});
+    if oauth {
+        t["options"] = json!({"oauth": "api"});
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invoke_injects_the_token_over_tls_and_sends_only_template_headers() {
+    let (_d, _ca, api, b) = setup(
+        json!({
+            "getThing": tpl("POST", "/v1/things/<%= context.id %>", json!({"Authorization": "Bearer <%= access_token %>", "X-Tenant": "<%= iparam.tenant %>"}), true),
+        }),
+        false,
+    )
+    .await;
+    b.put_token("demo", "api", "", json!({"access_token": "tok-123", "expires_in": 3600})).await;
+    let r = b
+        .invoke_with("getThing", json!({"context": {"id": "42"}, "body": {"name": "x"}}), &[("x-custom", "leak")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-bearerd-template"), Some("getThing"));
+    assert_eq!(r.header("x-bearerd-attempts"), Some("1"));
+    assert_eq!(r.json(), json!({"ok": true}));
+    let got = api.requests();
+    assert_eq!(got.len(), 1);
+    let g = &got[0];
+    assert_eq!(g.method, "POST");
+    assert_eq!(g.path_and_query, "/v1/things/42");
+    assert_eq!(g.header("authorization"), Some("Bearer tok-123"));
+    assert_eq!(g.header("x-tenant"), Some("acme"));
+    assert_eq!(g.header("content-type"), Some("application/json"));
+    assert_eq!(g.header("x-custom"), None, "invoke headers are not forwarded");
+    assert_eq!(g.authority, api.host());
+    assert_eq!(g.version, http::Version::HTTP_2, "ALPN negotiates h2 with the mock API");
+    assert_eq!(g.header("host"), None, "HTTP/2 carries the host in :authority only");
+    assert_eq!(g.body.as_ref(), br#"{"name":"x"}"#);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transparent_absolute_and_origin_form_match_and_forward_query_and_body() {
+    let (_d, _ca, api, b) = setup(
+        json!({
+            "listItems": tpl("GET", "/v1/items/<%= context.kind %>", json!({"Authorization": "Bearer <%= access_token %>"}), true),
+            "create": {"schema": {"method": "POST", "host": "API_HOST", "path": "/v1/items?src=bearerd", "query": {"fixed": 7},
+                       "headers": {"Authorization": "token <%= access_token %>"}}, "options": {"oauth": "api"}},
+        }),
+        false,
+    )
+    .await;
+    b.put_token("demo", "api", "", json!({"access_token": "T"})).await;
+    let host = api.host();
+    // Absolute form, as an HTTP_PROXY client sends it; the app's own Authorization is replaced.
+    let r = send(
+        b.data,
+        request(
+            "GET",
+            &format!("http://{host}/v1/items/books?page=2"),
+            &[
+                ("host", &host),
+                ("authorization", "Bearer wrong"),
+                ("x-bearerd-account", "default"),
+                ("x-keep", "1"),
+                ("connection", "keep-alive, x-hop"),
+                ("x-hop", "secret"),
+            ],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-bearerd-template"), Some("listItems"));
+    // Origin form with Host, with a body.
+    let r = send(
+        b.data,
+        request("POST", "/v1/items", &[("host", &host.to_uppercase()), ("content-type", "text/plain")], "hello"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = api.requests();
+    assert_eq!(got[0].path_and_query, "/v1/items/books?page=2");
+    assert_eq!(got[0].header("authorization"), Some("Bearer T"));
+    assert_eq!(got[0].header("x-keep"), Some("1"));
+    assert_eq!(got[0].header("x-hop"), None, "headers named in Connection are hop-by-hop");
+    assert_eq!(got[0].header("x-bearerd-account"), None);
+    assert_eq!(got[1].path_and_query, "/v1/items?src=bearerd&fixed=7");
+    assert_eq!(got[1].header("authorization"), Some("token T"));
+    assert_eq!(got[1].body.as_ref(), b"hello");
+    assert_eq!(got[1].header("content-type"), Some("text/plain"));
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn never_an_open_proxy_and_errors_have_the_fdk_shape() {
+    let (_d, _ca, api, b) =
+        setup(json!({"get": tpl("GET", "/v1/x", json!({"Authorization": "Bearer <%= access_token %>"}), true)}), false)
+            .await;
+    for (method, uri, host) in [
+        ("GET", "http://evil.example/v1/x".to_string(), "evil.example".to_string()),
+        ("GET", "/v1/y".to_string(), api.host()),
+        ("DELETE", "/v1/x".to_string(), api.host()),
+        ("GET", "/v1/x".to_string(), "127.0.0.1:1".to_string()),
+    ] {
+        let r = send(b.data, request(method, &uri, &[("host", &host)], "")).await;
+        assert_eq!(r.status, 403, "{method} {uri}");
+        assert_eq!(r.header("x-bearerd-error"), Some("1"));
+        assert_eq!(r.json()["errorSource"], "APP");
+    }
+    let r = b.invoke("nope", json!({})).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), json!({"status": 404, "message": "Request template not found: nope", "errorSource": "APP"}));
+    // No token yet: 401 PLATFORM with the URL that starts authorization.
+    let r = b.invoke("get", json!({})).await;
+    assert_eq!(r.status, 401);
+    let j = r.json();
+    assert_eq!(j["errorSource"], "PLATFORM");
+    assert_eq!(j["authorize"], "http://bearerd.test:10001/auth/authorize/demo/api");
+    // The admin API is not on the data plane.
+    let r = send(b.data, request("GET", "/admin/tokens", &[("host", "bearerd")], "")).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(api.count(), 0);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_invoke_bodies() {
+    let (_d, _ca, api, b) = setup(json!({"get": tpl("GET", "/v1/x", json!({}), false)}), false).await;
+    for body in ["[1]", "{\"context\": 5}", "not json", "{\"context\": {\"a\": {\"b\": 1}}}"] {
+        let r = send(b.data, request("POST", "/invoke/get", &[("host", "b")], body)).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert_eq!(r.json()["errorSource"], "APP");
+    }
+    let big = format!("{{\"body\": \"{}\"}}", "a".repeat(1 << 20));
+    let r = send(b.data, request("POST", "/invoke/get", &[("host", "b")], &big)).await;
+    assert_eq!(r.status, 413);
+    // Both fields are optional.
+    let r = send(b.data, request("POST", "/invoke/get", &[("host", "b")], "")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(api.count(), 1);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_values_cannot_escape_their_position() {
+    let (_d, _ca, api, b) = setup(
+        json!({
+            "seg": {"schema": {"method": "GET", "host": "API_HOST", "path": "/v1/users/<%= context.id %>/profile",
+                    "query": {"q": "<%= context.q %>"}, "headers": {"X-Name": "<%= context.name %>"}}},
+        }),
+        false,
+    )
+    .await;
+    let cases = [
+        ("../../admin", "/v1/users/..%2F..%2Fadmin/profile"),
+        ("..", "/v1/users/%2E%2E/profile"),
+        ("a%2Fb", "/v1/users/a%252Fb/profile"),
+        ("x?y=1#z", "/v1/users/x%3Fy=1%23z/profile"),
+        ("ünï", "/v1/users/%C3%BCn%C3%AF/profile"),
+    ];
+    for (id, _) in cases {
+        let r = b.invoke("seg", json!({"context": {"id": id, "q": "a&admin=1", "name": "ok ünï"}})).await;
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+    }
+    let got = api.requests();
+    for (i, (_, want)) in cases.iter().enumerate() {
+        assert_eq!(got[i].path_and_query, format!("{want}?q=a%26admin%3D1"));
+        assert_eq!(got[i].headers["x-name"].as_bytes(), "ok ünï".as_bytes());
+    }
+    for name in ["a\r\nX-Evil: 1", "a\nb", "a\0b"] {
+        let r = b.invoke("seg", json!({"context": {"id": "1", "name": name}})).await;
+        assert_eq!(r.status, 400, "{name:?}");
+        assert!(r.json()["message"].as_str().unwrap().contains("CR, LF or NUL"));
+    }
+    assert_eq!(api.count(), cases.len());
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn context_in_host_only_against_allow_hosts() {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let requests = json!({"dyn": {"schema": {"method": "GET", "host": "<%= context.domain %>", "path": "/ping"}}});
+    let (_d, b) =
+        setup_with(&ca, &api, requests, false, "    allow_hosts: [\"localhost:*\", \"*.allowed.test\"]\n", "").await;
+    let r = b.invoke("dyn", json!({"context": {"domain": "evil.test"}})).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = b.invoke("dyn", json!({"context": {"domain": "evil.test/x"}})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = b.invoke("dyn", json!({"context": {"domain": "x.allowed.test@evil.test"}})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(api.count(), 0);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_addresses_and_tls_failures() {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    dir.app("demo", &json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/"}}}), None);
+    // Loopback refused by default.
+    dir.write("ca.pem", &ca.ca_pem);
+    let cfg = dir.write(
+        "bearerd.yaml",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: t.json}\nupstream: {ca_file: ca.pem}\napps:\n  - {name: demo, path: apps/demo}\n",
+    );
+    let b = start(&cfg).await;
+    let r = b.invoke("get", json!({})).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.json()["message"].as_str().unwrap().contains("not allowed"));
+    b.shutdown().await;
+    // A CA bearerd does not trust: 502 with the TLS reason.
+    let other = test_ca();
+    let dir2 = TempDir::new();
+    dir2.app("demo", &json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/"}}}), None);
+    let cfg = yaml(&dir2, Some(&other), "  - {name: demo, path: apps/demo}", "");
+    let b = start(&cfg).await;
+    let r = b.invoke("get", json!({})).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let msg = r.json()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("TLS") && msg.contains("certificate"), "{msg}");
+    assert_eq!(api.count(), 0);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_errors_timeouts_and_retries() {
+    let ca = test_ca();
+    // 503 twice, then 200: maxAttempts 3 retries it.
+    let api = MockApi::start(
+        Some(ca.server.clone()),
+        Arc::new(|r, n| {
+            if r.path_and_query.starts_with("/slow") {
+                Reply::ok("late").delay(Duration::from_secs(3))
+            } else if r.path_and_query.starts_with("/limited") {
+                Reply::status(429).header("retry-after", "0")
+            } else if n < 2 {
+                Reply::status(503)
+            } else {
+                Reply::ok("finally")
+            }
+        }),
+    )
+    .await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let requests = json!({
+        "flaky": {"schema": {"method": "GET", "host": "API_HOST", "path": "/flaky"}, "options": {"maxAttempts": 3, "retryDelay": 10}},
+        "limited": {"schema": {"method": "GET", "host": "API_HOST", "path": "/limited"}, "options": {"maxAttempts": 2}},
+        "slow": {"schema": {"method": "GET", "host": "API_HOST", "path": "/slow"}},
+        "dead": {"schema": {"method": "GET", "host": format!("localhost:{dead_port}"), "path": "/"}, "options": {"maxAttempts": 2}},
+    });
+    let (_d, b) = setup_with(&ca, &api, requests, false, "", "").await;
+    let r = b.invoke("flaky", json!({})).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "finally"));
+    assert_eq!(r.header("x-bearerd-attempts"), Some("3"));
+    let r = b.invoke("limited", json!({})).await;
+    assert_eq!(r.status, 429, "the last answer is returned as it is");
+    assert_eq!(r.header("x-bearerd-attempts"), Some("2"));
+    assert!(r.header("x-bearerd-error").is_none());
+    let r = b.invoke("dead", json!({})).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["errorSource"], "PLATFORM");
+    b.shutdown().await;
+
+    // Total timeout: 1 s against a 3 s upstream.
+    let dir = TempDir::new();
+    dir.app("demo", &json!({"slow": {"schema": {"method": "GET", "host": api.host(), "path": "/slow"}}}), None);
+    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("timeout: 5s", "timeout: 1s");
+    std::fs::write(&cfg, text).unwrap();
+    let b = start(&cfg).await;
+    let t0 = std::time::Instant::now();
+    let r = b.invoke("slow", json!({})).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(t0.elapsed() < Duration::from_millis(2500));
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apps_and_agent_accounts_are_selected_by_header() {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    let t = json!({"who": {"schema": {"method": "GET", "host": api.host(), "path": "/who",
+                    "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}});
+    dir.app("one", &t, Some(&oauth_one(&api.host(), true)));
+    dir.app("two", &t, Some(&oauth_one(&api.host(), false)));
+    let cfg = yaml(&dir, Some(&ca), "  - {name: one, path: apps/one}\n  - {name: two, path: apps/two}", "");
+    let b = start(&cfg).await;
+    let r = b.invoke("who", json!({})).await;
+    assert_eq!(r.status, 400, "several apps need x-bearerd-app");
+    let r = b.invoke_with("who", json!({}), &[("x-bearerd-app", "one")]).await;
+    assert_eq!(r.status, 400, "agent tokens need x-bearerd-account: {}", r.text());
+    let r = b.admin("PUT", "/admin/tokens/one/api", r#"{"access_token": "x"}"#).await;
+    assert_eq!(r.status, 400, "agent tokens are put per account");
+    b.put_token("one", "api", "?account=agent-7", json!({"access_token": "agent7-token"})).await;
+    b.put_token("two", "api", "", json!({"access_token": "two-token"})).await;
+    let r = b.invoke_with("who", json!({}), &[("x-bearerd-app", "one"), ("x-bearerd-account", "agent-7")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = b.invoke_with("who", json!({}), &[("x-bearerd-app", "one"), ("x-bearerd-account", "agent-8")]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["authorize"], "http://bearerd.test:10001/auth/authorize/one/api?account=agent-8");
+    let r = b.invoke_with("who", json!({}), &[("x-bearerd-app", "two")]).await;
+    assert_eq!(r.status, 200);
+    let got: Vec<_> = api.requests().iter().map(|r| r.header("authorization").unwrap().to_string()).collect();
+    assert_eq!(got, vec!["Bearer agent7-token", "Bearer two-token"]);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_framing_is_answered_and_never_forwarded() {
+    let (_d, _ca, api, b) = setup(json!({"post": tpl("POST", "/in", json!({}), false)}), false).await;
+    let host = api.host();
+    let wait = Duration::from_secs(3);
+    // Headers over 64 KiB.
+    let big = format!("GET /in HTTP/1.1\r\nHost: {host}\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let out = raw(b.data, big.as_bytes(), wait).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    // Two different Content-Length values.
+    let two = format!("POST /in HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd");
+    let out = raw(b.data, two.as_bytes(), wait).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // A malformed chunk.
+    let chunk =
+        format!("POST /in HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n");
+    let out = raw(b.data, chunk.as_bytes(), wait).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // Content-Length and Transfer-Encoding together: framed by TE, connection closed after.
+    let both = format!(
+        "POST /in HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    );
+    let out = raw(b.data, both.as_bytes(), wait).await;
+    assert!(out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 200"), "{out}");
+    let forwarded: Vec<_> = api.requests().iter().map(|r| r.body.clone()).collect();
+    assert!(forwarded.iter().all(|b| b.as_ref() == b"abc"), "only a correctly framed body may reach the API");
+    // Other requests are still served.
+    let r = send(b.data, request("POST", "/in", &[("host", &host)], "ok")).await;
+    assert_eq!(r.status, 200);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_headers_lose_the_connection() {
+    let (_d, _ca, _api, b) = setup(json!({"get": tpl("GET", "/", json!({}), false)}), false).await;
+    let t0 = std::time::Instant::now();
+    let out = raw(b.data, b"GET / HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(15)).await;
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(14), "{waited:?} {out}");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_length_with_transfer_encoding_closes_the_connection() {
+    let (_d, _ca, api, b) = setup(json!({"post": tpl("POST", "/in", json!({}), false)}), false).await;
+    let host = api.host();
+    let both = format!(
+        "POST /in HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    );
+    let t0 = std::time::Instant::now();
+    let out = raw(b.data, both.as_bytes(), Duration::from_secs(5)).await;
+    assert!(t0.elapsed() < Duration::from_secs(4), "the connection must be closed after the answer: {out}");
+    assert!(out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 200"), "{out}");
+    if out.starts_with("HTTP/1.1 200") {
+        assert_eq!(api.requests()[0].body.as_ref(), b"abc", "framed by Transfer-Encoding alone");
+    }
+    b.shutdown().await;
+}

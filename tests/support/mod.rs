@@ -1,0 +1,348 @@
+//! In-process test support: a test CA, a mock API (TLS or plain) that records what it received,
+//! FDK app fixtures written to a temporary folder, and bearerd started on `127.0.0.1:0`.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+pub use bearerd::server::Running;
+
+/// A CA generated for one test, and a server certificate it signed for localhost/127.0.0.1.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+pub fn test_ca() -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "bearerd test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca_cert.der().clone()], key)
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    TestCa { ca_pem: ca_cert.pem(), server: Arc::new(server) }
+}
+
+/// What the mock API received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// `:authority` on HTTP/2, `Host` on HTTP/1.1.
+    pub authority: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The mock API's answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn ok(body: &str) -> Reply {
+        Reply { status: 200, headers: vec![], body: body.to_string(), delay: Duration::ZERO }
+    }
+    pub fn status(status: u16) -> Reply {
+        Reply { status, ..Reply::ok("") }
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn delay(mut self, d: Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+}
+
+pub type Responder = Arc<dyn Fn(&Recorded, usize) -> Reply + Send + Sync>;
+
+/// A mock upstream API on 127.0.0.1:0.
+pub struct MockApi {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl MockApi {
+    /// Answers 200 `{"ok":true}` to everything.
+    pub async fn tls(ca: &TestCa) -> MockApi {
+        Self::start(Some(ca.server.clone()), Arc::new(|_, _| Reply::ok(r#"{"ok":true}"#))).await
+    }
+
+    pub async fn start(tls: Option<Arc<rustls::ServerConfig>>, responder: Responder) -> MockApi {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let rec = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (rec, responder, count, tls) = (rec.clone(), responder.clone(), count.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (rec, responder, count) = (rec.clone(), responder.clone(), count.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let authority = parts.uri.authority().map(|a| a.to_string()).unwrap_or_else(|| {
+                                parts.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_string()
+                            });
+                            let r = Recorded {
+                                method: parts.method.to_string(),
+                                authority,
+                                path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                                headers: parts.headers,
+                                body,
+                                version: parts.version,
+                            };
+                            let n = count.fetch_add(1, Ordering::SeqCst);
+                            let reply = responder(&r, n);
+                            rec.lock().unwrap().push(r);
+                            if !reply.delay.is_zero() {
+                                tokio::time::sleep(reply.delay).await;
+                            }
+                            let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
+                            *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+                            for (k, v) in reply.headers {
+                                resp.headers_mut().append(
+                                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                                    http::HeaderValue::from_str(&v).unwrap(),
+                                );
+                            }
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(cfg) => {
+                            let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await else { return };
+                            let _ = builder.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                });
+            }
+        });
+        MockApi { addr, received }
+    }
+
+    /// `localhost:<port>`, for templates.
+    pub fn host(&self) -> String {
+        format!("localhost:{}", self.addr.port())
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+}
+
+/// A unique temporary folder, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "bearerd-test-{}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.0.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// Writes an FDK app folder: a 3.x manifest declaring every template, requests.json, and
+    /// oauth_config.json when given.
+    pub fn app(&self, name: &str, requests: &Value, oauth: Option<&Value>) {
+        let declared: serde_json::Map<String, Value> =
+            requests.as_object().unwrap().keys().map(|k| (k.clone(), json!({}))).collect();
+        let manifest = json!({"platform-version": "3.0", "modules": {"common": {"requests": declared}}});
+        self.write(&format!("apps/{name}/manifest.json"), &manifest.to_string());
+        self.write(&format!("apps/{name}/config/requests.json"), &serde_json::to_string_pretty(requests).unwrap());
+        if let Some(o) = oauth {
+            self.write(&format!("apps/{name}/config/oauth_config.json"), &o.to_string());
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A config for tests: ports 0, the test CA trusted, loopback upstreams allowed. `apps` is the
+/// YAML list under `apps:`; `extra` is appended at the top level.
+pub fn yaml(dir: &TempDir, ca: Option<&TestCa>, apps: &str, extra: &str) -> PathBuf {
+    let mut upstream = String::from("upstream:\n  allow_private_ips: true\n  timeout: 5s\n");
+    if let Some(ca) = ca {
+        dir.write("ca.pem", &ca.ca_pem);
+        upstream.push_str("  ca_file: ca.pem\n");
+    }
+    let text = format!(
+        "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  public_url: http://bearerd.test:10001\n\
+         store:\n  file: state/tokens.json\n{upstream}{extra}\napps:\n{apps}\n"
+    );
+    dir.write("bearerd.yaml", &text)
+}
+
+/// An OAuth config with one integration named `api` pointing at `token_host`.
+pub fn oauth_one(token_host: &str, agent: bool) -> Value {
+    json!({"integrations": {"api": {
+        "display_name": "API",
+        "client_id": "cid",
+        "client_secret": "csecret",
+        "authorize_url": format!("https://{token_host}/authorize"),
+        "token_url": format!("https://{token_host}/token"),
+        "options": {"scope": "read"},
+        "token_type": if agent { "agent" } else { "account" },
+    }}})
+}
+
+/// bearerd running in-process.
+pub struct Bearerd {
+    pub running: Option<Running>,
+    pub data: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+pub async fn start(config: &Path) -> Bearerd {
+    let cfg = bearerd::config::load(config).unwrap_or_else(|e| panic!("config does not load:\n{e}"));
+    let running = bearerd::server::start(cfg).await.unwrap();
+    Bearerd { data: running.data_addr, admin: running.admin_addr, running: Some(running) }
+}
+
+/// An answer, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one request on a new connection to `addr`. The URI is written as given, so an absolute
+/// URI gives an absolute-form request (what an HTTP_PROXY client sends).
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
+pub fn request(method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Request<Full<Bytes>> {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+}
+
+impl Bearerd {
+    pub async fn invoke(&self, template: &str, body: Value) -> Resp {
+        self.invoke_with(template, body, &[]).await
+    }
+
+    pub async fn invoke_with(&self, template: &str, body: Value, headers: &[(&str, &str)]) -> Resp {
+        let mut h = vec![("host", "bearerd"), ("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        send(self.data, request("POST", &format!("/invoke/{template}"), &h, &body.to_string())).await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> Resp {
+        send(self.admin, request(method, path, &[("host", "admin")], body)).await
+    }
+
+    pub async fn put_token(&self, app: &str, integration: &str, query: &str, token: Value) -> Resp {
+        let r = self.admin("PUT", &format!("/admin/tokens/{app}/{integration}{query}"), &token.to_string()).await;
+        assert_eq!(r.status, 200, "token put failed: {}", r.text());
+        r
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// Writes raw bytes on a new connection and reads until the server closes it (or `wait`).
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
