@@ -157,8 +157,8 @@ fn default_true() -> bool {
     true
 }
 
-/// Replaces `${NAME}` in every string of `value` with the environment variable NAME; `$${`
-/// stands for a literal `${`. Every unset variable is reported with its JSON path.
+/// Replaces `${NAME}` in every string of `value` with the environment variable NAME
+/// (`${NAME:-default}` when it may be unset); `$${` stands for a literal `${`. Every unset variable is reported with its JSON path.
 pub fn expand_env(
     value: &mut serde_json::Value,
     pointer: &mut String,
@@ -209,13 +209,17 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<St
             let Some(end) = after.find('}') else {
                 return Err("unterminated `${` (write `$${` for a literal `${`)".into());
             };
-            let name = &after[..end];
+            let (name, default) = match after[..end].split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (&after[..end], None),
+            };
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!("`${{{name}}}` is not a valid environment variable name"));
             }
-            match env(name) {
-                Some(v) => out.push_str(&v),
-                None => return Err(format!("environment variable {name} is not set")),
+            match (env(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(format!("environment variable {name} is not set")),
             }
             rest = &after[end + 1..];
         } else {
@@ -271,12 +275,13 @@ mod tests {
     #[test]
     fn env_expansion() {
         let env = |k: &str| (k == "A").then(|| "va".to_string());
-        let mut v = serde_json::json!({"x": "pre-${A}-post", "y": ["$${A}", "${B}"], "z": "$5 a$b"});
+        let mut v = serde_json::json!({"x": "pre-${A}-post", "y": ["$${A}", "${B}"], "z": "$5 a$b", "d": "${B:-dflt}"});
         let mut errors = Vec::new();
         expand_env(&mut v, &mut String::new(), &env, &mut errors);
         assert_eq!(v["x"], "pre-va-post");
         assert_eq!(v["y"][0], "${A}");
         assert_eq!(v["z"], "$5 a$b");
+        assert_eq!(v["d"], "dflt");
         assert_eq!(errors, vec![("/y/1".to_string(), "environment variable B is not set".to_string())]);
     }
 

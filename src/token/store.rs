@@ -80,6 +80,7 @@ impl FileStore {
         {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
         }
+        remove_stale_temporaries(path);
         let tokens = match std::fs::read(path) {
             Ok(bytes) => {
                 let meta = std::fs::metadata(path).map_err(io)?;
@@ -99,6 +100,20 @@ impl FileStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Removes temporary files a crash left behind (never the token file itself).
+fn remove_stale_temporaries(path: &Path) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
+    let prefix = format!(".{name}.tmp-");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 

@@ -1,0 +1,22 @@
+# Multi-stage build: a release binary on a small Debian base, run as a non-root user.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin bearerd
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/bearerd --create-home bearerd
+COPY --from=build /src/target/release/bearerd /usr/local/bin/bearerd
+# Mount your configuration (bearerd.yaml and app folders) here; the example is the default.
+COPY config /etc/bearerd
+# Tokens live outside the (possibly read-only) config mount.
+ENV BEARERD_STORE_FILE=/var/lib/bearerd/tokens.json
+USER bearerd
+WORKDIR /var/lib/bearerd
+EXPOSE 10080 10001
+ENTRYPOINT ["bearerd"]
+CMD ["run", "--config", "/etc/bearerd/bearerd.yaml"]

@@ -1,0 +1,144 @@
+//! The admin listener: health, readiness, metrics, the token API and its protection.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+async fn setup(extra: &str) -> (TempDir, MockApi, Bearerd) {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    dir.app(
+        "demo",
+        &json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/x",
+            "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
+        Some(&oauth_one(&api.host(), false)),
+    );
+    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", extra);
+    let b = start(&cfg).await;
+    (dir, api, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_and_token_api() {
+    let (dir, api, b) = setup("").await;
+    assert_eq!(b.admin("GET", "/healthz", "").await.status, 200);
+    assert_eq!(b.admin("GET", "/readyz", "").await.status, 200);
+    let r = b.admin("GET", "/admin/tokens", "").await;
+    assert_eq!(
+        r.json(),
+        json!([{"app": "demo", "integration": "api", "account": "default", "state": "missing", "expires_at": null, "scope": null}])
+    );
+    let r = b
+        .admin(
+            "PUT",
+            "/admin/tokens/demo/api",
+            r#"{"access_token": "sekrit-at", "refresh_token": "sekrit-rt", "expires_in": 3600, "scope": "read"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = b.admin("GET", "/admin/tokens", "").await;
+    let j = r.json();
+    assert_eq!(j[0]["state"], "valid");
+    assert_eq!(j[0]["scope"], "read");
+    assert!(j[0]["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert!(!r.text().contains("sekrit"), "never a token in the listing");
+    // The file store holds it, mode 0600.
+    let file = dir.path().join("state/tokens.json");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&file).unwrap().contains("sekrit-rt"));
+    // Expired.
+    b.admin("PUT", "/admin/tokens/demo/api", r#"{"access_token": "old", "expires_in": 0}"#).await;
+    assert_eq!(b.admin("GET", "/admin/tokens", "").await.json()[0]["state"], "expired");
+    // Unknown app, integration, bad body.
+    assert_eq!(b.admin("PUT", "/admin/tokens/nope/api", r#"{"access_token": "x"}"#).await.status, 404);
+    assert_eq!(b.admin("PUT", "/admin/tokens/demo/nope", r#"{"access_token": "x"}"#).await.status, 404);
+    assert_eq!(b.admin("PUT", "/admin/tokens/demo/api", r#"{"token": "x"}"#).await.status, 400);
+    assert_eq!(b.admin("PUT", "/admin/tokens/demo/api", r#"{"access_token": ""}"#).await.status, 400);
+    // Delete: the data plane answers 401 again.
+    assert_eq!(b.admin("DELETE", "/admin/tokens/demo/api", "").await.status, 200);
+    assert_eq!(b.admin("DELETE", "/admin/tokens/demo/api", "").await.status, 404);
+    assert_eq!(b.invoke("get", json!({})).await.status, 401);
+    assert_eq!(api.count(), 0);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_token_protects_admin_endpoints_only() {
+    let (_dir, _api, b) = setup("").await;
+    b.shutdown().await;
+    let dir = TempDir::new();
+    dir.app("demo", &json!({}), Some(&oauth_one("auth.example.com", false)));
+    let cfg = dir.write(
+        "bearerd.yaml",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0, token: adm1n-t0ken}\nstore: {file: t.json}\napps:\n  - {name: demo, path: apps/demo}\n",
+    );
+    let b = start(&cfg).await;
+    let get = |auth: Option<&'static str>, path: &'static str| {
+        let mut h = vec![("host", "admin")];
+        if let Some(a) = auth {
+            h.push(("authorization", a));
+        }
+        send(b.admin, request("GET", path, &h, ""))
+    };
+    assert_eq!(get(None, "/admin/tokens").await.status, 401);
+    assert_eq!(get(Some("Bearer wrong"), "/admin/tokens").await.status, 401);
+    assert_eq!(get(Some("Bearer adm1n-t0ken"), "/admin/tokens").await.status, 200);
+    assert_eq!(get(None, "/healthz").await.status, 200);
+    assert_eq!(get(None, "/metrics").await.status, 200);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_after_known_traffic() {
+    let (_dir, _api, b) = setup("").await;
+    b.put_token("demo", "api", "", json!({"access_token": "t"})).await;
+    for _ in 0..3 {
+        assert_eq!(b.invoke("get", json!({})).await.status, 200);
+    }
+    assert_eq!(b.invoke("nope", json!({})).await.status, 404);
+    assert_eq!(send(b.data, request("GET", "/zzz", &[("host", "nowhere.test")], "")).await.status, 403);
+    let m = b.admin("GET", "/metrics", "").await.text();
+    for line in [
+        "bearerd_requests_total{app=\"demo\",code=\"200\",template=\"get\"} 3",
+        "bearerd_requests_total{app=\"demo\",code=\"404\",template=\"\"} 1",
+        "bearerd_requests_total{app=\"demo\",code=\"403\",template=\"\"} 1",
+        "bearerd_request_duration_seconds_count{app=\"demo\",template=\"get\"} 3",
+        "bearerd_config_generation 1",
+        "bearerd_inflight_requests 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+    }
+    assert!(!m.contains("\"t\""));
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_finishes_in_flight_requests() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let ca = test_ca();
+    let api =
+        MockApi::start(Some(ca.server.clone()), Arc::new(|_, _| Reply::ok("done").delay(Duration::from_millis(800))))
+            .await;
+    let dir = TempDir::new();
+    dir.app("demo", &json!({"slow": {"schema": {"method": "GET", "host": api.host(), "path": "/"}}}), None);
+    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
+    let b = start(&cfg).await;
+    let data = b.data;
+    let inflight =
+        tokio::spawn(async move { send(data, request("POST", "/invoke/slow", &[("host", "b")], "{}")).await });
+    while api.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shared = b.running.as_ref().unwrap().shared.clone();
+    let stop = tokio::spawn(b.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!shared.is_ready(), "not ready while draining");
+    assert!(tokio::net::TcpStream::connect(data).await.is_err(), "no new connections while draining");
+    let r = inflight.await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "done"));
+    stop.await.unwrap();
+}
