@@ -34,6 +34,10 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub tokens: Tokens,
     pub metrics: Metrics,
+    /// Single flight and back-off of token refreshes.
+    pub refresher: crate::token::refresh::Refresher,
+    /// Authorizations started and not yet called back.
+    pub pending: crate::admin::auth::Pending,
     /// The `default` account name, shared so the hot path does not allocate it.
     pub default_account: Arc<str>,
     ready: AtomicBool,
@@ -95,6 +99,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         snapshot: ArcSwap::from_pointee(snapshot),
         tokens,
         metrics,
+        refresher: Default::default(),
+        pending: Default::default(),
         default_account: crate::token::DEFAULT_ACCOUNT.into(),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),

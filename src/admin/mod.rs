@@ -1,5 +1,8 @@
-//! The control plane: health, readiness, metrics, and the token admin API. `/admin/*` needs
-//! `Authorization: Bearer <admin.token>` when a token is configured.
+//! The control plane: health, readiness, metrics, the token admin API, and the authorization
+//! flow ([`auth`]). `/admin/*` needs `Authorization: Bearer <admin.token>` when a token is
+//! configured.
+
+pub mod auth;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,6 +37,21 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             r
+        }
+        (&Method::GET, "/auth/callback") => {
+            auth::callback(&shared, &shared.snapshot.load_full(), req.uri().query()).await
+        }
+        (&Method::GET, p) if p.starts_with("/auth/authorize/") => {
+            let snap = shared.snapshot.load_full();
+            match p["/auth/authorize/".len()..].split_once('/') {
+                Some((app, integration)) if !integration.contains('/') => {
+                    auth::authorize(&shared, &snap, app, integration, req.uri().query())
+                }
+                _ => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"message": "use /auth/authorize/<app>/<integration>"}),
+                ),
+            }
         }
         (_, p) if p.starts_with("/admin/") => match authorized(&shared, &req) {
             Ok(()) => admin(&shared, req).await,
@@ -105,6 +123,7 @@ async fn admin(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
             };
             match shared.tokens.put(&key, token).await {
                 Ok(t) => {
+                    shared.refresher.reset(&key);
                     tracing::info!(token = %key, "token stored through the admin API");
                     json(StatusCode::OK, entry(&key, Some(&t)))
                 }

@@ -20,10 +20,12 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
+use crate::config::TemplateSpec;
 use crate::server::Shared;
 use crate::snapshot::{App, Snapshot};
 use crate::template::{Context, RenderError, RequestScope};
-use crate::token::{DEFAULT_ACCOUNT, TokenKey, TokenState};
+use crate::token::refresh::Target;
+use crate::token::{DEFAULT_ACCOUNT, TokenKey};
 pub use body::ProxyBody;
 pub use error::ProxyError;
 
@@ -101,8 +103,8 @@ fn labels<'a>(snap: &'a Snapshot, out: &Outcome) -> (&'a str, &'a str) {
 
 /// The path of one request.
 async fn serve(
-    shared: &Shared,
-    snap: &Snapshot,
+    shared: &Arc<Shared>,
+    snap: &Arc<Snapshot>,
     req: Request<Incoming>,
     out: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -163,8 +165,10 @@ async fn serve(
     };
     let t = &app.templates()[t_idx];
 
-    // 3. The token, when the template has an integration.
-    let token = match t.integration {
+    // 3. The token, when the template has an integration: fresh from memory, or refreshed once
+    //    for all the requests that need it.
+    let deadline = Instant::now() + snap.upstream.config().timeout;
+    let mut auth = match t.integration {
         None => None,
         Some(i) => {
             let integ = app.integration(i);
@@ -177,9 +181,7 @@ async fn serve(
                         ));
                     }
                 },
-                None if integ.agent => {
-                    return Err(ProxyError::MissingAccount { integration: integ.name.clone() });
-                }
+                None if integ.agent => return Err(ProxyError::MissingAccount { integration: integ.name.clone() }),
                 None => DEFAULT_ACCOUNT,
             };
             let key = TokenKey {
@@ -187,29 +189,14 @@ async fn serve(
                 integration: app.integrations[i].clone(),
                 account: if account == DEFAULT_ACCOUNT { shared.default_account.clone() } else { account.into() },
             };
-            let authorize = || snap.authorize_url(&app.name, &integ.name, account);
-            match shared.tokens.get(&key) {
-                None => {
-                    return Err(ProxyError::NoToken {
-                        integration: integ.name.clone(),
-                        account: truncate(account, 256),
-                        authorize: authorize(),
-                    });
-                }
-                Some(tok) if tok.state(crate::token::unix_now()) == TokenState::Reauthorize => {
-                    return Err(ProxyError::Reauthorize {
-                        integration: integ.name.clone(),
-                        account: truncate(account, 256),
-                        authorize: authorize(),
-                    });
-                }
-                Some(tok) => Some(tok),
-            }
+            let target = Target { app: app_idx, integration: i };
+            let token = shared.refresher.token(shared, snap, target, &key, deadline).await?;
+            Some((key, target, token))
         }
     };
 
     // 4. Render host, path, query and headers, each escaped for its position.
-    let scope = RequestScope { context: &ctx, token: token.as_ref().map(|t| t.access_token.expose()) };
+    let scope = RequestScope { context: &ctx, token: auth.as_ref().map(|a| a.2.access_token.expose()) };
     let authority = t.render_host(&scope, &app.config.allow_hosts).map_err(ProxyError::Render)?;
     out.host = Some(authority.to_string());
     snap.upstream.check_literal(&authority)?;
@@ -226,23 +213,25 @@ async fn serve(
         strip_request_headers(&mut h);
         h
     };
-    t.render_headers(&scope, |name, value| {
-        headers.insert(name.clone(), value);
-    })
-    .map_err(ProxyError::Render)?;
+    apply_headers(t, &scope, &mut headers)?;
     if json_body && !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
 
-    // 5. Send, retrying connect errors, 429 and 5xx as the template allows.
-    let deadline = Instant::now() + snap.upstream.config().timeout;
+    // 5. Send. A status in refresh.on_status forces one refresh and one replay (which does not
+    //    use up maxAttempts); connect errors, 429 and 5xx are retried as the template allows.
+    let on_status = &snap.config.refresh.on_status;
     let mut body = Some(body);
     let mut attempts = 0u32;
+    let mut tries = 0u32;
+    let mut replayed = false;
     let resp = loop {
         attempts += 1;
-        let last = attempts >= u32::from(t.max_attempts);
+        tries += 1;
+        let may_retry = tries < u32::from(t.max_attempts);
+        let may_replay = auth.is_some() && !replayed && !on_status.is_empty();
         let (this_body, replayable) = match body.as_ref().and_then(ProxyBody::try_clone) {
-            Some(b) if !last => (b, true),
+            Some(b) if may_retry || may_replay => (b, true),
             _ => (body.take().unwrap_or_default(), false),
         };
         let mut req = Request::new(this_body);
@@ -250,6 +239,21 @@ async fn serve(
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = if replayable { headers.clone() } else { std::mem::take(&mut headers) };
         let result = snap.upstream.send(req, &authority, deadline).await;
+        if let (Ok(r), Some((key, target, token))) = (&result, auth.as_mut())
+            && !replayed
+            && on_status.contains(&r.status().as_u16())
+        {
+            replayed = true;
+            if replayable {
+                tracing::debug!(template = %t.name, status = r.status().as_u16(), "token rejected: refreshing and replaying");
+                drop(result);
+                *token = shared.refresher.after_rejection(shared, snap, *target, key, token.version, deadline).await?;
+                let scope = RequestScope { context: &ctx, token: Some(token.access_token.expose()) };
+                apply_headers(t, &scope, &mut headers)?;
+                tries -= 1;
+                continue;
+            }
+        }
         let wait = match &result {
             Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() => {
                 Some(retry_after(r.headers()).unwrap_or(t.retry_delay).max(t.retry_delay))
@@ -258,7 +262,7 @@ async fn serve(
             _ => None,
         };
         match wait {
-            Some(wait) if replayable && Instant::now() + wait < deadline => {
+            Some(wait) if replayable && may_retry && Instant::now() + wait < deadline => {
                 tracing::debug!(template = %t.name, attempts, "retrying");
                 drop(result);
                 tokio::time::sleep(wait).await;
@@ -276,6 +280,14 @@ async fn serve(
     rparts.headers.insert(X_TEMPLATE, app.template_header(t_idx));
     rparts.headers.insert(X_ATTEMPTS, HeaderValue::from(attempts));
     Ok(Response::from_parts(rparts, ProxyBody::Stream { prefix: None, rest: rbody }))
+}
+
+/// Renders the template's headers into `headers`, replacing what is there under those names.
+fn apply_headers(t: &TemplateSpec, scope: &RequestScope<'_>, headers: &mut HeaderMap) -> Result<(), ProxyError> {
+    t.render_headers(scope, |name, value| {
+        headers.insert(name.clone(), value);
+    })
+    .map_err(ProxyError::Render)
 }
 
 fn select_app(snap: &Snapshot, headers: &HeaderMap) -> Result<usize, ProxyError> {

@@ -1,6 +1,8 @@
 //! Tokens: what is stored per (app, integration, account), the store it lives in ([`store`]),
 //! and [`Tokens`], the in-memory view the data plane reads without locks.
 
+pub mod oauth;
+pub mod refresh;
 pub mod store;
 
 use std::collections::HashMap;
@@ -118,7 +120,27 @@ impl Tokens {
     pub async fn put(&self, key: &TokenKey, token: Token) -> Result<Arc<Token>, StoreError> {
         let _w = self.write.lock().await;
         let expected = self.get(key).map_or(0, |t| t.version);
-        let mut token = token;
+        self.write_version(key, expected, token).await
+    }
+
+    /// Replaces the token for `key` only if its version is still `expected` (0: none stored).
+    /// `Ok(Err(current))` when it was changed meanwhile; nothing is written then.
+    pub async fn replace(
+        &self,
+        key: &TokenKey,
+        expected: u64,
+        token: Token,
+    ) -> Result<Result<Arc<Token>, Option<Arc<Token>>>, StoreError> {
+        let _w = self.write.lock().await;
+        let current = self.get(key);
+        if current.as_ref().map_or(0, |t| t.version) != expected {
+            return Ok(Err(current));
+        }
+        self.write_version(key, expected, token).await.map(Ok)
+    }
+
+    /// Writes through the store, then the cache. The caller holds `self.write`.
+    async fn write_version(&self, key: &TokenKey, expected: u64, mut token: Token) -> Result<Arc<Token>, StoreError> {
         token.version = expected + 1;
         match self.store.compare_and_swap(key, expected, Some(token.clone())).await? {
             Cas::Done => {}
