@@ -20,6 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub use bearerd::server::Running;
 
+pub mod provider;
+
 /// A CA generated for one test, and a server certificate it signed for localhost/127.0.0.1.
 pub struct TestCa {
     pub ca_pem: String,
