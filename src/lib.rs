@@ -7,10 +7,14 @@
 //!   ([`template::escape`]), transparent matching ([`template::route`]) and rendering.
 //! - [`snapshot`]: one immutable compiled configuration, swapped whole under an `ArcSwap`.
 //! - [`token`]: tokens per (app, integration, account), the lock-free view the data plane
-//!   reads, and the durable store behind it ([`token::store`]).
+//!   reads, the durable store behind it ([`token::store`]), the token-endpoint client
+//!   ([`token::oauth`]) and single-flight refresh with back-off ([`token::refresh`]).
 //! - [`proxy`]: the data plane; [`proxy::upstream`] the TLS client; [`proxy::error`] the one
 //!   place where an error becomes a status and an FDK-shaped body.
-//! - [`admin`]: the control plane (health, readiness, metrics, token admin API).
+//! - [`admin`]: the control plane (health, readiness, metrics, token admin API, reload,
+//!   and the authorization-code flow in [`admin::auth`]).
+//! - [`reload`]: file watcher, SIGHUP and `POST /admin/reload`, one path: load, validate,
+//!   compile, swap; the old snapshot stays on failure.
 //! - [`metrics`]: every metric, registered in one place.
 //! - [`server`]: shared state, listeners, graceful shutdown.
 //!
@@ -20,11 +24,12 @@
 //!    by name, anything else by method + host + path through [`template::route::Router`]; no
 //!    match is 403 (never an open proxy).
 //! 3. The access token for (app, integration, account) is read from [`token::Tokens`] without a
-//!    lock.
+//!    lock; a token near expiry is refreshed first, once for all requests that need it.
 //! 4. Host, path, query and headers are rendered, each value escaped for where it lands.
 //! 5. [`proxy::upstream::Upstream`] sends over a pooled rustls connection with timeouts and the
 //!    address check; `maxAttempts` retries connect errors, 429 and 5xx.
-//! 6. The answer streams back with `x-bearerd-template` and `x-bearerd-attempts`.
+//! 6. A status in `refresh.on_status` forces one refresh and one replay; the answer streams
+//!    back with `x-bearerd-template` and `x-bearerd-attempts`.
 //! 7. Metrics and one access-log line (template, upstream host, status, attempts, duration;
 //!    never a token, a path or a query).
 
@@ -32,6 +37,7 @@ pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod snapshot;

@@ -15,6 +15,9 @@ const EXIT_START: u8 = 69;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format: text or json (default: $BEARERD_LOG_FORMAT, else text).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -48,7 +51,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let json = cli.log_format.or_else(|| std::env::var("BEARERD_LOG_FORMAT").ok()).is_some_and(|f| f == "json");
+    init_logging(json);
     match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config, app: None, .. } => match bearerd::config::load(&config) {
@@ -74,12 +78,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if std::env::var("BEARERD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    if json {
         builder.json().init();
     } else {
         builder.init();
@@ -115,6 +119,14 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::from(EXIT_START);
             }
         };
+        let shared = running.shared.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                let _ = bearerd::reload::reload(&shared, "SIGHUP").await;
+            }
+        });
         wait_for_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
         running.shutdown().await;

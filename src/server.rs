@@ -38,6 +38,8 @@ pub struct Shared {
     pub refresher: crate::token::refresh::Refresher,
     /// Authorizations started and not yet called back.
     pub pending: crate::admin::auth::Pending,
+    /// Serialises reloads.
+    pub reloader: crate::reload::Reloader,
     /// The `default` account name, shared so the hot path does not allocate it.
     pub default_account: Arc<str>,
     ready: AtomicBool,
@@ -93,6 +95,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tokens = Tokens::open(store).await?;
     let data_addr = config.listen;
     let admin_addr = config.admin.listen;
+    let reloader = crate::reload::Reloader::new(&config);
+    let watch_files = config.reload_watch && config.source.is_some();
     let snapshot = Snapshot::compile(config, 1, &metrics, None).map_err(StartError::Compile)?;
     metrics.config_generation.set(1);
     let shared = Arc::new(Shared {
@@ -101,6 +105,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         refresher: Default::default(),
         pending: Default::default(),
+        reloader,
         default_account: crate::token::DEFAULT_ACCOUNT.into(),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
@@ -114,10 +119,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let s = shared.clone();
     let data_task = tokio::spawn(serve(data, stop_rx.clone(), move |req| crate::proxy::handle(s.clone(), req)));
     let s = shared.clone();
-    let admin_task = tokio::spawn(serve(admin, stop_rx, move |req| crate::admin::handle(s.clone(), req)));
+    let admin_task = tokio::spawn(serve(admin, stop_rx.clone(), move |req| crate::admin::handle(s.clone(), req)));
+    let mut tasks = vec![data_task, admin_task];
+    if watch_files {
+        tasks.extend(crate::reload::spawn_watcher(shared.clone(), stop_rx));
+    }
     shared.ready.store(true, Ordering::Release);
     tracing::info!(%data_addr, %admin_addr, "bearerd is serving");
-    Ok(Running { data_addr, admin_addr, shared, stop, tasks: vec![data_task, admin_task] })
+    Ok(Running { data_addr, admin_addr, shared, stop, tasks })
 }
 
 /// Accepts connections until `stop`, then drains them for up to [`SHUTDOWN_GRACE`].

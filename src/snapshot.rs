@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use prometheus::Histogram;
+use std::sync::OnceLock;
+
+use prometheus::{Histogram, IntCounter};
 
 use crate::config::{AppConfig, Config, IntegrationSpec, TemplateSpec};
 use crate::metrics::Metrics;
@@ -28,7 +30,34 @@ pub struct App {
     /// Integration names, shared with token keys.
     pub integrations: Vec<Arc<str>>,
     /// Per-template handles, resolved here so the hot path does no label hashing for them.
-    pub template_metrics: Vec<Histogram>,
+    pub template_metrics: Vec<TemplateMetrics>,
+}
+
+/// Status codes whose `requests_total` series a template keeps a handle to; others are looked up.
+const COMMON_CODES: [u16; 16] = [200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 409, 422, 429, 500, 502];
+
+/// A template's metric handles. Series for a status code are created on first use.
+pub struct TemplateMetrics {
+    duration: Histogram,
+    requests: [OnceLock<IntCounter>; COMMON_CODES.len()],
+}
+
+impl TemplateMetrics {
+    fn new(metrics: &Metrics, app: &str, template: &str) -> Self {
+        TemplateMetrics { duration: metrics.duration.with_label_values(&[app, template]), requests: Default::default() }
+    }
+
+    /// Counts one request and observes its duration.
+    pub fn record(&self, metrics: &Metrics, app: &str, template: &str, status: http::StatusCode, secs: f64) {
+        self.duration.observe(secs);
+        let code = status.as_u16();
+        match COMMON_CODES.iter().position(|&c| c == code) {
+            Some(i) => self.requests[i]
+                .get_or_init(|| metrics.requests.with_label_values(&[app, template, status.as_str()]))
+                .inc(),
+            None => metrics.requests.with_label_values(&[app, template, status.as_str()]).inc(),
+        }
+    }
 }
 
 impl App {
@@ -70,7 +99,7 @@ impl Snapshot {
                     integrations: a.fdk.integrations.iter().map(|i| i.name.as_str().into()).collect(),
                     template_metrics: templates
                         .iter()
-                        .map(|t| metrics.duration.with_label_values(&[a.name.as_str(), t.name.as_str()]))
+                        .map(|t| TemplateMetrics::new(metrics, &a.name, &t.name))
                         .collect(),
                     config: a.clone(),
                 }

@@ -57,6 +57,31 @@ async fn sigterm_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads() {
+    let dir = TempDir::new();
+    dir.app("demo", &json!({}), Some(&oauth_one("auth.example.com", false)));
+    let cfg = dir.write(
+        "bearerd.yaml",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: t.json}\nreload: {watch: false}\napps:\n  - {name: demo, path: apps/demo}\n",
+    );
+    let (mut child, admin) = spawn(&cfg);
+    dir.app("demo", &json!({"t": {"schema": {"method": "GET", "host": "api.example.com"}}}), None);
+    assert!(Command::new("kill").arg("-HUP").arg(child.id().to_string()).status().unwrap().success());
+    let mut generation = String::new();
+    for _ in 0..100 {
+        let m = send(admin, request("GET", "/metrics", &[("host", "a")], "")).await.text();
+        generation = m.lines().find(|l| l.starts_with("bearerd_config_generation ")).unwrap_or("").to_string();
+        if generation.ends_with(" 2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(generation, "bearerd_config_generation 2");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_kill_during_store_writes_leaves_the_old_or_the_new_token() {
     let (dir, cfg) = setup();
     let file = dir.path().join("state/tokens.json");

@@ -194,41 +194,32 @@ pub async fn callback(shared: &Shared, snap: &Snapshot, query: Option<&str>) -> 
         redirect_uri: &redirect_uri,
         verifier: started.verifier.expose(),
     };
-    match oauth::request_token(&snap.upstream, integ, grant, None, deadline).await {
-        Ok(token) => match shared.tokens.put(&key, token).await {
-            Ok(_) => {
-                counted("ok");
-                shared.refresher.reset(&key);
-                tracing::info!(token = %key, "authorized");
-                page(
-                    StatusCode::OK,
-                    "Authorized",
-                    &format!(
-                        "{} is authorized for app {} (account {}). You can close this page.",
-                        integ.display_name.as_deref().unwrap_or(&integ.name),
-                        key.app,
-                        key.account
-                    ),
-                )
-            }
-            Err(e) => {
-                counted("error");
-                tracing::error!(token = %key, error = %e, "storing the new token failed");
-                page(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Authorization failed",
-                    "The token could not be stored; see bearerd's log.",
-                )
-            }
-        },
+    let mut token = match oauth::request_token(&snap.upstream, integ, grant, None, deadline).await {
+        Ok(t) => t,
         Err(e) => {
             counted(e.result_label());
             tracing::warn!(token = %key, error = %e, "code exchange failed");
             let status =
                 if matches!(e, GrantError::Timeout) { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
-            page(status, "Authorization failed", &format!("The token endpoint refused the code: {e}"))
+            return page(status, "Authorization failed", &format!("The token endpoint refused the code: {e}"));
         }
+    };
+    token.binding = Some(integ.binding.clone());
+    if let Err(e) = shared.tokens.put(&key, token).await {
+        counted("error");
+        tracing::error!(token = %key, error = %e, "storing the new token failed");
+        return page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Authorization failed",
+            "The token could not be stored; see bearerd's log.",
+        );
     }
+    counted("ok");
+    shared.refresher.reset(&key);
+    tracing::info!(token = %key, "authorized");
+    let name = integ.display_name.as_deref().unwrap_or(&integ.name);
+    let text = format!("{name} is authorized for app {} (account {}). You can close this page.", key.app, key.account);
+    page(StatusCode::OK, "Authorized", &text)
 }
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response<ProxyBody> {

@@ -82,15 +82,25 @@ fn authorized(shared: &Shared, req: &Request<Incoming>) -> Result<(), Box<Respon
     }
 }
 
-async fn admin(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn admin(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let snap = shared.snapshot.load_full();
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method().clone(), segs.as_slice()) {
         (Method::GET, ["admin", "tokens"]) => json(StatusCode::OK, list_tokens(shared, &snap)),
+        (Method::POST, ["admin", "reload"]) => match crate::reload::reload(shared, "admin").await {
+            Ok(r) => json(
+                StatusCode::OK,
+                serde_json::json!({"generation": r.generation, "changed": r.changed, "notes": r.notes}),
+            ),
+            Err(errors) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({"errors": errors.0.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+            ),
+        },
         (m, ["admin", "tokens", app, integration]) if m == Method::PUT || m == Method::DELETE => {
             let account = query_param(req.uri().query(), "account");
-            let key = match token_key(&snap, app, integration, account.as_deref()) {
+            let (key, binding) = match token_key(&snap, app, integration, account.as_deref()) {
                 Ok(k) => k,
                 Err(r) => return *r,
             };
@@ -119,13 +129,14 @@ async fn admin(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
                 token_type: put.token_type,
                 scope: put.scope,
                 reauthorize: false,
+                binding: Some(binding.clone()),
                 version: 0,
             };
             match shared.tokens.put(&key, token).await {
                 Ok(t) => {
                     shared.refresher.reset(&key);
                     tracing::info!(token = %key, "token stored through the admin API");
-                    json(StatusCode::OK, entry(&key, Some(&t)))
+                    json(StatusCode::OK, entry(&key, Some(&t), &binding))
                 }
                 Err(e) => store_error(e),
             }
@@ -153,7 +164,7 @@ fn token_key(
     app: &str,
     integration: &str,
     account: Option<&str>,
-) -> Result<TokenKey, Box<Response<ProxyBody>>> {
+) -> Result<(TokenKey, String), Box<Response<ProxyBody>>> {
     let not_found = |m: String| Box::new(json(StatusCode::NOT_FOUND, serde_json::json!({ "message": m })));
     let Some(a) = snap.app(app) else {
         return Err(not_found(format!("no app named {app}")));
@@ -169,7 +180,7 @@ fn token_key(
         }
         None => DEFAULT_ACCOUNT,
     };
-    Ok(TokenKey::new(app, integration, account))
+    Ok((TokenKey::new(app, integration, account), integ.binding.clone()))
 }
 
 /// Every configured (app, integration) with the accounts that have tokens.
@@ -181,18 +192,18 @@ fn list_tokens(shared: &Shared, snap: &Snapshot) -> serde_json::Value {
             let mut any = false;
             for (k, t) in stored.iter().filter(|(k, _)| *k.app == *app.name && *k.integration == *integ.name) {
                 any |= &*k.account == DEFAULT_ACCOUNT;
-                out.push(entry(k, Some(t)));
+                out.push(entry(k, Some(t), &integ.binding));
             }
             if !any && !integ.agent {
-                out.push(entry(&TokenKey::new(&app.name, &integ.name, DEFAULT_ACCOUNT), None));
+                out.push(entry(&TokenKey::new(&app.name, &integ.name, DEFAULT_ACCOUNT), None, &integ.binding));
             }
         }
     }
     serde_json::Value::Array(out)
 }
 
-fn entry(k: &TokenKey, t: Option<&Token>) -> serde_json::Value {
-    let state = t.map_or(TokenState::Missing, |t| t.state(unix_now()));
+fn entry(k: &TokenKey, t: Option<&Token>, binding: &str) -> serde_json::Value {
+    let state = t.map_or(TokenState::Missing, |t| t.state(unix_now(), binding));
     serde_json::json!({
         "app": &*k.app,
         "integration": &*k.integration,

@@ -133,6 +133,9 @@ pub struct IntegrationSpec {
     pub issuer: Option<String>,
     /// The oauth_iparams values this integration was compiled with (for templates using them).
     pub oauth_iparams: HashMap<String, Secret>,
+    /// A fingerprint of `token_url` and `client_id`: tokens obtained under other values are not
+    /// used (the operator must authorize again).
+    pub binding: String,
 }
 
 impl IntegrationSpec {
@@ -930,13 +933,16 @@ fn load_integration(
     if d.errors.len() != before {
         return None;
     }
+    let (client_id, token_url) = (client_id?, token_url?);
+    let binding = binding_of(&token_url, &client_id);
     Some(IntegrationSpec {
         name: name.to_string(),
         display_name,
-        client_id: client_id?,
+        binding,
+        client_id,
         client_secret: Secret::new(client_secret?),
         authorize_url,
-        token_url: token_url?,
+        token_url,
         authorize_params,
         custom_headers,
         agent,
@@ -945,6 +951,12 @@ fn load_integration(
         issuer,
         oauth_iparams: oip.into_iter().map(|(k, v)| (k, Secret::new(v))).collect(),
     })
+}
+
+/// The first 8 bytes of SHA-256 over `token_url` and `client_id`, in hex.
+fn binding_of(token_url: &str, client_id: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, format!("{token_url}\n{client_id}").as_bytes());
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn check_url(u: &str, allow_http: bool, p: &str, d: &mut Diag) {

@@ -77,9 +77,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
     let elapsed = start.elapsed();
     let (app, template) = labels(&snap, &out);
     let status = resp.status();
-    shared.metrics.requests.with_label_values(&[app, template, status.as_str()]).inc();
-    if let (Some(a), Some(t)) = (out.app, out.template) {
-        snap.apps[a].template_metrics[t].observe(elapsed.as_secs_f64());
+    match (out.app, out.template) {
+        (Some(a), Some(t)) => {
+            snap.apps[a].template_metrics[t].record(&shared.metrics, app, template, status, elapsed.as_secs_f64());
+        }
+        _ => shared.metrics.requests.with_label_values(&[app, template, status.as_str()]).inc(),
     }
     tracing::info!(
         target: "bearerd::access",

@@ -57,6 +57,10 @@ pub struct Token {
     /// Incremented on every write; the store's compare-and-swap checks it.
     #[serde(default)]
     pub version: u64,
+    /// The integration's `token_url` and `client_id` the token was obtained for
+    /// ([`crate::config::IntegrationSpec::binding`]); a token bound to others is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
 }
 
 /// What `/admin/tokens` reports for a key.
@@ -70,8 +74,14 @@ pub enum TokenState {
 }
 
 impl Token {
-    pub fn state(&self, now: u64) -> TokenState {
-        if self.reauthorize {
+    /// Whether the token needs a new authorization before it can be used for an integration
+    /// whose binding is `binding`.
+    pub fn needs_authorization(&self, binding: &str) -> bool {
+        self.reauthorize || self.binding.as_deref().is_some_and(|b| b != binding)
+    }
+
+    pub fn state(&self, now: u64, binding: &str) -> TokenState {
+        if self.needs_authorization(binding) {
             TokenState::Reauthorize
         } else if self.expires_at.is_some_and(|e| e <= now) {
             TokenState::Expired

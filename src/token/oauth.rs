@@ -175,6 +175,7 @@ pub async fn request_token(
         token_type: r.token_type,
         scope: r.scope,
         reauthorize: false,
+        binding: None,
         version: 0,
     })
 }

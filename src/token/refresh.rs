@@ -82,7 +82,7 @@ impl Refresher {
         let now = unix_now();
         let current = shared.tokens.get(key);
         match &current {
-            Some(t) if t.reauthorize => return Err(reauthorize(snap, key)),
+            Some(t) if t.needs_authorization(&integ.binding) => return Err(reauthorize(snap, key)),
             Some(t) if !due(t.expires_at, now, skew) => return Ok(t.clone()),
             Some(t) if integ.grant == Grant::AuthorizationCode && t.refresh_token.is_none() => {
                 // Nothing to refresh with: use it until it expires, then ask for authorization.
@@ -119,13 +119,11 @@ impl Refresher {
         rejected: u64,
         deadline: Instant,
     ) -> Result<Arc<Token>, ProxyError> {
+        let integ = snap.apps[target.app].integration(target.integration);
         match shared.tokens.get(key) {
-            Some(t) if t.version != rejected && !t.reauthorize => return Ok(t),
-            Some(t) if t.reauthorize => return Err(reauthorize(snap, key)),
-            Some(t)
-                if snap.apps[target.app].integration(target.integration).grant == Grant::AuthorizationCode
-                    && t.refresh_token.is_none() =>
-            {
+            Some(t) if t.needs_authorization(&integ.binding) => return Err(reauthorize(snap, key)),
+            Some(t) if t.version != rejected => return Ok(t),
+            Some(t) if integ.grant == Grant::AuthorizationCode && t.refresh_token.is_none() => {
                 return Err(reauthorize(snap, key));
             }
             None => return Err(no_token(snap, key)),
@@ -156,7 +154,7 @@ impl Refresher {
                 if let Some(cur) = shared.tokens.get(key)
                     && cur.version != observed
                 {
-                    if cur.reauthorize {
+                    if cur.needs_authorization(&integ.binding) {
                         return Err(reauthorize(snap, key));
                     }
                     if !due(cur.expires_at, unix_now(), snap.config.refresh.skew) {
@@ -229,7 +227,8 @@ async fn run(
         shared.metrics.token_refreshes.with_label_values(&[&*key.app, &*key.integration, result]).inc();
     };
     let outcome: Outcome = match result {
-        Ok(token) => {
+        Ok(mut token) => {
+            token.binding = Some(integ.binding.clone());
             refreshes("ok");
             shared.refresher.reset(&key);
             // Stored (durably) before any waiter sees the new access token.

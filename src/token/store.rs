@@ -190,6 +190,7 @@ mod tests {
             token_type: None,
             scope: None,
             reauthorize: false,
+            binding: None,
             version,
         }
     }

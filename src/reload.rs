@@ -1,0 +1,216 @@
+//! Live reconfiguration. Three triggers, one path: the file watcher, SIGHUP and
+//! `POST /admin/reload` all call [`reload`], which reads and validates everything, compiles a
+//! complete new snapshot off the hot path and swaps it in whole. On failure the old snapshot keeps
+//! serving. Requests in flight keep the snapshot they started with.
+
+use std::collections::BTreeSet;
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::Watcher as _;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
+
+/// Events closer together than this are one change (editors write in several steps).
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Serialises reloads and remembers what the last one read.
+#[derive(Default)]
+pub struct Reloader {
+    last: tokio::sync::Mutex<Option<u64>>,
+}
+
+impl Reloader {
+    pub fn new(config: &Config) -> Reloader {
+        Reloader { last: tokio::sync::Mutex::new(Some(fingerprint(&config.files))) }
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub generation: u64,
+    /// False when no file's content had changed (nothing was swapped).
+    pub changed: bool,
+    /// Settings that changed but need a restart, and tokens that need a new authorization.
+    pub notes: Vec<String>,
+}
+
+/// Reloads the configuration. `trigger` is for the log.
+pub async fn reload(shared: &Arc<Shared>, trigger: &str) -> Result<Reloaded, ConfigErrors> {
+    let mut last = shared.reloader.last.lock().await;
+    let old = shared.snapshot.load_full();
+    let Some(path) = old.config.source.clone() else {
+        return Err(single("", "this configuration was not read from a file"));
+    };
+    let loaded = tokio::task::spawn_blocking(move || {
+        let r = crate::config::load(&path);
+        let fp = r.as_ref().ok().map(|c| fingerprint(&c.files));
+        (r, fp)
+    })
+    .await
+    .map_err(|e| single("", &format!("reload task failed: {e}")))?;
+    let (mut config, fp) = match loaded {
+        (Ok(c), fp) => (c, fp),
+        (Err(errors), _) => return Err(failed(shared, trigger, errors)),
+    };
+    if fp.is_some() && fp == *last {
+        tracing::debug!(trigger, "configuration unchanged; not reloaded");
+        return Ok(Reloaded { generation: old.generation, changed: false, notes: Vec::new() });
+    }
+    let notes = carry_over(&old, &mut config);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let generation = old.generation + 1;
+    let new = match Snapshot::compile(config, generation, &shared.metrics, Some(&old)) {
+        Ok(s) => s,
+        Err(e) => return Err(failed(shared, trigger, single("", &e))),
+    };
+    let notes = [notes, rebound_integrations(&old, &new)].concat();
+    for n in &notes {
+        tracing::warn!(trigger, "{n}");
+    }
+    shared.snapshot.store(Arc::new(new));
+    *last = fp;
+    shared.metrics.config_generation.set(generation as i64);
+    shared.metrics.config_reloads.with_label_values(&["ok"]).inc();
+    tracing::info!(trigger, generation, "configuration reloaded");
+    Ok(Reloaded { generation, changed: true, notes })
+}
+
+fn single(file: &str, message: &str) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError { app: None, file: file.into(), pointer: String::new(), message: message.into() }])
+}
+
+fn failed(shared: &Shared, trigger: &str, errors: ConfigErrors) -> ConfigErrors {
+    shared.metrics.config_reloads.with_label_values(&["error"]).inc();
+    for e in &errors.0 {
+        tracing::error!(trigger, "reload refused: {e}");
+    }
+    tracing::error!(trigger, problems = errors.0.len(), "reload failed; the previous configuration keeps serving");
+    errors
+}
+
+/// Settings a running process cannot change keep their old values; each is reported.
+fn carry_over(old: &Snapshot, new: &mut Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if new.listen != old.config.listen {
+        notes.push(format!(
+            "listen changed to {}: restart bearerd to apply it (still serving on {})",
+            new.listen, old.config.listen
+        ));
+        new.listen = old.config.listen;
+    }
+    if new.admin.listen != old.config.admin.listen {
+        notes.push(format!(
+            "admin.listen changed to {}: restart bearerd to apply it (still serving on {})",
+            new.admin.listen, old.config.admin.listen
+        ));
+        new.admin.listen = old.config.admin.listen;
+    }
+    if new.store != old.config.store {
+        notes.push("store changed: restart bearerd to apply it (tokens stay in the store opened at start)".into());
+        new.store = old.config.store.clone();
+    }
+    notes
+}
+
+/// Integrations whose `token_url` or `client_id` changed: their stored tokens are not used any more.
+fn rebound_integrations(old: &Snapshot, new: &Snapshot) -> Vec<String> {
+    let mut notes = Vec::new();
+    for app in &new.apps {
+        let Some(prev) = old.app(&app.name) else { continue };
+        for integ in &app.config.fdk.integrations {
+            if let Some((_, before)) = prev.integration_by_name(&integ.name)
+                && before.binding != integ.binding
+            {
+                notes.push(format!(
+                    "app {}: integration {}: token_url or client_id changed; its stored tokens are no longer used: authorize again at {}",
+                    app.name,
+                    integ.name,
+                    new.authorize_url(&app.name, &integ.name, crate::token::DEFAULT_ACCOUNT)
+                ));
+            }
+        }
+    }
+    notes
+}
+
+/// A hash of every file's path and content.
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        std::fs::read(f).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The folders to watch: those of every file read, and every app folder and its `config/`
+/// (so a file that appears there is seen). Folders, not files: editors replace files by rename,
+/// and Kubernetes swaps a `..data` symlink in the mounted folder.
+fn watched_dirs(config: &Config) -> BTreeSet<PathBuf> {
+    let mut dirs = BTreeSet::new();
+    for f in &config.files {
+        if let Some(d) = f.parent() {
+            dirs.insert(if d.as_os_str().is_empty() { PathBuf::from(".") } else { d.to_path_buf() });
+        }
+    }
+    for app in &config.apps {
+        dirs.insert(app.path.clone());
+        dirs.insert(app.path.join("config"));
+    }
+    dirs.retain(|d| d.is_dir());
+    dirs
+}
+
+/// Starts watching the configuration's folders; every debounced change runs [`reload`].
+pub fn spawn_watcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.try_send(());
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch the configuration files; reload with SIGHUP or POST /admin/reload");
+            return None;
+        }
+    };
+    let mut watching = BTreeSet::new();
+    update_watches(&mut watcher, &mut watching, watched_dirs(&shared.snapshot.load().config));
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                event = rx.recv() => if event.is_none() { break },
+                _ = stop.changed() => break,
+            }
+            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            if let Ok(r) = reload(&shared, "watch").await
+                && r.changed
+            {
+                update_watches(&mut watcher, &mut watching, watched_dirs(&shared.snapshot.load().config));
+            }
+        }
+    }))
+}
+
+fn update_watches(w: &mut notify::RecommendedWatcher, watching: &mut BTreeSet<PathBuf>, want: BTreeSet<PathBuf>) {
+    for gone in watching.difference(&want) {
+        let _ = w.unwatch(gone);
+    }
+    for new in want.difference(watching) {
+        if let Err(e) = w.watch(Path::new(new), notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %new.display(), error = %e, "cannot watch");
+        }
+    }
+    *watching = want;
+}

@@ -1,0 +1,331 @@
+//! Live reconfiguration: file changes, rename-on-save, Kubernetes symlink swaps, failures that
+//! keep the old configuration, and reloads under load without a failed request.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+
+fn template(host: &str, path: &str) -> serde_json::Value {
+    json!({"schema": {"method": "GET", "host": host, "path": path}})
+}
+
+/// Polls `f` until it is true or `within` has passed; returns the time it took.
+async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if f().await {
+            return Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
+}
+
+async fn setup() -> (TempDir, MockApi, Bearerd) {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    dir.app("demo", &json!({"first": template(&api.host(), "/first")}), None);
+    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
+    let b = start(&cfg).await;
+    (dir, api, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_template_is_served_within_two_seconds() {
+    let (dir, api, b) = setup().await;
+    assert_eq!(b.invoke("second", json!({})).await.status, 404);
+    dir.app(
+        "demo",
+        &json!({"first": template(&api.host(), "/first"), "second": template(&api.host(), "/second")}),
+        None,
+    );
+    let took = eventually(Duration::from_secs(2), async || b.invoke("second", json!({})).await.status == 200).await;
+    assert!(took.is_some(), "the new template was not served within 2 s");
+    let m = b.admin("GET", "/metrics", "").await.text();
+    assert!(m.contains("bearerd_config_generation 2"), "{m}");
+    assert!(m.contains("bearerd_config_reloads_total{result=\"ok\"} 1"));
+    println!("new template served after {took:?}");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rename_on_save_is_seen() {
+    let (dir, api, b) = setup().await;
+    let requests = json!({"first": template(&api.host(), "/first"), "renamed": template(&api.host(), "/r")});
+    let tmp = dir.write("apps/demo/config/.requests.json.swp", &requests.to_string());
+    std::fs::rename(&tmp, dir.path().join("apps/demo/config/requests.json")).unwrap();
+    // The manifest must declare it too: an editor saving the manifest by rename as well.
+    let manifest =
+        json!({"platform-version": "3.0", "modules": {"common": {"requests": {"first": {}, "renamed": {}}}}});
+    let tmp = dir.write("apps/demo/manifest.json.new", &manifest.to_string());
+    std::fs::rename(&tmp, dir.path().join("apps/demo/manifest.json")).unwrap();
+    let ok = eventually(Duration::from_secs(3), async || b.invoke("renamed", json!({})).await.status == 200).await;
+    assert!(ok.is_some());
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kubernetes_configmap_symlink_swap_is_seen() {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    // A ConfigMap volume: files are symlinks through `..data`, which is swapped atomically.
+    let app = dir.path().join("apps/demo");
+    let write_version = |v: &str, names: &[&str]| {
+        let reqs: serde_json::Map<String, serde_json::Value> =
+            names.iter().map(|n| (n.to_string(), template(&api.host(), &format!("/{n}")))).collect();
+        let decl: serde_json::Map<String, serde_json::Value> =
+            names.iter().map(|n| (n.to_string(), json!({}))).collect();
+        dir.write(&format!("apps/demo/{v}/config/requests.json"), &serde_json::Value::Object(reqs).to_string());
+        dir.write(
+            &format!("apps/demo/{v}/manifest.json"),
+            &json!({"platform-version": "3.0", "modules": {"common": {"requests": decl}}}).to_string(),
+        );
+    };
+    write_version("..v1", &["first"]);
+    std::os::unix::fs::symlink("..v1", app.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/manifest.json", app.join("manifest.json")).unwrap();
+    std::os::unix::fs::symlink("..data/config", app.join("config")).unwrap();
+    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
+    let b = start(&cfg).await;
+    assert_eq!(b.invoke("first", json!({})).await.status, 200);
+    write_version("..v2", &["first", "swapped"]);
+    std::os::unix::fs::symlink("..v2", app.join("..data_tmp")).unwrap();
+    std::fs::rename(app.join("..data_tmp"), app.join("..data")).unwrap();
+    let ok = eventually(Duration::from_secs(3), async || b.invoke("swapped", json!({})).await.status == 200).await;
+    assert!(ok.is_some(), "the symlink swap was not seen");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_file_keeps_the_old_configuration_serving() {
+    let (dir, api, b) = setup().await;
+    dir.write("apps/demo/config/requests.json", "{ \"first\": {\"schema\": {\"method\": \"FETCH\"");
+    let r = eventually(Duration::from_secs(3), async || {
+        b.admin("GET", "/metrics", "").await.text().contains("bearerd_config_reloads_total{result=\"error\"} 1")
+    })
+    .await;
+    assert!(r.is_some(), "the failed reload was not counted");
+    assert_eq!(b.invoke("first", json!({})).await.status, 200, "the old configuration keeps serving");
+    assert_eq!(b.admin("GET", "/readyz", "").await.status, 200);
+    let r = b.admin("POST", "/admin/reload", "").await;
+    assert_eq!(r.status, 422);
+    let errors = r.json()["errors"].clone();
+    assert!(errors[0].as_str().unwrap().contains("config/requests.json: not valid JSON"), "{errors}");
+    // Fixed: the next reload applies, and an explicit reload of unchanged files changes nothing.
+    dir.app("demo", &json!({"first": template(&api.host(), "/first")}), None);
+    let ok = eventually(Duration::from_secs(3), async || {
+        let r = b.admin("POST", "/admin/reload", "").await;
+        r.status == 200 && r.json()["changed"] == json!(false)
+    })
+    .await;
+    assert!(ok.is_some());
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_only_settings_are_reported_and_tokens_follow_their_integration() {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    let t = json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/x", "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}});
+    dir.app("demo", &t, Some(&oauth_one(&api.host(), false)));
+    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "reload: {watch: false}\n");
+    let b = start(&cfg).await;
+    b.put_token("demo", "api", "", json!({"access_token": "tok"})).await;
+    // A template change: the token survives.
+    dir.app("demo", &json!({"get": t["get"], "also": t["get"]}), Some(&oauth_one(&api.host(), false)));
+    let r = b.admin("POST", "/admin/reload", "").await;
+    assert_eq!((r.status, r.json()["generation"].clone()), (200, json!(2)));
+    assert_eq!(b.invoke("also", json!({})).await.status, 200);
+    // listen changes are not half-applied.
+    let y = std::fs::read_to_string(&cfg).unwrap().replacen("listen: 127.0.0.1:0", "listen: 127.0.0.1:1", 1);
+    std::fs::write(&cfg, y).unwrap();
+    let r = b.admin("POST", "/admin/reload", "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["notes"][0].as_str().unwrap().contains("listen changed to 127.0.0.1:1: restart bearerd"));
+    assert_eq!(b.invoke("get", json!({})).await.status, 200, "still serving where it was");
+    // A new client_id: the stored token is no longer used.
+    let mut o = oauth_one(&api.host(), false);
+    o["integrations"]["api"]["client_id"] = json!("another-client");
+    dir.write("apps/demo/config/oauth_config.json", &o.to_string());
+    let r = b.admin("POST", "/admin/reload", "").await;
+    assert!(r.json()["notes"].to_string().contains("token_url or client_id changed"), "{}", r.text());
+    let r = b.invoke("get", json!({})).await;
+    assert_eq!(r.status, 401);
+    assert!(r.json()["authorize"].is_string());
+    assert_eq!(b.admin("GET", "/admin/tokens", "").await.json()[0]["state"], "reauthorize");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_reloads_under_load_lose_no_request() {
+    let (dir, api, b) = setup().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let data = b.data;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                // One keep-alive connection per client, reused across reloads.
+                let s = tokio::net::TcpStream::connect(data).await.unwrap();
+                let (mut tx, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
+                tokio::spawn(conn);
+                while !stop.load(Ordering::Relaxed) {
+                    let r = tx.send_request(request("POST", "/invoke/first", &[("host", "b")], "{}")).await;
+                    match r {
+                        Ok(r) if r.status() == 200 => {
+                            let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 0..20 {
+        let names: Vec<String> = (0..=i).map(|n| format!("extra{n}")).collect();
+        let mut reqs = serde_json::Map::new();
+        reqs.insert("first".into(), template(&api.host(), "/first"));
+        for n in &names {
+            reqs.insert(n.clone(), template(&api.host(), "/extra"));
+        }
+        dir.app("demo", &serde_json::Value::Object(reqs), None);
+        let r = b.admin("POST", "/admin/reload", "").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let generation: u64 = b
+        .admin("GET", "/metrics", "")
+        .await
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("bearerd_config_generation ").map(|v| v.parse().unwrap()))
+        .unwrap();
+    println!("reload under load: 8 clients, {ok} requests ok, {failed} failed, generation {generation}");
+    assert_eq!(failed, 0);
+    assert!(ok > 100, "{ok}");
+    assert!(generation >= 21, "twenty reloads were applied (the watcher may add its own)");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_exposition_parses() {
+    let (_dir, _api, b) = setup().await;
+    for _ in 0..3 {
+        b.invoke("first", json!({})).await;
+    }
+    b.invoke("missing", json!({})).await;
+    let text = b.admin("GET", "/metrics", "").await.text();
+    let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let get = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|s| s.2)
+    };
+    assert_eq!(get("bearerd_requests_total", &[("app", "demo"), ("template", "first"), ("code", "200")]), Some(3.0));
+    assert_eq!(get("bearerd_requests_total", &[("template", ""), ("code", "404")]), Some(1.0));
+    assert_eq!(get("bearerd_request_duration_seconds_bucket", &[("template", "first"), ("le", "+Inf")]), Some(3.0));
+    assert!(get("bearerd_request_duration_seconds_bucket", &[("template", "first"), ("le", "0.001")]).is_some());
+    assert_eq!(get("bearerd_request_duration_seconds_bucket", &[("template", "first"), ("le", "30")]), Some(3.0));
+    assert_eq!(get("bearerd_config_generation", &[]), Some(1.0));
+    assert_eq!(get("bearerd_inflight_requests", &[]), Some(0.0));
+    b.shutdown().await;
+}
+
+type Sample = (String, std::collections::HashMap<String, String>, f64);
+
+/// A strict parser of the Prometheus text format (0.0.4): HELP and TYPE lines, samples with
+/// escaped label values, every sample's family declared by a TYPE line first.
+fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
+    let mut typed = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    let name_ok = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    for (i, line) in text.lines().enumerate() {
+        let err = |m: &str| format!("line {}: {m}: {line}", i + 1);
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("HELP"), Some(n), _) if name_ok(n) => {}
+                (Some("TYPE"), Some(n), Some(t)) if name_ok(n) => {
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&t) {
+                        return Err(err("unknown type"));
+                    }
+                    typed.insert(n.to_string(), t.to_string());
+                }
+                _ => return Err(err("malformed comment")),
+            }
+            continue;
+        }
+        let (head, value) = line.rsplit_once(' ').ok_or_else(|| err("no value"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().map_err(|_| err("bad value"))?,
+        };
+        let (name, labels) = match head.split_once('{') {
+            None => (head, std::collections::HashMap::new()),
+            Some((n, rest)) => {
+                let body = rest.strip_suffix('}').ok_or_else(|| err("unclosed labels"))?;
+                let mut labels = std::collections::HashMap::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+                    if !name_ok(&key) || chars.next() != Some('"') {
+                        return Err(err("bad label"));
+                    }
+                    let mut v = String::new();
+                    loop {
+                        match chars.next().ok_or_else(|| err("unterminated label value"))? {
+                            '\\' => match chars.next() {
+                                Some('n') => v.push('\n'),
+                                Some(c @ ('\\' | '"')) => v.push(c),
+                                _ => return Err(err("bad escape")),
+                            },
+                            '"' => break,
+                            c => v.push(c),
+                        }
+                    }
+                    labels.insert(key, v);
+                    match chars.next() {
+                        None => break,
+                        Some(',') => {}
+                        _ => return Err(err("expected , between labels")),
+                    }
+                }
+                (n, labels)
+            }
+        };
+        if !name_ok(name) {
+            return Err(err("bad metric name"));
+        }
+        let family =
+            ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|f| typed.contains_key(*f));
+        if !typed.contains_key(name) && family.is_none() {
+            return Err(err("sample without a TYPE line"));
+        }
+        out.push((name.to_string(), labels, value));
+    }
+    Ok(out)
+}
