@@ -195,52 +195,24 @@ impl Router {
             Seg::Lit(h) => self.hosts.entry(h.into()).or_default(),
             Seg::Pat(p) => {
                 keys.push(p.key.clone());
-                let pos = match self.dynamic.iter().position(|(q, _)| *q == p) {
-                    Some(pos) => pos,
-                    None => {
-                        self.dynamic.push((p, Node::default()));
-                        self.dynamic.len() - 1
-                    }
-                };
-                &mut self.dynamic[pos].1
+                entry(&mut self.dynamic, p, Node::default)
             }
         };
         for seg in segs {
             node = match seg {
                 Seg::Tail(tail, key) => {
                     keys.push(key);
-                    let pos = match node.tails.iter().position(|(q, _)| *q == tail) {
-                        Some(pos) => pos,
-                        None => {
-                            node.tails.push((tail, Vec::new()));
-                            node.tails.len() - 1
-                        }
-                    };
-                    let leaves = &mut node.tails[pos].1;
-                    if !leaves.iter().any(|l| l.method == t.method) {
-                        leaves.push(Leaf { method: t.method.clone(), template: idx, keys: keys.into() });
-                    }
+                    add_leaf(entry(&mut node.tails, tail, Vec::new), &t.method, idx, keys);
                     return true;
                 }
                 Seg::Lit(l) => node.lit.entry(l.into()).or_default(),
                 Seg::Pat(p) => {
                     keys.push(p.key.clone());
-                    let pos = match node.pats.iter().position(|(q, _)| *q == p) {
-                        Some(pos) => pos,
-                        None => {
-                            node.pats.push((p, Node::default()));
-                            node.pats.len() - 1
-                        }
-                    };
-                    &mut node.pats[pos].1
+                    entry(&mut node.pats, p, Node::default)
                 }
             };
         }
-        if node.leaves.iter().any(|l| l.method == t.method) {
-            // Same method, host and path as an earlier template: the earlier one wins.
-            return true;
-        }
-        node.leaves.push(Leaf { method: t.method.clone(), template: idx, keys: keys.into() });
+        add_leaf(&mut node.leaves, &t.method, idx, keys);
         true
     }
 
@@ -279,6 +251,26 @@ impl Router {
             }
         }
         None
+    }
+}
+
+/// The value under `key` in a short association list, inserted with `make` when absent.
+fn entry<K: PartialEq, V>(list: &mut Vec<(K, V)>, key: K, make: impl FnOnce() -> V) -> &mut V {
+    let pos = match list.iter().position(|(k, _)| *k == key) {
+        Some(pos) => pos,
+        None => {
+            list.push((key, make()));
+            list.len() - 1
+        }
+    };
+    &mut list[pos].1
+}
+
+/// Adds a template for `method`; when an earlier template has the same method, host and path,
+/// the earlier one wins.
+fn add_leaf(leaves: &mut Vec<Leaf>, method: &Method, template: usize, keys: Vec<Box<str>>) {
+    if !leaves.iter().any(|l| l.method == *method) {
+        leaves.push(Leaf { method: method.clone(), template, keys: keys.into() });
     }
 }
 
