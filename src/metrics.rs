@@ -22,6 +22,10 @@ pub struct Metrics {
     pub token_refresh_waiters: IntCounterVec,
     /// `authorizations_total{app,integration,result}`
     pub authorizations: IntCounterVec,
+    /// `token_lease_waits_total{app,integration}`: refreshes that waited on another replica's lease
+    pub lease_waits: IntCounterVec,
+    /// `token_store_operations_total{op,result}`
+    pub store_operations: IntCounterVec,
     /// `config_reloads_total{result}`
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
@@ -56,6 +60,13 @@ impl Metrics {
             &["app", "integration", "result"],
         );
         let config_reloads = counter("config_reloads_total", "Configuration reloads by result", &["result"]);
+        let lease_waits = counter(
+            "token_lease_waits_total",
+            "Refreshes that waited for another replica holding the refresh lease",
+            &["app", "integration"],
+        );
+        let store_operations =
+            counter("token_store_operations_total", "Shared token store operations by result", &["op", "result"]);
         let duration = HistogramVec::new(
             HistogramOpts::new("request_duration_seconds", "Data-plane request duration, until the response head")
                 .buckets(DURATION_BUCKETS.to_vec()),
@@ -79,6 +90,8 @@ impl Metrics {
             token_refresh_waiters,
             authorizations,
             config_reloads,
+            lease_waits,
+            store_operations,
             config_generation,
             inflight,
         }

@@ -88,10 +88,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new();
     let store: Arc<dyn TokenStore> = match &config.store {
         StoreConfig::File(path) => Arc::new(FileStore::open(path)?),
-        StoreConfig::Redis(_) => {
-            return Err(StartError::Compile("the Redis token store is not available in this build yet".into()));
-        }
+        StoreConfig::Redis { url, prefix } => Arc::new(
+            crate::token::redis_store::RedisStore::connect(
+                url.expose(),
+                prefix,
+                crate::token::refresh::LEASE_TTL,
+                &metrics,
+            )
+            .await?,
+        ),
     };
+    let changes = store.changes();
     let tokens = Tokens::open(store).await?;
     let data_addr = config.listen;
     let admin_addr = config.admin.listen;
@@ -115,6 +122,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let admin = bind(admin_addr).await?;
     let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: data_addr, source })?;
     let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: admin_addr, source })?;
+    if let Some(mut changes) = changes {
+        // Another replica changed a token: bring this one's copy up to date.
+        let s = shared.clone();
+        tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                if let Err(e) = s.tokens.sync(change).await {
+                    tracing::warn!(error = %e, "cannot read a changed token from the store");
+                }
+            }
+        });
+    }
     let (stop, stop_rx) = watch::channel(false);
     let s = shared.clone();
     let data_task = tokio::spawn(serve(data, stop_rx.clone(), move |req| crate::proxy::handle(s.clone(), req)));

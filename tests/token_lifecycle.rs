@@ -7,9 +7,43 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::provider::Provider;
+use support::redis::Redis;
 use support::*;
 
+/// Every lifecycle test runs against both token stores.
+#[derive(Clone, Copy)]
+enum Store {
+    File,
+    Redis,
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod file_store {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Store::File).await } )*
+        }
+        mod redis_store {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Store::Redis).await } )*
+        }
+    };
+}
+
+on_both_stores!(
+    authorization_code_flow_with_pkce_and_single_use_state,
+    basic_client_auth_and_custom_headers,
+    two_hundred_requests_on_an_expired_token_make_one_refresh,
+    a_rejection_with_100_in_flight_makes_one_refresh_and_100_replays,
+    a_second_rejection_is_returned_as_it_is,
+    rotated_refresh_tokens_are_never_sent_twice,
+    a_dead_refresh_token_asks_for_authorization_and_is_not_hammered,
+    failures_back_off_and_a_valid_token_keeps_serving,
+    a_slow_token_endpoint_delays_only_requests_for_that_key,
+    token_endpoint_timeout_is_504,
+    client_credentials_are_fetched_once_on_first_need,
+);
+
 struct World {
+    _redis: Option<Redis>,
     _dir: TempDir,
     provider: Provider,
     api: MockApi,
@@ -18,7 +52,7 @@ struct World {
 
 /// App `demo`, integration `api` (token endpoint: the provider), template `get` (GET /data on
 /// the API with the access token) and `post` (POST /data). `oauth` adjusts the integration.
-async fn world(oauth: impl FnOnce(&mut serde_json::Value), extra: &str) -> World {
+async fn world(store: Store, oauth: impl FnOnce(&mut serde_json::Value), extra: &str) -> World {
     let ca = test_ca();
     let provider = Provider::start(&ca).await;
     let api = MockApi::start(Some(ca.server.clone()), provider.api_responder()).await;
@@ -36,8 +70,20 @@ async fn world(oauth: impl FnOnce(&mut serde_json::Value), extra: &str) -> World
         Some(&o),
     );
     let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", extra);
+    let redis = match store {
+        Store::File => None,
+        Store::Redis => {
+            let r = Redis::start();
+            let text = std::fs::read_to_string(&cfg).unwrap().replace(
+                "store:\n  file: state/tokens.json\n",
+                &format!("store:\n  redis: redis://127.0.0.1:{}/0\n", r.port),
+            );
+            std::fs::write(&cfg, text).unwrap();
+            Some(r)
+        }
+    };
     let b = start(&cfg).await;
-    World { _dir: dir, provider, api, b }
+    World { _redis: redis, _dir: dir, provider, api, b }
 }
 
 /// Puts a token whose access token the API does not accept and whose refresh token is valid.
@@ -56,9 +102,8 @@ async fn metric(b: &Bearerd, line_prefix: &str) -> Option<u64> {
     m.lines().find(|l| l.starts_with(line_prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn authorization_code_flow_with_pkce_and_single_use_state() {
-    let w = world(|i| i["options"]["resource"] = json!("https://api.example/"), "").await;
+async fn authorization_code_flow_with_pkce_and_single_use_state(store: Store) {
+    let w = world(store, |i| i["options"]["resource"] = json!("https://api.example/"), "").await;
     let r = w.b.admin("GET", "/auth/authorize/demo/api", "").await;
     assert_eq!(r.status, 302);
     let loc = url_params(r.header("location").unwrap());
@@ -114,9 +159,8 @@ async fn authorization_code_flow_with_pkce_and_single_use_state() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn basic_client_auth_and_custom_headers() {
-    let w = world(|i| i["token_auth"] = json!("client_secret_basic"), "").await;
+async fn basic_client_auth_and_custom_headers(store: Store) {
+    let w = world(store, |i| i["token_auth"] = json!("client_secret_basic"), "").await;
     w.provider.with(|s| s.basic = true);
     put_stale(&w, 0).await;
     let r = w.b.invoke("get", json!({})).await;
@@ -128,6 +172,7 @@ async fn basic_client_auth_and_custom_headers() {
 
     // customHeaders go on token requests; an Authorization among them replaces client auth.
     let w = world(
+        store,
         |i| i["options"]["customHeaders"] = json!({"Authorization": "Basic Y2lkOmNzZWNyZXQ=", "X-Extra": "1"}),
         "",
     )
@@ -139,9 +184,8 @@ async fn basic_client_auth_and_custom_headers() {
     assert_eq!(headers["x-extra"], "1");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_hundred_requests_on_an_expired_token_make_one_refresh() {
-    let w = world(|_| {}, "").await;
+async fn two_hundred_requests_on_an_expired_token_make_one_refresh(store: Store) {
+    let w = world(store, |_| {}, "").await;
     w.provider.with(|s| s.delay = Duration::from_millis(300));
     put_stale(&w, 0).await;
     let data = w.b.data;
@@ -166,9 +210,8 @@ async fn two_hundred_requests_on_an_expired_token_make_one_refresh() {
     println!("single flight: 200 requests, 1 refresh grant, {waiters} waiters");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rejection_with_100_in_flight_makes_one_refresh_and_100_replays() {
-    let w = world(|_| {}, "").await;
+async fn a_rejection_with_100_in_flight_makes_one_refresh_and_100_replays(store: Store) {
+    let w = world(store, |_| {}, "").await;
     w.provider.with(|s| s.delay = Duration::from_millis(200));
     put_stale(&w, -1).await; // no expiry: used until the API rejects it
     let data = w.b.data;
@@ -192,9 +235,8 @@ async fn a_rejection_with_100_in_flight_makes_one_refresh_and_100_replays() {
     assert_eq!(replayed.len(), 100, "every body was replayed whole");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_second_rejection_is_returned_as_it_is() {
-    let w = world(|_| {}, "").await;
+async fn a_second_rejection_is_returned_as_it_is(store: Store) {
+    let w = world(store, |_| {}, "").await;
     put_stale(&w, -1).await;
     // The API rejects every token, even fresh ones.
     w.provider.with(|s| s.reject_all = true);
@@ -205,9 +247,8 @@ async fn a_second_rejection_is_returned_as_it_is() {
     assert_eq!(w.provider.grants("refresh_token"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rotated_refresh_tokens_are_never_sent_twice() {
-    let w = world(|_| {}, "").await;
+async fn rotated_refresh_tokens_are_never_sent_twice(store: Store) {
+    let w = world(store, |_| {}, "").await;
     // Every new token is already within the skew: each round of requests refreshes again.
     w.provider.with(|s| s.expires_in = Some(30));
     put_stale(&w, 0).await;
@@ -233,9 +274,8 @@ async fn rotated_refresh_tokens_are_never_sent_twice() {
     println!("rotation: 300 requests in 15 rounds, {grants} refresh grants, 0 refresh tokens replayed");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dead_refresh_token_asks_for_authorization_and_is_not_hammered() {
-    let w = world(|_| {}, "").await;
+async fn a_dead_refresh_token_asks_for_authorization_and_is_not_hammered(store: Store) {
+    let w = world(store, |_| {}, "").await;
     w.b.put_token(
         "demo",
         "api",
@@ -259,9 +299,8 @@ async fn a_dead_refresh_token_asks_for_authorization_and_is_not_hammered() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn failures_back_off_and_a_valid_token_keeps_serving() {
-    let w = world(|_| {}, "").await;
+async fn failures_back_off_and_a_valid_token_keeps_serving(store: Store) {
+    let w = world(store, |_| {}, "").await;
     w.provider.with(|s| s.fail_status = Some(500));
     put_stale(&w, 0).await;
     let r = w.b.invoke("get", json!({})).await;
@@ -284,9 +323,8 @@ async fn failures_back_off_and_a_valid_token_keeps_serving() {
     assert_eq!(w.provider.grants("refresh_token"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_slow_token_endpoint_delays_only_requests_for_that_key() {
-    let w = world(|_| {}, "").await;
+async fn a_slow_token_endpoint_delays_only_requests_for_that_key(store: Store) {
+    let w = world(store, |_| {}, "").await;
     let slow_rt = w.provider.issue_refresh_token();
     w.provider.with(|s| {
         s.slow.insert(slow_rt.clone());
@@ -320,9 +358,8 @@ async fn a_slow_token_endpoint_delays_only_requests_for_that_key() {
     assert!(slow_took >= Duration::from_secs(2));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn token_endpoint_timeout_is_504() {
-    let w = world(|_| {}, "").await;
+async fn token_endpoint_timeout_is_504(store: Store) {
+    let w = world(store, |_| {}, "").await;
     w.provider.with(|s| s.delay = Duration::from_secs(7));
     put_stale(&w, 0).await;
     let t0 = Instant::now();
@@ -331,9 +368,9 @@ async fn token_endpoint_timeout_is_504() {
     assert!(t0.elapsed() < Duration::from_secs(6));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn client_credentials_are_fetched_once_on_first_need() {
+async fn client_credentials_are_fetched_once_on_first_need(store: Store) {
     let w = world(
+        store,
         |i| {
             i["grant_type"] = json!("client_credentials");
             i.as_object_mut().unwrap().remove("authorize_url");

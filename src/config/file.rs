@@ -68,15 +68,28 @@ pub struct AppFile {
     pub endpoint_urls: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreFile {
     #[serde(default)]
     pub file: Option<String>,
     #[serde(default)]
     pub redis: Option<String>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
     #[serde(default)]
     pub encryption_key: Option<String>,
+}
+
+fn default_prefix() -> String {
+    "bearerd:".into()
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        StoreFile { file: None, redis: None, prefix: default_prefix(), encryption_key: None }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -129,7 +129,11 @@ pub struct AppConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     File(PathBuf),
-    Redis(Secret),
+    /// The URL (it may hold a password) and the key prefix.
+    Redis {
+        url: Secret,
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -249,14 +253,11 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 d.error(&shown, "/store/redis", "must be a redis:// or rediss:// URL");
             }
-            Some(StoreConfig::Redis(Secret::new(url.clone())))
+            Some(StoreConfig::Redis { url: Secret::new(url.clone()), prefix: parsed.store.prefix.clone() })
         }
         (Some(f), None) => Some(StoreConfig::File(base.join(f))),
         (None, None) => Some(StoreConfig::File(base.join(".bearerd/tokens.json"))),
     };
-    if matches!(store, Some(StoreConfig::Redis(_))) {
-        d.error(&shown, "/store/redis", "the Redis token store is not available in this build yet; use store.file");
-    }
     if parsed.store.encryption_key.is_some() {
         d.error(&shown, "/store/encryption_key", "encryption at rest is not available in this build yet");
     }

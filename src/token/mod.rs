@@ -1,7 +1,9 @@
-//! Tokens: what is stored per (app, integration, account), the store it lives in ([`store`]),
-//! and [`Tokens`], the in-memory view the data plane reads without locks.
+//! Tokens: what is stored per (app, integration, account), the store it lives in ([`store`]:
+//! the embedded file store; [`redis_store`]: shared by several replicas), and [`Tokens`], the
+//! in-memory view the data plane reads without locks.
 
 pub mod oauth;
+pub mod redis_store;
 pub mod refresh;
 pub mod store;
 
@@ -13,7 +15,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
-pub use store::{Cas, FileStore, StoreError, TokenStore};
+pub use store::{Cas, Change, FileStore, Lease, StoreError, TokenStore};
 
 /// The account used when a request names none.
 pub const DEFAULT_ACCOUNT: &str = "default";
@@ -98,11 +100,14 @@ pub fn unix_now() -> u64 {
 
 type Map = HashMap<TokenKey, Arc<Token>>;
 
+/// How often a write is retried when another process changed the token in between.
+const WRITE_TRIES: usize = 5;
+
 /// The tokens of every app: a lock-free map for readers, written through the store.
 pub struct Tokens {
     cache: ArcSwap<Map>,
     store: Arc<dyn TokenStore>,
-    /// Serialises writers so that cache and store change in the same order.
+    /// Serialises this process's writers so that cache and store change in the same order.
     write: tokio::sync::Mutex<()>,
 }
 
@@ -114,75 +119,103 @@ impl Tokens {
         Ok(Tokens { cache: ArcSwap::from_pointee(map), store, write: tokio::sync::Mutex::new(()) })
     }
 
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
+    }
+
     /// The current token for `key` (the hot path: no lock, no I/O).
     pub fn get(&self, key: &TokenKey) -> Option<Arc<Token>> {
         self.cache.load().get(key).cloned()
     }
 
-    /// Every stored token.
+    /// Every token this process knows.
     pub fn list(&self) -> Vec<(TokenKey, Arc<Token>)> {
         let mut v: Vec<_> = self.cache.load().iter().map(|(k, t)| (k.clone(), t.clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
 
-    /// Stores `token` for `key`, replacing whatever is there. Durable before it returns.
+    /// Stores `token` for `key`, replacing whatever is there. Durable before it returns; other
+    /// processes sharing the store are told.
     pub async fn put(&self, key: &TokenKey, token: Token) -> Result<Arc<Token>, StoreError> {
         let _w = self.write.lock().await;
-        let expected = self.get(key).map_or(0, |t| t.version);
-        self.write_version(key, expected, token).await
+        for _ in 0..WRITE_TRIES {
+            let expected = self.store.get(key).await?.map_or(0, |t| t.version);
+            let mut token = token.clone();
+            token.version = expected + 1;
+            if self.store.compare_and_swap(key, expected, Some(token.clone()), None).await? == Cas::Done {
+                let token = Arc::new(token);
+                self.cache_set(key, Some(token.clone()));
+                self.store.publish(key).await;
+                return Ok(token);
+            }
+        }
+        Err(StoreError::Conflict(key.to_string()))
     }
 
-    /// Replaces the token for `key` only if its version is still `expected` (0: none stored).
-    /// `Ok(Err(current))` when it was changed meanwhile; nothing is written then.
+    /// Replaces the token for `key` only if its stored version is still `expected` (0: none)
+    /// and `lease`, when given, is still held. `Ok(Err(current))` when it was changed meanwhile;
+    /// nothing is written then.
     pub async fn replace(
         &self,
         key: &TokenKey,
         expected: u64,
-        token: Token,
+        mut token: Token,
+        lease: Option<&Lease>,
     ) -> Result<Result<Arc<Token>, Option<Arc<Token>>>, StoreError> {
         let _w = self.write.lock().await;
-        let current = self.get(key);
-        if current.as_ref().map_or(0, |t| t.version) != expected {
-            return Ok(Err(current));
-        }
-        self.write_version(key, expected, token).await.map(Ok)
-    }
-
-    /// Writes through the store, then the cache. The caller holds `self.write`.
-    async fn write_version(&self, key: &TokenKey, expected: u64, mut token: Token) -> Result<Arc<Token>, StoreError> {
         token.version = expected + 1;
-        match self.store.compare_and_swap(key, expected, Some(token.clone())).await? {
-            Cas::Done => {}
-            Cas::Conflict => return Err(StoreError::Conflict(key.to_string())),
+        if self.store.compare_and_swap(key, expected, Some(token.clone()), lease).await? == Cas::Done {
+            let token = Arc::new(token);
+            self.cache_set(key, Some(token.clone()));
+            self.store.publish(key).await;
+            return Ok(Ok(token));
         }
-        let token = Arc::new(token);
-        self.update(|m| {
-            m.insert(key.clone(), token.clone());
-        });
-        Ok(token)
+        let current = self.store.get(key).await?.map(Arc::new);
+        self.cache_set(key, current.clone());
+        Ok(Err(current))
     }
 
     /// Forgets the token for `key`; false when there was none.
     pub async fn delete(&self, key: &TokenKey) -> Result<bool, StoreError> {
         let _w = self.write.lock().await;
-        let Some(current) = self.get(key) else {
-            return Ok(false);
-        };
-        match self.store.compare_and_swap(key, current.version, None).await? {
-            Cas::Done => {}
-            Cas::Conflict => return Err(StoreError::Conflict(key.to_string())),
+        for _ in 0..WRITE_TRIES {
+            let Some(current) = self.store.get(key).await? else {
+                self.cache_set(key, None);
+                return Ok(false);
+            };
+            if self.store.compare_and_swap(key, current.version, None, None).await? == Cas::Done {
+                self.cache_set(key, None);
+                self.store.publish(key).await;
+                return Ok(true);
+            }
         }
-        self.update(|m| {
-            m.remove(key);
-        });
-        Ok(true)
+        Err(StoreError::Conflict(key.to_string()))
     }
 
-    fn update(&self, f: impl Fn(&mut Map)) {
+    /// Brings the cache up to date after another process changed the store.
+    pub async fn sync(&self, change: Change) -> Result<(), StoreError> {
+        match change {
+            Change::Key(key) => {
+                let t = self.store.get(&key).await?;
+                self.cache_set(&key, t.map(Arc::new));
+            }
+            Change::All => {
+                let all = self.store.load_all().await?;
+                self.cache.store(Arc::new(all.into_iter().map(|(k, t)| (k, Arc::new(t))).collect()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what the store holds for `key` (`None`: nothing).
+    pub fn cache_set(&self, key: &TokenKey, token: Option<Arc<Token>>) {
         self.cache.rcu(|m| {
             let mut m = Map::clone(m);
-            f(&mut m);
+            match &token {
+                Some(t) => m.insert(key.clone(), t.clone()),
+                None => m.remove(key),
+            };
             m
         });
     }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::oauth::{self, GrantError};
-use super::{Token, TokenKey, unix_now};
+use super::{Lease, Token, TokenKey, unix_now};
 use crate::config::Grant;
 use crate::proxy::ProxyError;
 use crate::server::Shared;
@@ -201,7 +201,14 @@ impl Refresher {
     }
 }
 
-/// The refresh itself, in its own task.
+/// How long a refresh lease lasts without renewal: a crashed holder blocks the others for at
+/// most this long.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+/// How often a waiting process looks at the store for the holder's new token.
+const LEASE_POLL: Duration = Duration::from_millis(50);
+
+/// The refresh itself, in its own task: one per key in this process, and, through the store's
+/// lease, one per key across every process sharing the store.
 async fn run(
     shared: Arc<Shared>,
     snap: Arc<Snapshot>,
@@ -209,10 +216,97 @@ async fn run(
     key: TokenKey,
     tx: watch::Sender<Option<Outcome>>,
 ) {
-    let integ = snap.apps[target.app].integration(target.integration);
-    let current = shared.tokens.get(&key);
-    let version = current.as_ref().map_or(0, |t| t.version);
     let deadline = Instant::now() + snap.upstream.config().timeout;
+    let observed = shared.tokens.get(&key).map_or(0, |t| t.version);
+    let outcome = coordinated(&shared, &snap, target, &key, observed, deadline).await;
+    lock(&shared.refresher.flights).remove(&key);
+    let _ = tx.send(Some(outcome));
+}
+
+async fn coordinated(
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    target: Target,
+    key: &TokenKey,
+    observed: u64,
+    deadline: Instant,
+) -> Outcome {
+    let store = shared.tokens.store().clone();
+    let timed_out = || Failure::Grant { timeout: true, reason: "the refresh did not finish in time".into() };
+    let mut waited = false;
+    loop {
+        let lease = match tokio::time::timeout_at(deadline, store.lease(key)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => return Err(Failure::Store(format!("the refresh cannot be coordinated: {e}"))),
+            Ok(Ok(l)) => l,
+        };
+        if let Some(lease) = lease {
+            let renewer = {
+                let (store, lease) = (store.clone(), lease.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(LEASE_TTL / 3).await;
+                        if !matches!(store.renew(&lease).await, Ok(true)) {
+                            return;
+                        }
+                    }
+                })
+            };
+            let outcome = holding(shared, snap, target, key, &lease, observed, deadline).await;
+            renewer.abort();
+            store.release(&lease).await;
+            return outcome;
+        }
+        // Another process is refreshing this token: wait for its result in the store.
+        if !waited {
+            waited = true;
+            shared.metrics.lease_waits.with_label_values(&[&*key.app, &*key.integration]).inc();
+        }
+        match store.get(key).await {
+            Ok(Some(t)) if t.version != observed => {
+                let t = Arc::new(t);
+                shared.tokens.cache_set(key, Some(t.clone()));
+                let integ = snap.apps[target.app].integration(target.integration);
+                return if t.needs_authorization(&integ.binding) { Err(Failure::Reauthorize) } else { Ok(t) };
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Failure::Store(format!("the refresh cannot be coordinated: {e}"))),
+        }
+        if Instant::now() + LEASE_POLL >= deadline {
+            return Err(timed_out());
+        }
+        tokio::time::sleep(LEASE_POLL).await;
+    }
+}
+
+/// Refreshes while holding the lease. The store is read first: another process may have
+/// refreshed already, and its refresh token (rotated) must not be sent again.
+async fn holding(
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    target: Target,
+    key: &TokenKey,
+    lease: &Lease,
+    observed: u64,
+    deadline: Instant,
+) -> Outcome {
+    let integ = snap.apps[target.app].integration(target.integration);
+    let current = match shared.tokens.store().get(key).await {
+        Ok(t) => t.map(Arc::new),
+        Err(e) => return Err(Failure::Store(e.to_string())),
+    };
+    shared.tokens.cache_set(key, current.clone());
+    if let Some(cur) = &current
+        && cur.version != observed
+    {
+        if cur.needs_authorization(&integ.binding) {
+            return Err(Failure::Reauthorize);
+        }
+        if !due(cur.expires_at, unix_now(), snap.config.refresh.skew) {
+            return Ok(cur.clone());
+        }
+    }
+    let version = current.as_ref().map_or(0, |t| t.version);
     let refresh_token = current.as_ref().and_then(|t| t.refresh_token.clone());
     let result = match (integ.grant, &refresh_token) {
         (Grant::ClientCredentials, _) => {
@@ -221,22 +315,22 @@ async fn run(
         (Grant::AuthorizationCode, Some(rt)) => {
             oauth::request_token(&snap.upstream, integ, oauth::Grant::RefreshToken(rt), Some(rt), deadline).await
         }
-        (Grant::AuthorizationCode, None) => Err(GrantError::InvalidGrant(Some("no refresh token".into()))),
+        (Grant::AuthorizationCode, None) => return Err(Failure::Reauthorize),
     };
     let refreshes = |result: &str| {
         shared.metrics.token_refreshes.with_label_values(&[&*key.app, &*key.integration, result]).inc();
     };
-    let outcome: Outcome = match result {
+    match result {
         Ok(mut token) => {
-            token.binding = Some(integ.binding.clone());
             refreshes("ok");
-            shared.refresher.reset(&key);
+            shared.refresher.reset(key);
+            token.binding = Some(integ.binding.clone());
             // Stored (durably) before any waiter sees the new access token.
-            match shared.tokens.replace(&key, version, token).await {
+            match shared.tokens.replace(key, version, token, Some(lease)).await {
                 Ok(Ok(t)) => Ok(t),
                 // Replaced meanwhile (a token put by hand, a new authorization): that one wins.
-                Ok(Err(Some(newer))) => Ok(newer),
-                Ok(Err(None)) => Err(Failure::Reauthorize),
+                Ok(Err(Some(newer))) if !newer.needs_authorization(&integ.binding) => Ok(newer),
+                Ok(Err(_)) => Err(Failure::Reauthorize),
                 Err(e) => {
                     tracing::error!(token = %key, error = %e, "storing a refreshed token failed");
                     Err(Failure::Store(e.to_string()))
@@ -249,21 +343,22 @@ async fn run(
             if let Some(cur) = current {
                 let mut dead = Token::clone(&cur);
                 dead.reauthorize = true;
-                if let Err(e) = shared.tokens.replace(&key, version, dead).await {
-                    tracing::error!(token = %key, error = %e, "marking a token for re-authorization failed");
+                match shared.tokens.replace(key, version, dead, Some(lease)).await {
+                    // Another process replaced the token meanwhile: not a reason to re-authorize.
+                    Ok(Err(Some(newer))) if !newer.needs_authorization(&integ.binding) => return Ok(newer),
+                    Err(e) => tracing::error!(token = %key, error = %e, "marking a token for re-authorization failed"),
+                    _ => {}
                 }
             }
             Err(Failure::Reauthorize)
         }
         Err(e) => {
             refreshes(e.result_label());
-            let wait = shared.refresher.fail(&key);
+            let wait = shared.refresher.fail(key);
             tracing::warn!(token = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "refresh failed");
             Err(Failure::Grant { timeout: matches!(e, GrantError::Timeout), reason: e.to_string() })
         }
-    };
-    lock(&shared.refresher.flights).remove(&key);
-    let _ = tx.send(Some(outcome));
+    }
 }
 
 impl Refresher {

@@ -25,6 +25,8 @@ pub enum StoreError {
     Corrupt { path: String, message: String },
     #[error("token {0} was changed concurrently")]
     Conflict(String),
+    #[error("token store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The outcome of a compare-and-swap.
@@ -35,19 +37,66 @@ pub enum Cas {
     Conflict,
 }
 
-/// Durable storage of tokens.
+/// The right to refresh one token, across every process that shares the store.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub key: TokenKey,
+    /// Random, so only the holder can renew or release it.
+    pub owner: String,
+}
+
+/// A change another process made to the store.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Key(TokenKey),
+    /// Anything may have changed (a reconnect after missed notifications).
+    All,
+}
+
+/// Durable storage of tokens. The embedded [`FileStore`] serves one process; a shared store
+/// (Redis) serves several replicas and adds leases and change notifications.
 pub trait TokenStore: Send + Sync + 'static {
     /// Every stored token.
     fn load_all(&self) -> BoxFuture<'_, Result<Vec<(TokenKey, Token)>, StoreError>>;
 
+    /// The stored token for `key`, read from the store itself.
+    fn get<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<Option<Token>, StoreError>>;
+
     /// Writes `new` for `key` (removes it when `None`) only if the stored token's version is
-    /// `expected` (0: no token stored). Durable when it returns `Done`.
+    /// `expected` (0: no token stored) and, when `lease` is given, the lease is still held
+    /// (fencing). Durable when it returns `Done`.
     fn compare_and_swap<'a>(
         &'a self,
         key: &'a TokenKey,
         expected: u64,
         new: Option<Token>,
+        lease: Option<&'a Lease>,
     ) -> BoxFuture<'a, Result<Cas, StoreError>>;
+
+    /// Takes the refresh lease of `key`; `None` while another process holds it.
+    fn lease<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<Option<Lease>, StoreError>> {
+        Box::pin(async move { Ok(Some(Lease { key: key.clone(), owner: String::new() })) })
+    }
+
+    /// Extends a held lease; false when it was lost.
+    fn renew<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    /// Gives a lease back (only its owner can).
+    fn release<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// Tells the other processes that `key` changed.
+    fn publish<'a>(&'a self, _key: &'a TokenKey) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// Changes other processes made; `None` for a store no other process uses.
+    fn changes(&self) -> Option<tokio::sync::mpsc::Receiver<Change>> {
+        None
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -141,11 +190,16 @@ impl TokenStore for FileStore {
         Box::pin(async move { Ok(self.tokens.lock().await.iter().map(|(k, t)| (k.clone(), t.clone())).collect()) })
     }
 
+    fn get<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<Option<Token>, StoreError>> {
+        Box::pin(async move { Ok(self.tokens.lock().await.get(key).cloned()) })
+    }
+
     fn compare_and_swap<'a>(
         &'a self,
         key: &'a TokenKey,
         expected: u64,
         new: Option<Token>,
+        _lease: Option<&'a Lease>,
     ) -> BoxFuture<'a, Result<Cas, StoreError>> {
         Box::pin(async move {
             let mut tokens = self.tokens.lock().await;
@@ -202,13 +256,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let s = FileStore::open(&path).unwrap();
         let k = TokenKey::new("a", "i", "default");
-        assert_eq!(s.compare_and_swap(&k, 0, Some(token("t1", 1))).await.unwrap(), Cas::Done);
-        assert_eq!(s.compare_and_swap(&k, 0, Some(token("t2", 1))).await.unwrap(), Cas::Conflict);
+        assert_eq!(s.compare_and_swap(&k, 0, Some(token("t1", 1)), None).await.unwrap(), Cas::Done);
+        assert_eq!(s.compare_and_swap(&k, 0, Some(token("t2", 1)), None).await.unwrap(), Cas::Conflict);
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let again = FileStore::open(&path).unwrap();
         let all = again.load_all().await.unwrap();
         assert_eq!(all, vec![(k.clone(), token("t1", 1))]);
-        assert_eq!(again.compare_and_swap(&k, 1, None).await.unwrap(), Cas::Done);
+        assert_eq!(again.compare_and_swap(&k, 1, None, None).await.unwrap(), Cas::Done);
         assert!(FileStore::open(&path).unwrap().load_all().await.unwrap().is_empty());
         std::fs::write(&path, b"{half").unwrap();
         assert!(matches!(FileStore::open(&path), Err(StoreError::Corrupt { .. })));

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub use bearerd::server::Running;
 
 pub mod provider;
+pub mod redis;
 
 /// A CA generated for one test, and a server certificate it signed for localhost/127.0.0.1.
 pub struct TestCa {

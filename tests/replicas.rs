@@ -1,0 +1,161 @@
+//! Several replicas sharing one Redis and one strict provider: one refresh for all of them, a
+//! crashed lease holder, Redis becoming unreachable, and changes seen by every replica.
+//! Each test starts its own private `redis-server` on a free port.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::provider::Provider;
+use support::redis::Redis;
+use support::*;
+
+struct Cluster {
+    _dirs: Vec<TempDir>,
+    redis: Redis,
+    provider: Provider,
+    api: MockApi,
+    replicas: Vec<Bearerd>,
+}
+
+async fn cluster(n: usize) -> Cluster {
+    let redis = Redis::start();
+    let ca = test_ca();
+    let provider = Provider::start(&ca).await;
+    let api = MockApi::start(Some(ca.server.clone()), provider.api_responder()).await;
+    let mut dirs = Vec::new();
+    let mut replicas = Vec::new();
+    for _ in 0..n {
+        let dir = TempDir::new();
+        dir.app(
+            "demo",
+            &json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/data",
+                "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
+            Some(&oauth_one(&provider.host(), false)),
+        );
+        let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "store:\n  file: state/tokens.json\n",
+            &format!("store:\n  redis: redis://127.0.0.1:{}/0\n", redis.port),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        replicas.push(start(&cfg).await);
+        dirs.push(dir);
+    }
+    Cluster { _dirs: dirs, redis, provider, api, replicas }
+}
+
+async fn put_expired(c: &Cluster, account: &str) {
+    let rt = c.provider.issue_refresh_token();
+    let q = if account == "default" { String::new() } else { format!("?account={account}") };
+    c.replicas[0]
+        .put_token("demo", "api", &q, json!({"access_token": "stale", "refresh_token": rt, "expires_in": 0}))
+        .await;
+}
+
+/// Waits until every replica has seen the token put through replica 0.
+async fn settle(c: &Cluster) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for b in &c.replicas {
+        let list = b.admin("GET", "/admin/tokens", "").await.json();
+        assert_eq!(list[0]["state"], "expired", "a put on one replica is seen by the others");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hundred_requests_on_three_replicas_make_one_refresh() {
+    let c = cluster(3).await;
+    c.provider.with(|s| s.delay = Duration::from_millis(300));
+    put_expired(&c, "default").await;
+    settle(&c).await;
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let data = c.replicas[i % 3].data;
+            tokio::spawn(async move { send(data, request("POST", "/invoke/get", &[("host", "b")], "{}")).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        ok += 1;
+    }
+    let grants = c.provider.grants("refresh_token");
+    println!("replicas: 3 replicas, {ok} requests ok, {grants} refresh grant(s)");
+    assert_eq!(grants, 1, "one refresh for the whole cluster");
+    assert_eq!(c.provider.with(|s| s.replayed_refresh_tokens), 0);
+    assert_eq!(c.api.count(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_lease_holder_blocks_the_others_for_at_most_one_lease() {
+    let c = cluster(2).await;
+    put_expired(&c, "default").await;
+    settle(&c).await;
+    // A replica that took the lease and died: the lease stays until it expires (2 s here).
+    let lease = r#"bearerd:lease:["demo","api","default"]"#;
+    assert_eq!(c.redis.cli(&["SET", lease, "dead-replica", "PX", "2000"]), "OK");
+    let t0 = Instant::now();
+    let r = c.replicas[1].invoke("get", json!({})).await;
+    let took = t0.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(c.provider.grants("refresh_token"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_redis_keeps_valid_tokens_serving_and_fails_refreshes_cleanly() {
+    let c = cluster(2).await;
+    let at = c.provider.with(|s| s.make_access_token());
+    c.replicas[0].put_token("demo", "api", "", json!({"access_token": at, "expires_in": 3600})).await;
+    put_expired(&c, "agent-b").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.redis.signal("-STOP");
+    for b in &c.replicas {
+        let r = b.invoke("get", json!({})).await;
+        assert_eq!(r.status, 200, "a valid token keeps serving: {}", r.text());
+    }
+    let t0 = Instant::now();
+    let r = c.replicas[1].invoke_with("get", json!({}), &[("x-bearerd-account", "agent-b")]).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["errorSource"], "PLATFORM");
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    assert_eq!(c.provider.grants("refresh_token"), 0, "never a refresh that was not coordinated");
+    c.redis.signal("-CONT");
+    let mut recovered = false;
+    for _ in 0..40 {
+        let r = c.replicas[1].invoke_with("get", json!({}), &[("x-bearerd-account", "agent-b")]).await;
+        if r.status == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "refreshes work again once Redis answers");
+    assert_eq!(c.provider.grants("refresh_token"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoke_on_one_replica_is_seen_by_the_others_within_a_second() {
+    let c = cluster(3).await;
+    let at = c.provider.with(|s| s.make_access_token());
+    c.replicas[0].put_token("demo", "api", "", json!({"access_token": at})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for b in &c.replicas {
+        assert_eq!(b.invoke("get", json!({})).await.status, 200);
+    }
+    assert_eq!(c.replicas[2].admin("DELETE", "/admin/tokens/demo/api", "").await.status, 200);
+    let t0 = Instant::now();
+    for b in &c.replicas {
+        loop {
+            if b.invoke("get", json!({})).await.status == 401 {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(1), "the revoke was not seen within 1 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The token lives in Redis, not in a file.
+    assert_eq!(c.redis.cli(&["EXISTS", r#"bearerd:token:["demo","api","default"]"#]), "0");
+}
