@@ -86,13 +86,18 @@ impl Running {
 /// Opens the token store, compiles the configuration, binds both listeners and serves.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new();
+    let sealer = match &config.store_key {
+        Some(k) => Some(Arc::new(crate::token::seal::Sealer::from_base64(k.expose()).map_err(StartError::Compile)?)),
+        None => None,
+    };
     let store: Arc<dyn TokenStore> = match &config.store {
-        StoreConfig::File(path) => Arc::new(FileStore::open(path)?),
+        StoreConfig::File(path) => Arc::new(FileStore::open(path, sealer)?),
         StoreConfig::Redis { url, prefix } => Arc::new(
             crate::token::redis_store::RedisStore::connect(
                 url.expose(),
                 prefix,
                 crate::token::refresh::LEASE_TTL,
+                sealer,
                 &metrics,
             )
             .await?,

@@ -80,6 +80,9 @@ pub struct StoreFile {
     pub prefix: String,
     #[serde(default)]
     pub encryption_key: Option<String>,
+    /// A file holding the key (base64), instead of `encryption_key`.
+    #[serde(default)]
+    pub encryption_key_file: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -88,7 +91,7 @@ fn default_prefix() -> String {
 
 impl Default for StoreFile {
     fn default() -> Self {
-        StoreFile { file: None, redis: None, prefix: default_prefix(), encryption_key: None }
+        StoreFile { file: None, redis: None, prefix: default_prefix(), encryption_key: None, encryption_key_file: None }
     }
 }
 

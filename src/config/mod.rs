@@ -105,6 +105,8 @@ pub struct Config {
     pub refresh: RefreshConfig,
     pub upstream: UpstreamConfig,
     pub reload_watch: bool,
+    /// The key that encrypts tokens at rest (base64 of 32 bytes), already validated.
+    pub store_key: Option<Secret>,
     /// Every file read to build this configuration (what a watcher must watch).
     pub files: Vec<PathBuf>,
     pub warnings: Vec<ConfigError>,
@@ -258,9 +260,28 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         (Some(f), None) => Some(StoreConfig::File(base.join(f))),
         (None, None) => Some(StoreConfig::File(base.join(".bearerd/tokens.json"))),
     };
-    if parsed.store.encryption_key.is_some() {
-        d.error(&shown, "/store/encryption_key", "encryption at rest is not available in this build yet");
-    }
+    let store_key = match (&parsed.store.encryption_key, &parsed.store.encryption_key_file) {
+        (Some(_), Some(_)) => {
+            d.error(&shown, "/store", "store.encryption_key and store.encryption_key_file are exclusive");
+            None
+        }
+        (Some(k), None) => Some((k.clone(), "/store/encryption_key")),
+        (None, Some(f)) => match std::fs::read_to_string(base.join(f)) {
+            Ok(k) => Some((k, "/store/encryption_key_file")),
+            Err(e) => {
+                d.error(&shown, "/store/encryption_key_file", format!("cannot read {}: {e}", base.join(f).display()));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let store_key = store_key.and_then(|(k, p)| match crate::token::seal::Sealer::from_base64(&k) {
+        Ok(_) => Some(Secret::new(k.trim())),
+        Err(e) => {
+            d.error(&shown, p, e);
+            None
+        }
+    });
 
     let skew = duration(&mut d, &shown, "/refresh/skew", &parsed.refresh.skew);
     let replay_buffer = match file::parse_size(&parsed.refresh.replay_buffer) {
@@ -337,6 +358,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         refresh: RefreshConfig { skew, on_status: parsed.refresh.on_status, replay_buffer },
         upstream,
         reload_watch: parsed.reload.watch,
+        store_key,
         files,
         warnings: d.warnings,
     })

@@ -5,6 +5,7 @@
 pub mod oauth;
 pub mod redis_store;
 pub mod refresh;
+pub mod seal;
 pub mod store;
 
 use std::collections::HashMap;

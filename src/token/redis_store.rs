@@ -53,6 +53,7 @@ pub struct RedisStore {
     release: redis::Script,
     changes: std::sync::Mutex<Option<mpsc::Receiver<Change>>>,
     ops: prometheus::IntCounterVec,
+    sealer: Option<std::sync::Arc<super::seal::Sealer>>,
 }
 
 impl RedisStore {
@@ -61,6 +62,7 @@ impl RedisStore {
         url: &str,
         prefix: &str,
         lease_ttl: Duration,
+        sealer: Option<std::sync::Arc<super::seal::Sealer>>,
         metrics: &Metrics,
     ) -> Result<RedisStore, StoreError> {
         let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
@@ -85,6 +87,7 @@ impl RedisStore {
             release: redis::Script::new(RELEASE),
             changes: std::sync::Mutex::new(Some(rx)),
             ops: metrics.store_operations.clone(),
+            sealer,
         })
     }
 
@@ -166,7 +169,8 @@ impl TokenStore for RedisStore {
             let mut conn = self.conn.clone();
             let raw: Option<String> =
                 self.op("get", redis::cmd("HGET").arg(self.token_key(key)).arg("token").query_async(&mut conn)).await?;
-            raw.map(|r| decode(&r)).transpose()
+            raw.map(|r| decode(&r).and_then(|t| super::seal::open_token(self.sealer.as_deref(), key, t, "redis")))
+                .transpose()
         })
     }
 
@@ -179,7 +183,8 @@ impl TokenStore for RedisStore {
     ) -> BoxFuture<'a, Result<Cas, StoreError>> {
         Box::pin(async move {
             let value = match &new {
-                Some(t) => serde_json::to_string(t).map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                Some(t) => serde_json::to_string(&super::seal::seal_token(self.sealer.as_deref(), key, t))
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
                 None => String::new(),
             };
             let version = new.as_ref().map_or(0, |t| t.version);

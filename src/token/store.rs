@@ -27,6 +27,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("token store unavailable: {0}")]
     Unavailable(String),
+    #[error("{0}")]
+    Key(String),
 }
 
 /// The outcome of a compare-and-swap.
@@ -116,13 +118,15 @@ struct Entry {
 /// The embedded token store: one JSON file.
 pub struct FileStore {
     path: PathBuf,
+    /// Plain tokens in memory; sealed on the way to the file when there is a key.
     tokens: tokio::sync::Mutex<BTreeMap<TokenKey, Token>>,
+    sealer: Option<std::sync::Arc<super::seal::Sealer>>,
 }
 
 impl FileStore {
     /// Opens (or prepares to create) the file. A file that exists but cannot be parsed is an
     /// error: it may hold the only copy of a refresh token.
-    pub fn open(path: &Path) -> Result<FileStore, StoreError> {
+    pub fn open(path: &Path, sealer: Option<std::sync::Arc<super::seal::Sealer>>) -> Result<FileStore, StoreError> {
         let io = |source| StoreError::Io { path: path.display().to_string(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
@@ -139,12 +143,16 @@ impl FileStore {
                 }
                 let f: FileFormat = serde_json::from_slice(&bytes)
                     .map_err(|e| StoreError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
-                f.tokens.into_iter().map(|e| (e.key, e.token)).collect()
+                let place = path.display().to_string();
+                f.tokens
+                    .into_iter()
+                    .map(|e| super::seal::open_token(sealer.as_deref(), &e.key, e.token, &place).map(|t| (e.key, t)))
+                    .collect::<Result<_, _>>()?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(io(e)),
         };
-        Ok(FileStore { path: path.to_path_buf(), tokens: tokio::sync::Mutex::new(tokens) })
+        Ok(FileStore { path: path.to_path_buf(), tokens: tokio::sync::Mutex::new(tokens), sealer })
     }
 
     pub fn path(&self) -> &Path {
@@ -213,7 +221,13 @@ impl TokenStore for FileStore {
             };
             let file = FileFormat {
                 format: 1,
-                tokens: next.iter().map(|(k, t)| Entry { key: k.clone(), token: t.clone() }).collect(),
+                tokens: next
+                    .iter()
+                    .map(|(k, t)| Entry {
+                        key: k.clone(),
+                        token: super::seal::seal_token(self.sealer.as_deref(), k, t),
+                    })
+                    .collect(),
             };
             let bytes = serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Io {
                 path: self.path.display().to_string(),
@@ -254,18 +268,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bearerd-store-{}", std::process::id()));
         let path = dir.join("sub/tokens.json");
         let _ = std::fs::remove_dir_all(&dir);
-        let s = FileStore::open(&path).unwrap();
+        let s = FileStore::open(&path, None).unwrap();
         let k = TokenKey::new("a", "i", "default");
         assert_eq!(s.compare_and_swap(&k, 0, Some(token("t1", 1)), None).await.unwrap(), Cas::Done);
         assert_eq!(s.compare_and_swap(&k, 0, Some(token("t2", 1)), None).await.unwrap(), Cas::Conflict);
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let again = FileStore::open(&path).unwrap();
+        let again = FileStore::open(&path, None).unwrap();
         let all = again.load_all().await.unwrap();
         assert_eq!(all, vec![(k.clone(), token("t1", 1))]);
         assert_eq!(again.compare_and_swap(&k, 1, None, None).await.unwrap(), Cas::Done);
-        assert!(FileStore::open(&path).unwrap().load_all().await.unwrap().is_empty());
+        assert!(FileStore::open(&path, None).unwrap().load_all().await.unwrap().is_empty());
         std::fs::write(&path, b"{half").unwrap();
-        assert!(matches!(FileStore::open(&path), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(FileStore::open(&path, None), Err(StoreError::Corrupt { .. })));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
