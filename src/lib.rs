@@ -6,9 +6,12 @@
 //! - [`template`]: the `<%= %>` language ([`template::expr`]), escaping per position
 //!   ([`template::escape`]), transparent matching ([`template::route`]) and rendering.
 //! - [`snapshot`]: one immutable compiled configuration, swapped whole under an `ArcSwap`.
-//! - [`token`]: tokens per (app, integration, account), the lock-free view the data plane
-//!   reads, the durable store behind it ([`token::store`]), the token-endpoint client
-//!   ([`token::oauth`]) and single-flight refresh with back-off ([`token::refresh`]).
+//! - [`token`]: tokens per (app, integration, account) and the lock-free view the data plane
+//!   reads; the durable stores behind it ([`token::store`]: the trait and the embedded file
+//!   store; [`token::redis_store`]: shared by replicas, with leases and change notifications),
+//!   encryption at rest ([`token::seal`]), the token-endpoint client ([`token::oauth`]), and
+//!   single-flight refresh with back-off, across replicas through the store's lease
+//!   ([`token::refresh`]).
 //! - [`proxy`]: the data plane; [`proxy::upstream`] the TLS client; [`proxy::error`] the one
 //!   place where an error becomes a status and an FDK-shaped body.
 //! - [`admin`]: the control plane (health, readiness, metrics, token admin API, reload,

@@ -112,6 +112,14 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // Signal handlers first: a SIGHUP or SIGTERM that arrives while starting must not take
+        // the default action (terminating the process).
+        use tokio::signal::unix::{SignalKind, signal};
+        let signals = (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = signals else {
+            tracing::error!("cannot install signal handlers");
+            return ExitCode::from(EXIT_START);
+        };
         let running = match bearerd::server::start(config).await {
             Ok(r) => r,
             Err(e) => {
@@ -121,30 +129,19 @@ fn run(path: PathBuf) -> ExitCode {
         };
         let shared = running.shared.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
             while hup.recv().await.is_some() {
                 let _ = bearerd::reload::reload(&shared, "SIGHUP").await;
             }
         });
-        wait_for_signal().await;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         tracing::info!("shutting down: finishing in-flight requests");
         running.shutdown().await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 fn split_kv(s: &str) -> Option<(&str, &str)> {

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub lease_waits: IntCounterVec,
     /// `token_store_operations_total{op,result}`
     pub store_operations: IntCounterVec,
+    /// `token_cache_total{result="hit"}`: tokens served from memory without any store access
+    pub token_cache_hit: prometheus::IntCounter,
+    /// `token_cache_total{result="miss"}`: tokens that needed a refresh or a store read
+    pub token_cache_miss: prometheus::IntCounter,
     /// `config_reloads_total{result}`
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
@@ -65,6 +69,11 @@ impl Metrics {
             "Refreshes that waited for another replica holding the refresh lease",
             &["app", "integration"],
         );
+        let cache = counter(
+            "token_cache_total",
+            "Token lookups served from memory (hit) or needing a refresh or store read (miss)",
+            &["result"],
+        );
         let store_operations =
             counter("token_store_operations_total", "Shared token store operations by result", &["op", "result"]);
         let duration = HistogramVec::new(
@@ -92,6 +101,8 @@ impl Metrics {
             config_reloads,
             lease_waits,
             store_operations,
+            token_cache_hit: cache.with_label_values(&["hit"]),
+            token_cache_miss: cache.with_label_values(&["miss"]),
             config_generation,
             inflight,
         }

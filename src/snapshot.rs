@@ -31,6 +31,8 @@ pub struct App {
     pub integrations: Vec<Arc<str>>,
     /// Per-template handles, resolved here so the hot path does no label hashing for them.
     pub template_metrics: Vec<TemplateMetrics>,
+    /// The `x-bearerd-template` value of each template.
+    pub template_headers: Vec<http::HeaderValue>,
 }
 
 /// Status codes whose `requests_total` series a template keeps a handle to; others are looked up.
@@ -100,6 +102,13 @@ impl Snapshot {
                     template_metrics: templates
                         .iter()
                         .map(|t| TemplateMetrics::new(metrics, &a.name, &t.name))
+                        .collect(),
+                    // Template names are letters, digits, `_` and `-`: always a valid value.
+                    template_headers: templates
+                        .iter()
+                        .map(|t| {
+                            http::HeaderValue::from_str(&t.name).unwrap_or(http::HeaderValue::from_static("invalid"))
+                        })
                         .collect(),
                     config: a.clone(),
                 }

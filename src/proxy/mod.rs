@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::config::TemplateSpec;
 use crate::server::Shared;
-use crate::snapshot::{App, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::template::{Context, RenderError, RequestScope};
 use crate::token::refresh::Target;
 use crate::token::{DEFAULT_ACCOUNT, TokenKey};
@@ -88,12 +88,21 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
         app,
         template,
         %method,
-        upstream = out.host.as_deref().unwrap_or(""),
+        upstream = upstream_host(&snap, &out),
         status = status.as_u16(),
         attempts = out.attempts,
         ms = elapsed.as_secs_f64() * 1000.0,
     );
     Ok(resp)
+}
+
+/// The upstream host for the access log: the template's literal host, or the one rendered.
+fn upstream_host<'a>(snap: &'a Snapshot, out: &'a Outcome) -> &'a str {
+    match (&out.host, out.app, out.template) {
+        (Some(h), _, _) => h,
+        (None, Some(a), Some(t)) if out.attempts > 0 => snap.apps[a].templates()[t].host.as_literal().unwrap_or(""),
+        _ => "",
+    }
 }
 
 fn labels<'a>(snap: &'a Snapshot, out: &Outcome) -> (&'a str, &'a str) {
@@ -200,7 +209,9 @@ async fn serve(
     // 4. Render host, path, query and headers, each escaped for its position.
     let scope = RequestScope { context: &ctx, token: auth.as_ref().map(|a| a.2.access_token.expose()) };
     let authority = t.render_host(&scope, &app.config.allow_hosts).map_err(ProxyError::Render)?;
-    out.host = Some(authority.to_string());
+    if let Cow::Owned(h) = &authority {
+        out.host = Some(h.clone());
+    }
     snap.upstream.check_literal(&authority)?;
     let mut target = String::with_capacity(authority.len() + parts.uri.path().len() + 64);
     target.push_str(if t.https { "https://" } else { "http://" });
@@ -279,7 +290,7 @@ async fn serve(
     // 6. Stream the answer back.
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers);
-    rparts.headers.insert(X_TEMPLATE, app.template_header(t_idx));
+    rparts.headers.insert(X_TEMPLATE, app.template_headers[t_idx].clone());
     rparts.headers.insert(X_ATTEMPTS, HeaderValue::from(attempts));
     Ok(Response::from_parts(rparts, ProxyBody::Stream { prefix: None, rest: rbody }))
 }
@@ -421,12 +432,5 @@ fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
-    }
-}
-
-impl App {
-    /// The `x-bearerd-template` value of a template.
-    fn template_header(&self, t: usize) -> HeaderValue {
-        HeaderValue::from_str(&self.templates()[t].name).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 }

@@ -83,7 +83,10 @@ impl Refresher {
         let current = shared.tokens.get(key);
         match &current {
             Some(t) if t.needs_authorization(&integ.binding) => return Err(reauthorize(snap, key)),
-            Some(t) if !due(t.expires_at, now, skew) => return Ok(t.clone()),
+            Some(t) if !due(t.expires_at, now, skew) => {
+                shared.metrics.token_cache_hit.inc();
+                return Ok(t.clone());
+            }
             Some(t) if integ.grant == Grant::AuthorizationCode && t.refresh_token.is_none() => {
                 // Nothing to refresh with: use it until it expires, then ask for authorization.
                 return if expired(t.expires_at, now) { Err(reauthorize(snap, key)) } else { Ok(t.clone()) };
@@ -91,6 +94,7 @@ impl Refresher {
             None if integ.grant == Grant::AuthorizationCode => return Err(no_token(snap, key)),
             _ => {}
         }
+        shared.metrics.token_cache_miss.inc();
         let observed = current.as_ref().map_or(0, |t| t.version);
         match self.refresh(shared, snap, target, key, observed, deadline).await {
             Ok(t) => Ok(t),
