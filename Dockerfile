@@ -3,7 +3,9 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked --bin bearerd
+# Cargo.toml names the benches: their sources must be present for the manifest to load.
+COPY benches ./benches
+RUN cargo build --release --locked --bin bearerd && strip target/release/bearerd
 
 FROM debian:bookworm-slim
 RUN apt-get update \
