@@ -409,3 +409,65 @@ async fn content_length_with_transfer_encoding_closes_the_connection() {
     }
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotent_request_on_a_stale_pooled_connection_is_sent_once_more() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // An upstream that answers the first request of each connection and closes the connection
+    // when a second one arrives, as a server whose keep-alive timeout just passed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let conns = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                let mut answered = false;
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    if answered {
+                        return; // closes without answering
+                    }
+                    answered = true;
+                    seen.clear();
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                }
+            });
+        }
+    });
+    let dir = TempDir::new();
+    let t = |m: &str| json!({"schema": {"method": m, "protocol": "http", "host": format!("localhost:{port}"), "path": "/s"}});
+    dir.app("demo", &json!({"get": t("GET"), "post": t("POST")}), None);
+    let cfg = dir.write(
+        "bearerd.yaml",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: t.json}\n\
+         upstream: {allow_http: true, allow_private_ips: true}\napps:\n  - {name: demo, path: apps/demo}\n",
+    );
+    let b = start(&cfg).await;
+    assert_eq!(b.invoke("get", json!({})).await.status, 200);
+    let r = b.invoke("get", json!({})).await;
+    assert_eq!(
+        r.status,
+        200,
+        "{} after {} connections",
+        r.text(),
+        connections.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert_eq!(r.header("x-bearerd-attempts"), Some("2"), "sent once more on a new connection");
+    // A POST may have been acted on: it is not sent again.
+    let r = b.invoke("post", json!({})).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.json()["message"].as_str().unwrap().contains("closed the connection before answering"));
+    b.shutdown().await;
+}

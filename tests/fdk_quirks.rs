@@ -53,6 +53,7 @@ async fn quirks_of_real_apps_render_as_the_platform_would() {
         assert_eq!(r.status, 200, "{name}: {}", r.text());
     }
     let got = api.requests();
+    assert!(got.iter().all(|r| r.method == "GET"), "an invoke sends the template's method, not POST");
     let auth = |i: usize| got[i].header("authorization").map(str::to_string);
     assert_eq!(auth(0).as_deref(), Some("Bearer AT"));
     assert_eq!(auth(1).as_deref(), Some("bearer AT"));

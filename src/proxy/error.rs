@@ -40,6 +40,8 @@ pub enum ProxyError {
     UpstreamTls { host: String, reason: String },
     #[error("Upstream {host} failed: {reason}")]
     Upstream { host: String, reason: String },
+    #[error("Upstream {host} closed the connection before answering")]
+    UpstreamClosed { host: String },
     #[error("Upstream {host} did not answer within {secs} s")]
     UpstreamTimeout { host: String, secs: u64 },
     #[error("Token endpoint for integration {integration} failed: {reason}")]
@@ -90,6 +92,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTls { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamClosed { .. }
             | ProxyError::TokenEndpoint { .. }
             | ProxyError::Store(_) => (StatusCode::BAD_GATEWAY, Platform),
             ProxyError::UpstreamTimeout { .. } | ProxyError::TokenEndpointTimeout { .. } => {
@@ -104,6 +107,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. } => Some("connect"),
             ProxyError::UpstreamTls { .. } => Some("tls"),
             ProxyError::Upstream { .. } => Some("protocol"),
+            ProxyError::UpstreamClosed { .. } => Some("closed"),
             ProxyError::UpstreamTimeout { .. } => Some("timeout"),
             _ => None,
         }
@@ -188,6 +192,7 @@ mod tests {
             (ProxyError::UpstreamConnect { host: h(), reason: "r".into() }, 502, "PLATFORM"),
             (ProxyError::UpstreamTls { host: h(), reason: "r".into() }, 502, "PLATFORM"),
             (ProxyError::Upstream { host: h(), reason: "r".into() }, 502, "PLATFORM"),
+            (ProxyError::UpstreamClosed { host: h() }, 502, "PLATFORM"),
             (ProxyError::UpstreamTimeout { host: h(), secs: 1 }, 504, "PLATFORM"),
             (ProxyError::TokenEndpoint { integration: "i".into(), reason: "r".into() }, 502, "PLATFORM"),
             (ProxyError::TokenEndpointTimeout { integration: "i".into() }, 504, "PLATFORM"),

@@ -238,20 +238,30 @@ async fn serve(
     let mut attempts = 0u32;
     let mut tries = 0u32;
     let mut replayed = false;
+    let mut stale_retried = false;
+    // The template's method: for /invoke it is not the method of the invoke call.
+    let idempotent = matches!(t.method, Method::GET | Method::PUT | Method::DELETE);
     let resp = loop {
         attempts += 1;
         tries += 1;
         let may_retry = tries < u32::from(t.max_attempts);
         let may_replay = auth.is_some() && !replayed && !on_status.is_empty();
+        let may_resend = idempotent && !stale_retried;
         let (this_body, replayable) = match body.as_ref().and_then(ProxyBody::try_clone) {
-            Some(b) if may_retry || may_replay => (b, true),
+            Some(b) if may_retry || may_replay || may_resend => (b, true),
             _ => (body.take().unwrap_or_default(), false),
         };
         let mut req = Request::new(this_body);
-        *req.method_mut() = parts.method.clone();
+        *req.method_mut() = t.method.clone();
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = if replayable { headers.clone() } else { std::mem::take(&mut headers) };
         let result = snap.upstream.send(req, &authority, deadline).await;
+        if matches!(result, Err(ProxyError::UpstreamClosed { .. })) && replayable && may_resend {
+            // The pooled connection was stale: send an idempotent request once more, at once.
+            stale_retried = true;
+            tries -= 1;
+            continue;
+        }
         if let (Ok(r), Some((key, target, token))) = (&result, auth.as_mut())
             && !replayed
             && on_status.contains(&r.status().as_u16())

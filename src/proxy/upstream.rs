@@ -187,6 +187,12 @@ fn classify(e: &hyper_util::client::legacy::Error, host: &str, connect_timeout: 
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return ProxyError::UpstreamTls { host, reason: tls.to_string() };
         }
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+        {
+            // A pooled connection the upstream had closed (keep-alive timeout, restart).
+            return ProxyError::UpstreamClosed { host };
+        }
         let io = err.downcast_ref::<io::Error>();
         if io.is_some_and(|io| io.kind() == io::ErrorKind::TimedOut) {
             return ProxyError::UpstreamTimeout { host, secs: connect_timeout.as_secs() };
