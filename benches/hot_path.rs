@@ -87,16 +87,7 @@ fn token_lookup(c: &mut Criterion) {
         let store = Arc::new(FileStore::open(&dir.join("t.json"), None).unwrap());
         let tokens = Tokens::open(store).await.unwrap();
         for i in 0..1000 {
-            let t = Token {
-                access_token: Secret::new(format!("at-{i}")),
-                refresh_token: None,
-                expires_at: None,
-                token_type: None,
-                scope: None,
-                reauthorize: false,
-                version: 0,
-                binding: None,
-            };
+            let t = Token::new(Secret::new(format!("at-{i}")));
             tokens.put(&TokenKey::new("app", &format!("i{i}"), "default"), t).await.unwrap();
         }
         tokens

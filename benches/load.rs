@@ -129,16 +129,7 @@ fn main() {
         )
         .unwrap();
         let running = bearerd::server::start(bearerd::config::load(&cfg).unwrap()).await.unwrap();
-        let token = bearerd::token::Token {
-            access_token: bearerd::secret::Secret::new("t0k"),
-            refresh_token: None,
-            expires_at: None,
-            token_type: None,
-            scope: None,
-            reauthorize: false,
-            version: 0,
-            binding: None,
-        };
+        let token = bearerd::token::Token::new(bearerd::secret::Secret::new("t0k"));
         running.shared.tokens.put(&bearerd::token::TokenKey::new("bench", "up", "default"), token).await.unwrap();
         let host = up.to_string();
         let _ = load(up, host.clone(), Some("Bearer t0k"), conns, 1).await; // warm-up

@@ -128,9 +128,8 @@ async fn admin(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBo
                 expires_at: put.expires_in.map(|s| unix_now().saturating_add(s)),
                 token_type: put.token_type,
                 scope: put.scope,
-                reauthorize: false,
                 binding: Some(binding.clone()),
-                version: 0,
+                ..Token::new(Secret::new(""))
             };
             match shared.tokens.put(&key, token).await {
                 Ok(t) => {

@@ -77,6 +77,20 @@ pub enum TokenState {
 }
 
 impl Token {
+    /// A token with only an access token: no refresh token, no expiry, version 0.
+    pub fn new(access_token: Secret) -> Token {
+        Token {
+            access_token,
+            refresh_token: None,
+            expires_at: None,
+            token_type: None,
+            scope: None,
+            reauthorize: false,
+            version: 0,
+            binding: None,
+        }
+    }
+
     /// Whether the token needs a new authorization before it can be used for an integration
     /// whose binding is `binding`.
     pub fn needs_authorization(&self, binding: &str) -> bool {

@@ -174,9 +174,7 @@ pub async fn request_token(
         expires_at: expires_in.map(|s| unix_now().saturating_add(s)),
         token_type: r.token_type,
         scope: r.scope,
-        reauthorize: false,
-        binding: None,
-        version: 0,
+        ..Token::new(Secret::new(""))
     })
 }
 

@@ -101,14 +101,10 @@ mod tests {
 
     fn token() -> Token {
         Token {
-            access_token: Secret::new("at"),
             refresh_token: Some(Secret::new("rt")),
             expires_at: Some(5),
-            token_type: None,
-            scope: None,
-            reauthorize: false,
             version: 3,
-            binding: None,
+            ..Token::new(Secret::new("at"))
         }
     }
 

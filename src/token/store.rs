@@ -251,16 +251,7 @@ mod tests {
     use crate::secret::Secret;
 
     fn token(s: &str, version: u64) -> Token {
-        Token {
-            access_token: Secret::new(s),
-            refresh_token: Some(Secret::new("r")),
-            expires_at: Some(10),
-            token_type: None,
-            scope: None,
-            reauthorize: false,
-            binding: None,
-            version,
-        }
+        Token { refresh_token: Some(Secret::new("r")), expires_at: Some(10), version, ..Token::new(Secret::new(s)) }
     }
 
     #[tokio::test]
