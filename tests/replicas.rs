@@ -35,11 +35,7 @@ async fn cluster(n: usize) -> Cluster {
             Some(&oauth_one(&provider.host(), false)),
         );
         let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
-        let text = std::fs::read_to_string(&cfg).unwrap().replace(
-            "store:\n  file: state/tokens.json\n",
-            &format!("store:\n  redis: redis://127.0.0.1:{}/0\n", redis.port),
-        );
-        std::fs::write(&cfg, text).unwrap();
+        redis.use_in(&cfg);
         replicas.push(start(&cfg).await);
         dirs.push(dir);
     }

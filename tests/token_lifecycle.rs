@@ -74,11 +74,7 @@ async fn world(store: Store, oauth: impl FnOnce(&mut serde_json::Value), extra: 
         Store::File => None,
         Store::Redis => {
             let r = Redis::start();
-            let text = std::fs::read_to_string(&cfg).unwrap().replace(
-                "store:\n  file: state/tokens.json\n",
-                &format!("store:\n  redis: redis://127.0.0.1:{}/0\n", r.port),
-            );
-            std::fs::write(&cfg, text).unwrap();
+            r.use_in(&cfg);
             Some(r)
         }
     };
