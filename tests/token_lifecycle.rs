@@ -184,13 +184,8 @@ async fn two_hundred_requests_on_an_expired_token_make_one_refresh(store: Store)
     let w = world(store, |_| {}, "").await;
     w.provider.with(|s| s.delay = Duration::from_millis(300));
     put_stale(&w, 0).await;
-    let data = w.b.data;
-    let tasks: Vec<_> = (0..200)
-        .map(|_| tokio::spawn(async move { send(data, request("POST", "/invoke/get", &[("host", "b")], "{}")).await }))
-        .collect();
     let mut ok = 0;
-    for t in tasks {
-        let r = t.await.unwrap();
+    for r in invoke_concurrently(&[w.b.data], "get", 200).await {
         assert_eq!(r.status, 200, "{}", r.text());
         ok += 1;
     }
@@ -248,15 +243,9 @@ async fn rotated_refresh_tokens_are_never_sent_twice(store: Store) {
     // Every new token is already within the skew: each round of requests refreshes again.
     w.provider.with(|s| s.expires_in = Some(30));
     put_stale(&w, 0).await;
-    let data = w.b.data;
     for _ in 0..15 {
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                tokio::spawn(async move { send(data, request("POST", "/invoke/get", &[("host", "b")], "{}")).await })
-            })
-            .collect();
-        for t in tasks {
-            assert_eq!(t.await.unwrap().status, 200);
+        for r in invoke_concurrently(&[w.b.data], "get", 20).await {
+            assert_eq!(r.status, 200);
         }
     }
     let grants = w.provider.grants("refresh_token");
@@ -374,12 +363,8 @@ async fn client_credentials_are_fetched_once_on_first_need(store: Store) {
         "",
     )
     .await;
-    let data = w.b.data;
-    let tasks: Vec<_> = (0..50)
-        .map(|_| tokio::spawn(async move { send(data, request("POST", "/invoke/get", &[("host", "b")], "{}")).await }))
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap().status, 200);
+    for r in invoke_concurrently(&[w.b.data], "get", 50).await {
+        assert_eq!(r.status, 200);
     }
     assert_eq!(w.provider.grants("client_credentials"), 1);
     let form = w.provider.with(|s| s.last_form["client_credentials"].clone());

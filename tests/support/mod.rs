@@ -341,6 +341,23 @@ impl Bearerd {
     }
 }
 
+/// Sends `n` concurrent `POST /invoke/<template>` requests with an empty JSON body, spread in
+/// turn over `addrs`, each on its own connection; the answers in order.
+pub async fn invoke_concurrently(addrs: &[SocketAddr], template: &str, n: usize) -> Vec<Resp> {
+    let uri = format!("/invoke/{template}");
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, uri) = (addrs[i % addrs.len()], uri.clone());
+            tokio::spawn(async move { send(addr, request("POST", &uri, &[("host", "b")], "{}")).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 /// Writes raw bytes on a new connection and reads until the server closes it (or `wait`).
 pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
