@@ -1,11 +1,17 @@
-//! The one body type used in both directions: empty, a buffered body (replayable), or a
-//! streamed hyper body (optionally after a prefix that was already read).
+//! The one body type used in both directions: empty, a buffered body (replayable), a streamed
+//! hyper body (optionally after a prefix that was already read), or an HTTP/1 upstream body read
+//! from its pooled connection.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::h1::UpstreamBody;
+
+/// The error type of bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Default)]
 pub enum ProxyBody {
@@ -16,6 +22,7 @@ pub enum ProxyBody {
         prefix: Option<Bytes>,
         rest: Incoming,
     },
+    Upstream(UpstreamBody),
 }
 
 impl ProxyBody {
@@ -29,16 +36,16 @@ impl ProxyBody {
         match self {
             ProxyBody::Empty => Some(ProxyBody::Empty),
             ProxyBody::Full(b) => Some(ProxyBody::Full(b.clone())),
-            ProxyBody::Stream { .. } => None,
+            ProxyBody::Stream { .. } | ProxyBody::Upstream(_) => None,
         }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -46,8 +53,9 @@ impl Body for ProxyBody {
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
-                Pin::new(rest).poll_frame(cx)
+                Pin::new(rest).poll_frame(cx).map_err(Into::into)
             }
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -56,6 +64,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Stream { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            ProxyBody::Upstream(b) => b.is_end_stream(),
         }
     }
 
@@ -73,6 +82,7 @@ impl Body for ProxyBody {
                 }
                 out
             }
+            ProxyBody::Upstream(b) => b.size_hint(),
         }
     }
 }

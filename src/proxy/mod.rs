@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod error;
+pub mod h1;
 pub mod upstream;
 
 use std::borrow::Cow;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
@@ -28,6 +29,7 @@ use crate::token::refresh::Target;
 use crate::token::{DEFAULT_ACCOUNT, TokenKey};
 pub use body::ProxyBody;
 pub use error::ProxyError;
+use upstream::Target as UpstreamTarget;
 
 /// The largest `/invoke` body.
 pub const MAX_INVOKE_BODY: usize = 1 << 20;
@@ -213,11 +215,11 @@ async fn serve(
         out.host = Some(h.clone());
     }
     snap.upstream.check_literal(&authority)?;
-    let mut target = String::with_capacity(authority.len() + parts.uri.path().len() + 64);
-    target.push_str(if t.https { "https://" } else { "http://" });
-    target.push_str(&authority);
-    t.render_path_and_query(&scope, request_query, &mut target).map_err(ProxyError::Render)?;
-    let uri: Uri = target.parse().map_err(|_| ProxyError::Render(RenderError::InvalidHost))?;
+    let mut url = String::with_capacity(authority.len() + parts.uri.path().len() + 64);
+    url.push_str(if t.https { "https://" } else { "http://" });
+    url.push_str(&authority);
+    t.render_path_and_query(&scope, request_query, &mut url).map_err(ProxyError::Render)?;
+    let target = UpstreamTarget::parse(&url).ok_or(ProxyError::Render(RenderError::InvalidHost))?;
 
     let mut headers = if is_invoke {
         HeaderMap::with_capacity(t.headers.len() + 2)
@@ -251,11 +253,7 @@ async fn serve(
             Some(b) if may_retry || may_replay || may_resend => (b, true),
             _ => (body.take().unwrap_or_default(), false),
         };
-        let mut req = Request::new(this_body);
-        *req.method_mut() = t.method.clone();
-        *req.uri_mut() = uri.clone();
-        *req.headers_mut() = if replayable { headers.clone() } else { std::mem::take(&mut headers) };
-        let result = snap.upstream.send(req, &authority, deadline).await;
+        let result = snap.upstream.send(&t.method, target, &headers, this_body, deadline).await;
         if matches!(result, Err(ProxyError::UpstreamClosed { .. })) && replayable && may_resend {
             // The pooled connection was stale: send an idempotent request once more, at once.
             stale_retried = true;
@@ -302,7 +300,7 @@ async fn serve(
     strip_hop_by_hop(&mut rparts.headers);
     rparts.headers.insert(X_TEMPLATE, app.template_headers[t_idx].clone());
     rparts.headers.insert(X_ATTEMPTS, HeaderValue::from(attempts));
-    Ok(Response::from_parts(rparts, ProxyBody::Stream { prefix: None, rest: rbody }))
+    Ok(Response::from_parts(rparts, rbody))
 }
 
 /// Renders the template's headers into `headers`, replacing what is there under those names.

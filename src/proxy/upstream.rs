@@ -1,68 +1,75 @@
-//! The upstream client: hyper over rustls (webpki roots + system roots + `upstream.ca_file`),
-//! SNI, ALPN h2/http1.1, pooled connections, connect and total timeouts, and the address check
-//! that keeps bearerd from reaching loopback, private or link-local addresses.
+//! The upstream client: HTTP/1.1 driven by the request's own task ([`super::h1`]) over plain
+//! TCP or rustls, and HTTP/2 (hyper) where TLS negotiates h2; pooled connections, connect and
+//! total timeouts, and the address check that keeps bearerd from reaching loopback, private or
+//! link-local addresses. Trust: webpki roots + system roots + `upstream.ca_file`; SNI; ALPN
+//! h2/http1.1.
 
-use std::future::Future;
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_pki_types::CertificateDer;
+use http::{HeaderMap, Method, Request, Response, Uri};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
+use super::h1::{self, Conn, Io, SendError};
 use crate::config::UpstreamConfig;
 use crate::template::escape::split_port;
 
-/// A pooled HTTPS client with bearerd's policies.
+/// How long an unused keep-alive connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle HTTP/1 connections kept per upstream origin.
+const MAX_IDLE_PER_ORIGIN: usize = 1024;
+
+/// Where a request goes: `origin` is `scheme://authority` (the pool key), `path_and_query` the
+/// origin-form target.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub https: bool,
+    pub origin: &'a str,
+    pub authority: &'a str,
+    pub path_and_query: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// Splits an absolute `http(s)://authority/path?query` URL.
+    pub fn parse(url: &'a str) -> Option<Target<'a>> {
+        let (https, rest) =
+            if let Some(r) = url.strip_prefix("https://") { (true, r) } else { (false, url.strip_prefix("http://")?) };
+        let scheme_len = url.len() - rest.len();
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if authority.is_empty() {
+            return None;
+        }
+        let origin = &url[..scheme_len + end];
+        let path_and_query = &rest[end..];
+        Some(Target { https, origin, authority, path_and_query })
+    }
+}
+
+/// The upstream client with bearerd's policies.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector<Resolver>>, ProxyBody>,
     config: UpstreamConfig,
+    tls: tokio_rustls::TlsConnector,
+    h1: Arc<h1::Pool>,
+    h2: Mutex<HashMap<Arc<str>, http2::SendRequest<ProxyBody>>>,
+    sweeping: AtomicBool,
 }
 
-/// Marks an address refused by policy inside the connector's error chain.
-#[derive(Debug, thiserror::Error)]
-#[error("address not allowed")]
-struct AddressRefused;
-
-/// DNS resolution that drops addresses the policy refuses.
-#[derive(Clone)]
-struct Resolver {
-    allow_private: bool,
-}
-
-impl tower_service::Service<Name> for Resolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = all.iter().copied().filter(|a| allow_private || is_public(a.ip())).collect();
-            if allowed.is_empty() && !all.is_empty() {
-                return Err(io::Error::new(io::ErrorKind::PermissionDenied, AddressRefused));
-            }
-            Ok(allowed.into_iter())
-        })
-    }
+/// A new connection: HTTP/1.1, or an HTTP/2 sender when TLS negotiated h2.
+enum Connected {
+    H1(Conn),
+    H2(http2::SendRequest<ProxyBody>),
 }
 
 /// False for loopback, private, link-local, unspecified, shared and multicast addresses.
@@ -122,24 +129,15 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientCon
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
-        let tls = tls_config(config.ca_file.as_deref())?;
-        let mut http = HttpConnector::new_with_resolver(Resolver { allow_private: config.allow_private_ips });
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
-        Ok(Upstream { client, config: config.clone() })
+        let mut tls = tls_config(config.ca_file.as_deref())?;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Upstream {
+            config: config.clone(),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            h1: Arc::new(h1::Pool::new(IDLE_TIMEOUT, MAX_IDLE_PER_ORIGIN)),
+            h2: Mutex::new(HashMap::new()),
+            sweeping: AtomicBool::new(false),
+        })
     }
 
     pub fn config(&self) -> &UpstreamConfig {
@@ -160,51 +158,219 @@ impl Upstream {
         }
     }
 
-    /// Sends one request; the response head must arrive before `deadline`. Idempotent requests
-    /// refused by a stale pooled connection are retried by the pool.
+    /// Idle HTTP/1 connections in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.h1.idle_count()
+    }
+
+    /// Sends one request; the response head must arrive before `deadline`. A request on a
+    /// pooled connection that the upstream had closed fails with [`ProxyError::UpstreamClosed`]
+    /// (the caller may send an idempotent one again).
     pub async fn send(
         &self,
-        req: Request<ProxyBody>,
-        host: &str,
+        method: &Method,
+        target: Target<'_>,
+        headers: &HeaderMap,
+        body: ProxyBody,
         deadline: Instant,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout_at(deadline, self.client.request(req)).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout { host: host.to_string(), secs: self.config.timeout.as_secs() }),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e, host, self.config.connect_timeout)),
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if target.path_and_query.bytes().any(|b| b <= b' ' || b == 0x7f) || !target.path_and_query.starts_with('/') {
+            // Rendering escapes every value: this is a bug, never something to send.
+            return Err(ProxyError::Upstream {
+                host: target.authority.to_string(),
+                reason: "refusing to send an invalid request target".into(),
+            });
+        }
+        match tokio::time::timeout_at(deadline, self.dispatch(method, target, headers, body)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                host: target.authority.to_string(),
+                secs: self.config.timeout.as_secs(),
+            }),
+            Ok(r) => r,
         }
     }
-}
 
-/// Turns a client error into the data-plane error that explains it.
-fn classify(e: &hyper_util::client::legacy::Error, host: &str, connect_timeout: Duration) -> ProxyError {
-    let host = host.to_string();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<AddressRefused>() {
-            return ProxyError::AddressNotAllowed(host);
-        }
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return ProxyError::UpstreamTls { host, reason: tls.to_string() };
-        }
-        if let Some(h) = err.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+    async fn dispatch(
+        &self,
+        method: &Method,
+        target: Target<'_>,
+        headers: &HeaderMap,
+        body: ProxyBody,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if target.https
+            && let Some(sender) = self.h2_sender(target.origin)
         {
-            // A pooled connection the upstream had closed (keep-alive timeout, restart).
-            return ProxyError::UpstreamClosed { host };
+            return self.send_h2(sender, method, target, headers, body, true).await;
         }
-        let io = err.downcast_ref::<io::Error>();
-        if io.is_some_and(|io| io.kind() == io::ErrorKind::TimedOut) {
-            return ProxyError::UpstreamTimeout { host, secs: connect_timeout.as_secs() };
-        }
-        // io::Error::source skips the error it wraps: step into it instead.
-        cur = match io.and_then(io::Error::get_ref) {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
+        let conn = match self.h1.take(target.origin) {
+            Some(c) => c,
+            None => match self.connect(target).await? {
+                Connected::H1(c) => c,
+                Connected::H2(sender) => return self.send_h2(sender, method, target, headers, body, false).await,
+            },
         };
+        let host = || target.authority.to_string();
+        match conn.send(&self.h1, method, target.path_and_query, target.authority, headers, body).await {
+            Ok((head, body)) => {
+                let mut resp = Response::new(ProxyBody::Upstream(body));
+                *resp.status_mut() = head.status;
+                *resp.version_mut() = head.version;
+                *resp.headers_mut() = head.headers;
+                Ok(resp)
+            }
+            Err((SendError::Closed, true)) => Err(ProxyError::UpstreamClosed { host: host() }),
+            Err((SendError::Body(e), _)) => Err(ProxyError::BadFraming(format!("request body: {e}"))),
+            Err((e, _)) => Err(ProxyError::Upstream { host: host(), reason: e.to_string() }),
+        }
     }
-    let reason = chain(e);
-    if e.is_connect() { ProxyError::UpstreamConnect { host, reason } } else { ProxyError::Upstream { host, reason } }
+
+    /// A live HTTP/2 connection to `origin`, if there is one.
+    fn h2_sender(&self, origin: &str) -> Option<http2::SendRequest<ProxyBody>> {
+        let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(origin) {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                map.remove(origin);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        mut sender: http2::SendRequest<ProxyBody>,
+        method: &Method,
+        target: Target<'_>,
+        headers: &HeaderMap,
+        body: ProxyBody,
+        reused: bool,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let host = target.authority;
+        let uri = Uri::builder()
+            .scheme("https")
+            .authority(target.authority)
+            .path_and_query(target.path_and_query)
+            .build()
+            .map_err(|e| ProxyError::Upstream { host: host.to_string(), reason: e.to_string() })?;
+        let mut req = Request::new(body);
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers.clone();
+        let result = match sender.ready().await {
+            Ok(()) => sender.send_request(req).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(resp) => Ok(resp.map(|rest| ProxyBody::Stream { prefix: None, rest })),
+            Err(e) => {
+                let closed = e.is_canceled() || e.is_closed() || e.is_incomplete_message();
+                if sender.is_closed() {
+                    let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+                    if map.get(target.origin).is_some_and(|s| s.is_closed()) {
+                        map.remove(target.origin);
+                    }
+                }
+                if closed && reused {
+                    Err(ProxyError::UpstreamClosed { host: host.to_string() })
+                } else {
+                    Err(ProxyError::Upstream { host: host.to_string(), reason: chain(&e) })
+                }
+            }
+        }
+    }
+
+    /// Resolves (with the address policy), connects (with the connect timeout) and, for https,
+    /// runs the TLS handshake.
+    async fn connect(&self, target: Target<'_>) -> Result<Connected, ProxyError> {
+        self.start_sweeping();
+        let host = || target.authority.to_string();
+        let (name, port) = split_port(target.authority);
+        let port = match port {
+            Some(p) => {
+                p.parse::<u16>().map_err(|_| ProxyError::UpstreamConnect { host: host(), reason: "bad port".into() })?
+            }
+            None if target.https => 443,
+            None => 80,
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        let connect_error = |e: io::Error| ProxyError::UpstreamConnect { host: host(), reason: e.to_string() };
+        let all: Vec<SocketAddr> = match name.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::time::timeout(self.config.connect_timeout, tokio::net::lookup_host((name, port)))
+                .await
+                .map_err(|_| ProxyError::UpstreamTimeout { host: host(), secs: self.config.connect_timeout.as_secs() })?
+                .map_err(connect_error)?
+                .collect(),
+        };
+        let allowed = all.iter().copied().filter(|a| self.config.allow_private_ips || is_public(a.ip()));
+        let mut last = None;
+        let mut tcp = None;
+        for addr in allowed {
+            match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = Some(connect_error(e)),
+                Err(_) => {
+                    last =
+                        Some(ProxyError::UpstreamTimeout { host: host(), secs: self.config.connect_timeout.as_secs() })
+                }
+            }
+        }
+        let Some(tcp) = tcp else {
+            return Err(match last {
+                Some(e) => e,
+                None if !all.is_empty() => ProxyError::AddressNotAllowed(host()),
+                None => ProxyError::UpstreamConnect { host: host(), reason: "the name has no address".into() },
+            });
+        };
+        let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&tcp)
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
+        if !target.https {
+            return Ok(Connected::H1(Conn::new(Io::Plain(tcp), target.origin.into())));
+        }
+        let server_name = ServerName::try_from(name.to_string())
+            .map_err(|e| ProxyError::UpstreamTls { host: host(), reason: e.to_string() })?;
+        let tls = self.tls.connect(server_name, tcp).await.map_err(|e| {
+            match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                Some(t) => ProxyError::UpstreamTls { host: host(), reason: t.to_string() },
+                None => ProxyError::UpstreamConnect { host: host(), reason: e.to_string() },
+            }
+        })?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Ok(Connected::H1(Conn::new(Io::Tls(Box::new(tls)), target.origin.into())));
+        }
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| ProxyError::Upstream { host: host(), reason: chain(&e) })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(target.origin.into(), sender.clone());
+        Ok(Connected::H2(sender))
+    }
+
+    /// Closes idle connections past their time, every half idle timeout, for as long as this
+    /// client exists.
+    fn start_sweeping(&self) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(&self.h1);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE_TIMEOUT / 2).await;
+                match pool.upgrade() {
+                    Some(p) => p.sweep(),
+                    None => return,
+                }
+            }
+        });
+    }
 }
 
 /// The error and its causes, joined.

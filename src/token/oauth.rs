@@ -2,14 +2,14 @@
 //! grants, with the integration's client authentication style and custom headers.
 
 use base64::Engine as _;
-use http::{HeaderValue, Method, Request, header};
+use http::{HeaderMap, HeaderValue, Method, header};
 use http_body_util::BodyExt as _;
 use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{Token, unix_now};
 use crate::config::{IntegrationSpec, TokenAuth};
-use crate::proxy::upstream::Upstream;
+use crate::proxy::upstream::{Target, Upstream};
 use crate::proxy::{ProxyBody, ProxyError};
 use crate::secret::Secret;
 
@@ -106,12 +106,8 @@ pub async fn request_token(
         form_push(&mut form, "client_id", &integ.client_id);
         form_push(&mut form, "client_secret", integ.client_secret.expose());
     }
-    let uri: http::Uri = integ.token_url.parse().map_err(|_| GrantError::Failed("token_url is not a URL".into()))?;
-    let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-    let mut req = Request::new(ProxyBody::full(form));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = uri;
-    let h = req.headers_mut();
+    let target = Target::parse(&integ.token_url).ok_or_else(|| GrantError::Failed("token_url is not a URL".into()))?;
+    let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
     h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     if !custom_auth && integ.token_auth == TokenAuth::ClientSecretBasic {
@@ -132,10 +128,11 @@ pub async fn request_token(
             h.insert(name.clone(), v);
         }
     }
-    let resp = upstream.send(req, &host, deadline).await.map_err(|e| match e {
-        ProxyError::UpstreamTimeout { .. } => GrantError::Timeout,
-        e => GrantError::Failed(e.to_string()),
-    })?;
+    let resp =
+        upstream.send(&Method::POST, target, &h, ProxyBody::full(form), deadline).await.map_err(|e| match e {
+            ProxyError::UpstreamTimeout { .. } => GrantError::Timeout,
+            e => GrantError::Failed(e.to_string()),
+        })?;
     let status = resp.status();
     let body = match tokio::time::timeout_at(
         deadline,

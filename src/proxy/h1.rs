@@ -1,0 +1,752 @@
+//! HTTP/1.1 to an upstream, driven by the request's own task.
+//!
+//! The request is written, the response head read and the body streamed by whoever polls it:
+//! there is no connection task, no channel and no wake-up between the request and its
+//! connection. A connection whose response was read to its end, and that may be kept alive, goes
+//! back to the [`Pool`]; one dropped in the middle of a body is closed.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::body::{BoxError, ProxyBody};
+
+/// The largest response head accepted from an upstream.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most response headers accepted from an upstream.
+const MAX_HEADERS: usize = 128;
+/// The longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+/// Read buffer growth.
+const READ_CHUNK: usize = 16 * 1024;
+/// A buffered request body up to this size is written with its head in one write.
+const COALESCE: usize = 16 * 1024;
+
+/// A TCP connection, with or without TLS.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why a request on a connection failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// The connection ended (EOF, reset, broken pipe) before any byte of an answer: on a reused
+    /// connection, the upstream had closed it while it was idle.
+    Closed,
+    Io(io::Error),
+    /// The upstream's answer is not HTTP/1.x as bearerd accepts it.
+    Protocol(&'static str),
+    /// The request body could not be read from the application.
+    Body(BoxError),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Closed => f.write_str("connection closed before an answer"),
+            SendError::Io(e) => write!(f, "{e}"),
+            SendError::Protocol(m) => write!(f, "invalid HTTP/1 answer: {m}"),
+            SendError::Body(e) => write!(f, "reading the request body failed: {e}"),
+        }
+    }
+}
+
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// One upstream connection speaking HTTP/1.1, with its buffers.
+pub struct Conn {
+    io: Io,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    key: Arc<str>,
+    /// Has carried a request before this one.
+    pub reused: bool,
+}
+
+/// The response head, and how its body is framed.
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+impl Conn {
+    pub fn new(io: Io, key: Arc<str>) -> Conn {
+        Conn { io, rbuf: BytesMut::with_capacity(READ_CHUNK), wbuf: Vec::with_capacity(512), key, reused: false }
+    }
+
+    /// False when the connection was closed (or sent something unasked) while it was idle. Costs
+    /// no system call unless the socket has had an event since its last read.
+    fn idle_ok(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        matches!(Pin::new(&mut self.io).poll_read(&mut cx, &mut buf), Poll::Pending)
+    }
+
+    /// Writes the request and reads the response head. `target` is the origin-form path and
+    /// query; `authority` becomes the Host header.
+    pub async fn send(
+        mut self,
+        pool: &Arc<Pool>,
+        method: &Method,
+        target: &str,
+        authority: &str,
+        headers: &HeaderMap,
+        body: ProxyBody,
+    ) -> Result<(Head, UpstreamBody), (SendError, bool)> {
+        let reused = self.reused;
+        match self.exchange(method, target, authority, headers, body).await {
+            Ok((head, framing, keep_alive)) => {
+                self.reused = true;
+                let mut body = UpstreamBody { conn: Some(self), framing, keep_alive, pool: pool.clone() };
+                if framing == Framing::Empty {
+                    // Nobody polls an empty body: the connection is free now.
+                    body.finish();
+                }
+                Ok((head, body))
+            }
+            Err(e) => Err((e, reused)),
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &Method,
+        target: &str,
+        authority: &str,
+        headers: &HeaderMap,
+        body: ProxyBody,
+    ) -> Result<(Head, Framing, bool), SendError> {
+        let w = &mut self.wbuf;
+        w.clear();
+        w.extend_from_slice(method.as_str().as_bytes());
+        w.push(b' ');
+        w.extend_from_slice(target.as_bytes());
+        w.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        w.extend_from_slice(authority.as_bytes());
+        w.extend_from_slice(b"\r\n");
+        for (name, value) in headers {
+            w.extend_from_slice(name.as_str().as_bytes());
+            w.extend_from_slice(b": ");
+            w.extend_from_slice(value.as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+        let io_err = |e: io::Error| if is_closed(&e) { SendError::Closed } else { SendError::Io(e) };
+        match body {
+            ProxyBody::Empty => {
+                if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+                    w.extend_from_slice(b"content-length: 0\r\n");
+                }
+                w.extend_from_slice(b"\r\n");
+                self.io.write_all(w).await.map_err(io_err)?;
+            }
+            ProxyBody::Full(b) => {
+                let b = b.unwrap_or_default();
+                w.extend_from_slice(b"content-length: ");
+                w.extend_from_slice(itoa(b.len() as u64, &mut [0u8; 20]));
+                w.extend_from_slice(b"\r\n\r\n");
+                if b.len() <= COALESCE {
+                    w.extend_from_slice(&b);
+                    self.io.write_all(w).await.map_err(io_err)?;
+                } else {
+                    self.io.write_all(w).await.map_err(io_err)?;
+                    self.io.write_all(&b).await.map_err(io_err)?;
+                }
+            }
+            mut stream => {
+                let exact = stream.size_hint().exact();
+                match exact {
+                    Some(n) => {
+                        w.extend_from_slice(b"content-length: ");
+                        w.extend_from_slice(itoa(n, &mut [0u8; 20]));
+                        w.extend_from_slice(b"\r\n\r\n");
+                    }
+                    None => w.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+                }
+                self.io.write_all(w).await.map_err(io_err)?;
+                let mut sent = 0u64;
+                while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_frame(cx)).await {
+                    let Ok(data) = frame.map_err(SendError::Body)?.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    sent += data.len() as u64;
+                    if exact.is_some() {
+                        if exact.is_some_and(|n| sent > n) {
+                            return Err(SendError::Body("the request body is longer than its content-length".into()));
+                        }
+                        self.io.write_all(&data).await.map_err(io_err)?;
+                    } else {
+                        let mut line = [0u8; 20];
+                        let size = hex(data.len(), &mut line);
+                        self.wbuf.clear();
+                        self.wbuf.extend_from_slice(size);
+                        self.wbuf.extend_from_slice(b"\r\n");
+                        self.io.write_all(&self.wbuf).await.map_err(io_err)?;
+                        self.io.write_all(&data).await.map_err(io_err)?;
+                        self.io.write_all(b"\r\n").await.map_err(io_err)?;
+                    }
+                }
+                match exact {
+                    Some(n) if sent != n => {
+                        return Err(SendError::Body("the request body is shorter than its content-length".into()));
+                    }
+                    Some(_) => {}
+                    None => self.io.write_all(b"0\r\n\r\n").await.map_err(io_err)?,
+                }
+            }
+        }
+        self.io.flush().await.map_err(io_err)?;
+
+        // Read heads until one that is not 1xx informational.
+        let mut seen_any = false;
+        loop {
+            let head = loop {
+                if let Some(parsed) = parse_head(&self.rbuf)? {
+                    break parsed;
+                }
+                if self.rbuf.len() >= MAX_HEAD {
+                    return Err(SendError::Protocol("response head too large"));
+                }
+                let n = self.fill().await.map_err(|e| if seen_any { SendError::Io(e) } else { io_err(e) })?;
+                if n == 0 {
+                    return Err(if seen_any || !self.rbuf.is_empty() {
+                        SendError::Protocol("connection closed inside the response head")
+                    } else {
+                        SendError::Closed
+                    });
+                }
+                seen_any = true;
+            };
+            let bytes = self.rbuf.split_to(head.len).freeze();
+            if head.status == 101 {
+                return Err(SendError::Protocol("protocol upgrades are not proxied"));
+            }
+            if (100..200).contains(&head.status) {
+                continue;
+            }
+            let status = StatusCode::from_u16(head.status).map_err(|_| SendError::Protocol("bad status"))?;
+            let mut headers = HeaderMap::with_capacity(head.count);
+            for &(ns, ne, vs, ve) in &head.ranges[..head.count] {
+                let name = HeaderName::from_bytes(&bytes[ns as usize..ne as usize])
+                    .map_err(|_| SendError::Protocol("bad header name"))?;
+                let value = HeaderValue::from_maybe_shared(bytes.slice(vs as usize..ve as usize))
+                    .map_err(|_| SendError::Protocol("bad header value"))?;
+                headers.append(name, value);
+            }
+            let framing = framing(method, status, &headers)?;
+            let keep_alive = head.keep_alive && !matches!(framing, Framing::Close);
+            let version = head.version;
+            return Ok((Head { status, version, headers }, framing, keep_alive));
+        }
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+}
+
+/// A parsed response head: status, version, keep-alive as far as the head says, its length,
+/// and each header as (name, value) ranges into the head.
+struct ParsedHead {
+    status: u16,
+    version: Version,
+    keep_alive: bool,
+    len: usize,
+    count: usize,
+    ranges: [(u32, u32, u32, u32); MAX_HEADERS],
+}
+
+/// Parses a complete head at the start of `buf`, if there is one.
+fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, SendError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut raw);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(SendError::Protocol("too many headers")),
+        Err(_) => return Err(SendError::Protocol("malformed response head")),
+    };
+    let version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let mut keep_alive = version == Version::HTTP_11;
+    let base = buf.as_ptr() as usize;
+    let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+    for (h, r) in resp.headers.iter().zip(ranges.iter_mut()) {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    keep_alive = true;
+                }
+            }
+        }
+        let (n, v) = (offset(h.name.as_bytes()), offset(h.value));
+        *r = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+    }
+    let status = resp.code.unwrap_or(0);
+    Ok(Some(ParsedHead { status, version, keep_alive, len, count: resp.headers.len(), ranges }))
+}
+
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+fn hex(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// How the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked(Chunk),
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+}
+
+/// RFC 9112 6.3: how the body of this response is delimited.
+fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Framing, SendError> {
+    if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Empty);
+    }
+    if let Some(te) = headers.get(header::TRANSFER_ENCODING) {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(SendError::Protocol("both transfer-encoding and content-length"));
+        }
+        let last = te.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+        return Ok(if last.eq_ignore_ascii_case(b"chunked") { Framing::Chunked(Chunk::Size) } else { Framing::Close });
+    }
+    let mut length = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let n = std::str::from_utf8(part.trim_ascii())
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(SendError::Protocol("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(SendError::Protocol("conflicting content-length"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    })
+}
+
+/// A response body read from its connection as it is polled.
+pub struct UpstreamBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody").field("framing", &self.framing).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body: {0}")]
+struct BodyError(&'static str);
+
+impl UpstreamBody {
+    /// The body is over: the connection goes back to the pool when it may be reused.
+    fn finish(&mut self) {
+        self.framing = Framing::Empty;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+        {
+            self.pool.put(conn);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        this.poll_next(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.framing == Framing::Empty
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl UpstreamBody {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
+            match self.framing {
+                Framing::Empty => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(rem) => {
+                    if !conn.rbuf.is_empty() {
+                        let n = conn.rbuf.len().min(usize::try_from(rem).unwrap_or(usize::MAX));
+                        let data = conn.rbuf.split_to(n).freeze();
+                        let rem = rem - n as u64;
+                        self.framing = Framing::Length(rem);
+                        if rem == 0 {
+                            self.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Close => {
+                    if !conn.rbuf.is_empty() {
+                        let data = conn.rbuf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Chunked(state) => match chunk_step(&mut conn.rbuf, state) {
+                    Err(e) => {
+                        self.conn = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyError(e)))));
+                    }
+                    Ok(Step::Data(data, next)) => {
+                        self.framing = Framing::Chunked(next);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(Step::Next(next)) => {
+                        self.framing = Framing::Chunked(next);
+                        continue;
+                    }
+                    Ok(Step::Done) => {
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::More) => {}
+                },
+            }
+            // More bytes are needed.
+            let n = match ready!(conn.poll_fill(cx)) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+            };
+            if n == 0 {
+                if self.framing == Framing::Close {
+                    self.conn = None;
+                    return Poll::Ready(None);
+                }
+                self.conn = None;
+                return Poll::Ready(Some(Err(Box::new(BodyError("connection closed before the end of the body")))));
+            }
+        }
+    }
+}
+
+enum Step {
+    Data(Bytes, Chunk),
+    Next(Chunk),
+    Done,
+    More,
+}
+
+/// One step of the chunked decoder over the bytes buffered so far.
+fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
+    let line = |buf: &mut BytesMut| -> Result<Option<BytesMut>, &'static str> {
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let mut l = buf.split_to(i + 1);
+                l.truncate(i);
+                if l.last() == Some(&b'\r') {
+                    l.truncate(i - 1);
+                }
+                Ok(Some(l))
+            }
+            None if buf.len() > MAX_LINE => Err("chunk line too long"),
+            None => Ok(None),
+        }
+    };
+    match state {
+        Chunk::Size => {
+            let Some(l) = line(buf)? else { return Ok(Step::More) };
+            let digits = l[..].split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            if digits.is_empty() || digits.len() > 15 {
+                return Err("bad chunk size");
+            }
+            let mut n = 0u64;
+            for &d in digits {
+                let v = (d as char).to_digit(16).ok_or("bad chunk size")?;
+                n = n * 16 + u64::from(v);
+            }
+            Ok(Step::Next(if n == 0 { Chunk::Trailer } else { Chunk::Data(n) }))
+        }
+        Chunk::Data(rem) => {
+            if buf.is_empty() {
+                return Ok(Step::More);
+            }
+            let n = buf.len().min(usize::try_from(rem).unwrap_or(usize::MAX));
+            let data = buf.split_to(n).freeze();
+            let rem = rem - n as u64;
+            Ok(Step::Data(data, if rem == 0 { Chunk::DataEnd } else { Chunk::Data(rem) }))
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(Step::More);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err("chunk data not followed by CRLF");
+            }
+            buf.advance(2);
+            Ok(Step::Next(Chunk::Size))
+        }
+        Chunk::Trailer => {
+            let Some(l) = line(buf)? else { return Ok(Step::More) };
+            Ok(if l.is_empty() { Step::Done } else { Step::Next(Chunk::Trailer) })
+        }
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// Idle keep-alive connections by `scheme://authority`.
+pub struct Pool {
+    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    timeout: Duration,
+    max_per_host: usize,
+}
+
+impl Pool {
+    pub fn new(timeout: Duration, max_per_host: usize) -> Pool {
+        Pool { idle: Mutex::new(HashMap::new()), timeout, max_per_host }
+    }
+
+    /// The most recently used live connection to `key`, if any.
+    pub fn take(&self, key: &str) -> Option<Conn> {
+        let now = Instant::now();
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.get_mut(key)?;
+        while let Some(mut idle) = list.pop() {
+            if now.duration_since(idle.since) >= self.timeout {
+                // Everything older is expired too.
+                list.clear();
+                break;
+            }
+            if idle.conn.idle_ok() {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, conn: Conn) {
+        let since = Instant::now();
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = match map.get_mut(&*conn.key) {
+            Some(l) => l,
+            None => map.entry(conn.key.clone()).or_default(),
+        };
+        if list.len() < self.max_per_host {
+            list.push(Idle { conn, since });
+        }
+    }
+
+    /// Closes connections idle for longer than the timeout.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, list| {
+            list.retain(|i| now.duration_since(i.since) < self.timeout);
+            !list.is_empty()
+        });
+    }
+
+    /// Idle connections held (for tests and metrics).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(mut input: &[u8], step: usize) -> Result<Vec<u8>, &'static str> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut state = Chunk::Size;
+        loop {
+            match chunk_step(&mut buf, state)? {
+                Step::Data(d, next) => {
+                    out.extend_from_slice(&d);
+                    state = next;
+                }
+                Step::Next(next) => state = next,
+                Step::Done => return Ok(out),
+                Step::More => {
+                    if input.is_empty() {
+                        return Err("incomplete");
+                    }
+                    let n = step.min(input.len());
+                    buf.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_decoding_in_any_split() {
+        let body = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for step in [1, 2, 3, 7, 100] {
+            assert_eq!(decode(body, step).unwrap(), b"hello 0123456789", "step {step}");
+        }
+        assert!(decode(b"zz\r\n", 100).is_err());
+        assert!(decode(b"5\r\nhelloXX", 100).is_err());
+        assert!(decode(b"5\r\nhel", 100).is_err());
+        assert!(decode(b"ffffffffffffffff\r\n", 100).is_err());
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            }
+            m
+        };
+        let ok = StatusCode::OK;
+        assert_eq!(framing(&Method::HEAD, ok, &h(&[("content-length", "5")])).unwrap(), Framing::Empty);
+        assert_eq!(framing(&Method::GET, StatusCode::NO_CONTENT, &h(&[])).unwrap(), Framing::Empty);
+        assert_eq!(framing(&Method::GET, ok, &h(&[("content-length", "5")])).unwrap(), Framing::Length(5));
+        assert_eq!(framing(&Method::GET, ok, &h(&[("content-length", "5, 5")])).unwrap(), Framing::Length(5));
+        assert!(framing(&Method::GET, ok, &h(&[("content-length", "5"), ("content-length", "6")])).is_err());
+        assert!(framing(&Method::GET, ok, &h(&[("content-length", "-1")])).is_err());
+        assert!(framing(&Method::GET, ok, &h(&[("content-length", "5"), ("transfer-encoding", "chunked")])).is_err());
+        assert_eq!(
+            framing(&Method::GET, ok, &h(&[("transfer-encoding", "gzip, chunked")])).unwrap(),
+            Framing::Chunked(Chunk::Size)
+        );
+        assert_eq!(framing(&Method::GET, ok, &h(&[("transfer-encoding", "gzip")])).unwrap(), Framing::Close);
+        assert_eq!(framing(&Method::GET, ok, &h(&[])).unwrap(), Framing::Close);
+    }
+
+    #[test]
+    fn heads_and_keep_alive() {
+        let head = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap().unwrap();
+        assert_eq!((head.status, head.len, head.keep_alive, head.count), (200, 38, true, 1));
+        let ka = |raw: &[u8]| parse_head(raw).unwrap().unwrap().keep_alive;
+        assert!(!ka(b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\n\r\n"));
+        assert!(!ka(b"HTTP/1.0 200 OK\r\n\r\n"));
+        assert!(ka(b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\n"));
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-le").unwrap().is_none());
+        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+    }
+}
