@@ -280,10 +280,17 @@ impl Conn {
                 continue;
             }
             let status = StatusCode::from_u16(head.status).map_err(|_| SendError::Protocol("bad status"))?;
-            let mut headers = HeaderMap::with_capacity(head.count);
+            // Room for the two x-bearerd-* headers added to every answer.
+            let mut headers = HeaderMap::with_capacity(head.count + 2);
             for &(ns, ne, vs, ve) in &head.ranges[..head.count] {
-                let name = HeaderName::from_bytes(&bytes[ns as usize..ne as usize])
-                    .map_err(|_| SendError::Protocol("bad header name"))?;
+                let raw = &bytes[ns as usize..ne as usize];
+                if !head.connection_names_others
+                    && (raw.eq_ignore_ascii_case(b"connection") || raw.eq_ignore_ascii_case(b"keep-alive"))
+                {
+                    // Hop-by-hop, and read already: not worth a map entry to remove later.
+                    continue;
+                }
+                let name = HeaderName::from_bytes(raw).map_err(|_| SendError::Protocol("bad header name"))?;
                 let value = HeaderValue::from_maybe_shared(bytes.slice(vs as usize..ve as usize))
                     .map_err(|_| SendError::Protocol("bad header value"))?;
                 headers.append(name, value);
@@ -313,6 +320,8 @@ struct ParsedHead {
     status: u16,
     version: Version,
     keep_alive: bool,
+    /// `Connection` names headers other than `close` and `keep-alive`.
+    connection_names_others: bool,
     len: usize,
     count: usize,
     ranges: [(u32, u32, u32, u32); MAX_HEADERS],
@@ -333,6 +342,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, SendError> {
     };
     let version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let mut keep_alive = version == Version::HTTP_11;
+    let mut connection_names_others = false;
     let base = buf.as_ptr() as usize;
     let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
@@ -342,8 +352,10 @@ fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, SendError> {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive |= version == Version::HTTP_10;
+                } else if !token.is_empty() {
+                    connection_names_others = true;
                 }
             }
         }
@@ -351,7 +363,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, SendError> {
         *r = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
     }
     let status = resp.code.unwrap_or(0);
-    Ok(Some(ParsedHead { status, version, keep_alive, len, count: resp.headers.len(), ranges }))
+    let count = resp.headers.len();
+    Ok(Some(ParsedHead { status, version, keep_alive, connection_names_others, len, count, ranges }))
 }
 
 fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {

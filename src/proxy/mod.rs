@@ -299,8 +299,17 @@ async fn serve(
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers);
     rparts.headers.insert(X_TEMPLATE, app.template_headers[t_idx].clone());
-    rparts.headers.insert(X_ATTEMPTS, HeaderValue::from(attempts));
+    rparts.headers.insert(X_ATTEMPTS, attempts_value(attempts));
     Ok(Response::from_parts(rparts, rbody))
+}
+
+/// The `x-bearerd-attempts` value, without allocating for the usual counts.
+fn attempts_value(n: u32) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(n as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
+    }
 }
 
 /// Renders the template's headers into `headers`, replacing what is there under those names.
@@ -402,20 +411,10 @@ fn strip_request_headers(h: &mut HeaderMap) {
     }
 }
 
-/// Removes hop-by-hop headers, including those named in `Connection`.
+/// Removes hop-by-hop headers, including those named in `Connection`. Costs one pass over the
+/// names when there are none, as is usual.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
-    }
-    for n in [
+    const HOP: [HeaderName; 7] = [
         header::CONNECTION,
         header::TRANSFER_ENCODING,
         header::TE,
@@ -423,7 +422,20 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         header::UPGRADE,
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
-    ] {
+    ];
+    let is_hop = |k: &HeaderName| HOP.contains(k) || k == "keep-alive" || k == "proxy-connection";
+    if !h.keys().any(is_hop) {
+        return;
+    }
+    if let Some(conn) = h.remove(header::CONNECTION) {
+        for name in conn.to_str().unwrap_or("").split(',') {
+            let name = name.trim();
+            if !name.is_empty() && !name.eq_ignore_ascii_case("close") {
+                h.remove(name);
+            }
+        }
+    }
+    for n in HOP {
         h.remove(n);
     }
     h.remove("keep-alive");

@@ -224,11 +224,26 @@ impl Router {
         } else {
             Cow::Borrowed(host)
         };
-        let segs: Vec<&'q str> = match path.strip_prefix('/') {
-            Some(p) => p.split('/').collect(),
-            None => return None,
+        let path = path.strip_prefix('/')?;
+        // Paths of up to 16 segments are split on the stack.
+        let mut short: [&'q str; 16] = [""; 16];
+        let mut n = 0;
+        for seg in path.split('/') {
+            if n == short.len() {
+                n += 1;
+                break;
+            }
+            short[n] = seg;
+            n += 1;
+        }
+        let long: Vec<&'q str>;
+        let segs: &[&'q str] = if n > short.len() {
+            long = path.split('/').collect();
+            &long
+        } else {
+            &short[..n]
         };
-        let mut caps: Vec<Cow<'q, str>> = Vec::with_capacity(4);
+        let mut caps: Vec<Cow<'q, str>> = Vec::new();
         let candidates = [lower.as_ref(), split_port(&lower).0];
         for (n, h) in candidates.iter().enumerate() {
             // A request for `host:80` may match a template without a port.
@@ -236,7 +251,7 @@ impl Router {
                 break;
             }
             if let Some(node) = self.hosts.get(*h)
-                && let Some(leaf) = node.find(method, &segs, &mut caps)
+                && let Some(leaf) = node.find(method, segs, &mut caps)
             {
                 return Some(leaf.to_match(caps));
             }
@@ -245,7 +260,7 @@ impl Router {
             if let Some(v) = pat.capture(&lower) {
                 caps.clear();
                 caps.push(Cow::Owned(v.to_string()));
-                if let Some(leaf) = node.find(method, &segs, &mut caps) {
+                if let Some(leaf) = node.find(method, segs, &mut caps) {
                     return Some(leaf.to_match(caps));
                 }
             }
