@@ -1,10 +1,12 @@
 //! The process: shared state, the two listeners, and graceful shutdown.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -13,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, StoreConfig};
@@ -26,7 +28,8 @@ use crate::token::{FileStore, TokenStore, Tokens};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Request headers larger than this are answered 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// A request whose headers take longer than this to arrive loses its connection.
+/// A connection on which no request begins for this long (a request head arriving too slowly,
+/// or an idle keep-alive connection) is closed, within half as long again.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// State shared by both listeners.
@@ -159,9 +162,9 @@ where
     Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEADER_BYTES);
+    builder.http1().max_buf_size(MAX_HEADER_BYTES);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let live = Arc::new(Live::default());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -176,12 +179,19 @@ where
                 };
                 let _ = stream.set_nodelay(true);
                 let h = handler.clone();
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(h))
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let activity = Arc::new(Activity::default());
+                let a = activity.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let busy = Busy::new(&a);
+                    let fut = h(req);
+                    async move { Ok::<_, Infallible>(fut.await?.map(|body| Counted { body, _busy: busy })) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let (id, stop) = live.add();
+                let live = live.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    drive(conn, activity, stop).await;
+                    live.remove(id);
                 });
             }
             _ = stop.changed() => break,
@@ -189,7 +199,172 @@ where
     }
     drop(listener);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = live.shutdown() => {}
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+}
+
+/// What one connection is doing: requests begun, and requests whose answer (head and body) is
+/// not finished.
+#[derive(Default)]
+struct Activity {
+    begun: AtomicU64,
+    open: AtomicU64,
+}
+
+/// One request being served on a connection; dropped with the answer's body.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(a: &Arc<Activity>) -> Busy {
+        a.begun.fetch_add(1, Ordering::Relaxed);
+        a.open.fetch_add(1, Ordering::Relaxed);
+        Busy(a.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer body that keeps its request counted as open until it is finished or dropped.
+struct Counted {
+    body: ProxyBody,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = crate::proxy::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Runs one connection to its end. It is shut down gracefully (answers in progress finish, then
+/// it closes) when the listener stops. When no request has begun for [`HEADER_READ_TIMEOUT`]
+/// (checked every half of it, so after 10-15 s) and none is open, the connection is idle or its
+/// next request head is arriving too slowly: it is told to shut down and closed a second later
+/// at most. This costs one timer per connection every 5 s instead of one per request.
+async fn drive<C>(conn: C, activity: Arc<Activity>, mut stop: oneshot::Receiver<()>)
+where
+    C: Future + GracefulConnection,
+{
+    let mut conn = std::pin::pin!(conn);
+    let tick = HEADER_READ_TIMEOUT / 2;
+    let mut watchdog = std::pin::pin!(tokio::time::sleep(tick));
+    let (mut seen, mut quiet) = (0u64, 0u32);
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.as_mut() => return,
+            _ = &mut stop => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+                return;
+            }
+            _ = watchdog.as_mut() => {
+                let begun = activity.begun.load(Ordering::Relaxed);
+                let open = activity.open.load(Ordering::Relaxed);
+                quiet = if begun == seen && open == 0 { quiet + 1 } else { 0 };
+                seen = begun;
+                if quiet >= 2 {
+                    break;
+                }
+                watchdog.as_mut().reset(tokio::time::Instant::now() + tick);
+            }
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    // An idle connection closes at once; one still waiting for a head does not, and is dropped
+    // unless a request has begun meanwhile.
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if activity.open.load(Ordering::Relaxed) == 0 {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The graceful shutdown of hyper-util's auto connection, as a trait so [`drive`] can name it.
+trait GracefulConnection {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulConnection for auto::Connection<'static, I, S, E>
+where
+    auto::Connection<'static, I, S, E>: Future,
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        auto::Connection::graceful_shutdown(self)
+    }
+}
+
+/// The live connections of one listener, each with the sender that tells it to finish. Touched
+/// once when a connection opens and once when it closes, never per request.
+#[derive(Default)]
+struct Live {
+    conns: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    next: AtomicU64,
+    empty: Notify,
+}
+
+impl Live {
+    fn add(&self) -> (u64, oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        (id, rx)
+    }
+
+    fn remove(&self, id: u64) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.remove(&id);
+        if conns.is_empty() {
+            self.empty.notify_waiters();
+        }
+    }
+
+    /// Tells every connection to finish, then waits until all have.
+    async fn shutdown(&self) {
+        let senders: Vec<oneshot::Sender<()>> = {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            // Keep the ids (with closed senders) so that `remove` still sees them go.
+            conns.iter_mut().map(|(_, tx)| std::mem::replace(tx, oneshot::channel().0)).collect()
+        };
+        for tx in senders {
+            let _ = tx.send(());
+        }
+        loop {
+            let notified = self.empty.notified();
+            if self.conns.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
