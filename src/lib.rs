@@ -38,6 +38,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod fasthash;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

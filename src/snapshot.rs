@@ -2,7 +2,7 @@
 //! metric handles and the upstream client. Held in an `ArcSwap`; a request loads it once and
 //! keeps it to the end, so a reload never mixes two configurations inside one request.
 
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 use std::sync::Arc;
 
 use std::sync::OnceLock;
@@ -18,14 +18,14 @@ pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<Config>,
     pub apps: Vec<App>,
-    by_name: HashMap<Box<str>, usize>,
+    by_name: FastMap<Box<str>, usize>,
     pub upstream: Arc<Upstream>,
 }
 
 pub struct App {
     pub name: Arc<str>,
     pub config: AppConfig,
-    pub by_name: HashMap<Box<str>, usize>,
+    pub by_name: FastMap<Box<str>, usize>,
     pub router: Router,
     /// Integration names, shared with token keys.
     pub integrations: Vec<Arc<str>>,

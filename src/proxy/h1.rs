@@ -5,7 +5,7 @@
 //! connection. A connection whose response was read to its end, and that may be kept alive, goes
 //! back to the [`Pool`]; one dropped in the middle of a body is closed.
 
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -22,10 +22,10 @@ use tokio::time::Instant;
 
 use super::body::{BoxError, ProxyBody};
 
-/// The largest response head accepted from an upstream.
-pub const MAX_HEAD: usize = 64 * 1024;
+/// The largest response head accepted from an upstream (offsets into it fit in a u16).
+pub const MAX_HEAD: usize = 64 * 1024 - 1;
 /// The most response headers accepted from an upstream.
-const MAX_HEADERS: usize = 128;
+const MAX_HEADERS: usize = 100;
 /// The longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4096;
 /// Read buffer growth.
@@ -256,8 +256,8 @@ impl Conn {
         let mut seen_any = false;
         loop {
             let head = loop {
-                if let Some(parsed) = parse_head(&self.rbuf)? {
-                    break parsed;
+                if let Some(head) = take_head(&mut self.rbuf)? {
+                    break head;
                 }
                 if self.rbuf.len() >= MAX_HEAD {
                     return Err(SendError::Protocol("response head too large"));
@@ -272,33 +272,13 @@ impl Conn {
                 }
                 seen_any = true;
             };
-            let bytes = self.rbuf.split_to(head.len).freeze();
-            if head.status == 101 {
-                return Err(SendError::Protocol("protocol upgrades are not proxied"));
-            }
-            if (100..200).contains(&head.status) {
+            let Some((head, keep_alive)) = head else {
+                // 1xx informational: the real answer follows.
                 continue;
-            }
-            let status = StatusCode::from_u16(head.status).map_err(|_| SendError::Protocol("bad status"))?;
-            // Room for the two x-bearerd-* headers added to every answer.
-            let mut headers = HeaderMap::with_capacity(head.count + 2);
-            for &(ns, ne, vs, ve) in &head.ranges[..head.count] {
-                let raw = &bytes[ns as usize..ne as usize];
-                if !head.connection_names_others
-                    && (raw.eq_ignore_ascii_case(b"connection") || raw.eq_ignore_ascii_case(b"keep-alive"))
-                {
-                    // Hop-by-hop, and read already: not worth a map entry to remove later.
-                    continue;
-                }
-                let name = HeaderName::from_bytes(raw).map_err(|_| SendError::Protocol("bad header name"))?;
-                let value = HeaderValue::from_maybe_shared(bytes.slice(vs as usize..ve as usize))
-                    .map_err(|_| SendError::Protocol("bad header value"))?;
-                headers.append(name, value);
-            }
-            let framing = framing(method, status, &headers)?;
-            let keep_alive = head.keep_alive && !matches!(framing, Framing::Close);
-            let version = head.version;
-            return Ok((Head { status, version, headers }, framing, keep_alive));
+            };
+            let framing = framing(method, head.status, &head.headers)?;
+            let keep_alive = keep_alive && !matches!(framing, Framing::Close);
+            return Ok((head, framing, keep_alive));
         }
     }
 
@@ -314,57 +294,71 @@ impl Conn {
     }
 }
 
-/// A parsed response head: status, version, keep-alive as far as the head says, its length,
-/// and each header as (name, value) ranges into the head.
-struct ParsedHead {
-    status: u16,
-    version: Version,
-    keep_alive: bool,
-    /// `Connection` names headers other than `close` and `keep-alive`.
-    connection_names_others: bool,
-    len: usize,
-    count: usize,
-    ranges: [(u32, u32, u32, u32); MAX_HEADERS],
-}
-
-/// Parses a complete head at the start of `buf`, if there is one.
-fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, SendError> {
+/// Takes a complete response head off the front of `buf`, if one is there: `Some(None)` for a
+/// 1xx informational head, else the head and whether it allows keep-alive. The header values
+/// share the head's bytes. `Connection` and `Keep-Alive` are read here and not put in the map
+/// (unless `Connection` names other headers, which the caller then strips with it).
+fn take_head(buf: &mut BytesMut) -> Result<Option<Option<(Head, bool)>>, SendError> {
     if buf.is_empty() {
         return Ok(None);
     }
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(SendError::Protocol("too many headers")),
-        Err(_) => return Err(SendError::Protocol("malformed response head")),
-    };
-    let version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    let mut keep_alive = version == Version::HTTP_11;
-    let mut connection_names_others = false;
-    let base = buf.as_ptr() as usize;
-    let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
-    for (h, r) in resp.headers.iter().zip(ranges.iter_mut()) {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive |= version == Version::HTTP_10;
-                } else if !token.is_empty() {
-                    connection_names_others = true;
+    // (name start, name end, value start, value end) within the head.
+    let mut ranges = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+    let (code, version, mut keep_alive, mut names_others, len, count);
+    {
+        let mut resp = httparse::Response::new(&mut raw);
+        len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+            Ok(httparse::Status::Complete(_)) => return Err(SendError::Protocol("response head too large")),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(SendError::Protocol("too many headers")),
+            Err(_) => return Err(SendError::Protocol("malformed response head")),
+        };
+        code = resp.code.unwrap_or(0);
+        version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        keep_alive = version == Version::HTTP_11;
+        names_others = false;
+        count = resp.headers.len();
+        let base = buf.as_ptr() as usize;
+        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u16;
+        for (h, r) in resp.headers.iter().zip(ranges.iter_mut()) {
+            if h.name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive |= version == Version::HTTP_10;
+                    } else if !token.is_empty() {
+                        names_others = true;
+                    }
                 }
             }
+            let (n, v) = (offset(h.name.as_bytes()), offset(h.value));
+            *r = (n, n + h.name.len() as u16, v, v + h.value.len() as u16);
         }
-        let (n, v) = (offset(h.name.as_bytes()), offset(h.value));
-        *r = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
     }
-    let status = resp.code.unwrap_or(0);
-    let count = resp.headers.len();
-    Ok(Some(ParsedHead { status, version, keep_alive, connection_names_others, len, count, ranges }))
+    let bytes = buf.split_to(len).freeze();
+    match code {
+        101 => return Err(SendError::Protocol("protocol upgrades are not proxied")),
+        100..=199 => return Ok(Some(None)),
+        _ => {}
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| SendError::Protocol("bad status"))?;
+    // Room for the two x-bearerd-* headers added to every answer.
+    let mut headers = HeaderMap::with_capacity(count + 2);
+    for &(ns, ne, vs, ve) in &ranges[..count] {
+        let name = &bytes[ns as usize..ne as usize];
+        if !names_others && (name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive")) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name).map_err(|_| SendError::Protocol("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(vs as usize..ve as usize))
+            .map_err(|_| SendError::Protocol("bad header value"))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Some((Head { status, version, headers }, keep_alive))))
 }
 
 fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
@@ -630,14 +624,14 @@ struct Idle {
 
 /// Idle keep-alive connections by `scheme://authority`.
 pub struct Pool {
-    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    idle: Mutex<FastMap<Arc<str>, Vec<Idle>>>,
     timeout: Duration,
     max_per_host: usize,
 }
 
 impl Pool {
     pub fn new(timeout: Duration, max_per_host: usize) -> Pool {
-        Pool { idle: Mutex::new(HashMap::new()), timeout, max_per_host }
+        Pool { idle: Mutex::new(FastMap::default()), timeout, max_per_host }
     }
 
     /// The most recently used live connection to `key`, if any.
@@ -753,13 +747,24 @@ mod tests {
 
     #[test]
     fn heads_and_keep_alive() {
-        let head = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap().unwrap();
-        assert_eq!((head.status, head.len, head.keep_alive, head.count), (200, 38, true, 1));
-        let ka = |raw: &[u8]| parse_head(raw).unwrap().unwrap().keep_alive;
+        let take = |raw: &[u8]| {
+            let mut buf = BytesMut::from(raw);
+            take_head(&mut buf).map(|h| (h, buf.len()))
+        };
+        let (head, rest) = take(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok").unwrap();
+        let (head, ka) = head.unwrap().unwrap();
+        assert_eq!((head.status.as_u16(), rest, ka), (200, 2, true));
+        assert_eq!(head.headers.len(), 1, "connection is read, not kept: {:?}", head.headers);
+        let ka = |raw: &[u8]| take(raw).unwrap().0.unwrap().unwrap().1;
         assert!(!ka(b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\n\r\n"));
         assert!(!ka(b"HTTP/1.0 200 OK\r\n\r\n"));
         assert!(ka(b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\n"));
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-le").unwrap().is_none());
-        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        let (head, _) = take(b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nx-hop: 1\r\n\r\n").unwrap();
+        assert!(head.unwrap().unwrap().0.headers.contains_key("connection"), "kept for the caller to strip x-hop");
+        let (head, rest) = take(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n").unwrap();
+        assert!(matches!(head, Some(None)) && rest == 19);
+        assert!(take(b"HTTP/1.1 200 OK\r\ncontent-le").unwrap().0.is_none());
+        assert!(take(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        assert!(take(b"HTTP/1.1 101 Switching\r\n\r\n").is_err());
     }
 }

@@ -203,7 +203,11 @@ async fn serve(
                 account: if account == DEFAULT_ACCOUNT { shared.default_account.clone() } else { account.into() },
             };
             let target = Target { app: app_idx, integration: i };
-            let token = shared.refresher.token(shared, snap, target, &key, deadline).await?;
+            // A fresh token without an await; a refresh (rare, and a large future) boxed.
+            let token = match shared.refresher.fresh(shared, snap, target, &key)? {
+                Some(t) => t,
+                None => Box::pin(shared.refresher.token(shared, snap, target, &key, deadline)).await?,
+            };
             Some((key, target, token))
         }
     };
@@ -268,7 +272,9 @@ async fn serve(
             if replayable {
                 tracing::debug!(template = %t.name, status = r.status().as_u16(), "token rejected: refreshing and replaying");
                 drop(result);
-                *token = shared.refresher.after_rejection(shared, snap, *target, key, token.version, deadline).await?;
+                *token =
+                    Box::pin(shared.refresher.after_rejection(shared, snap, *target, key, token.version, deadline))
+                        .await?;
                 let scope = RequestScope { context: &ctx, token: Some(token.access_token.expose()) };
                 apply_headers(t, &scope, &mut headers)?;
                 tries -= 1;
@@ -405,26 +411,34 @@ fn strip_request_headers(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
     h.remove(header::HOST);
     h.remove(header::CONTENT_LENGTH);
-    let ours: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("x-bearerd-")).cloned().collect();
-    for k in ours {
-        h.remove(k);
+    if h.keys().any(|k| k.as_str().starts_with("x-bearerd-")) {
+        let ours: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("x-bearerd-")).cloned().collect();
+        for k in ours {
+            h.remove(k);
+        }
     }
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), and the non-standard ones that act like them.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "keep-alive"
+            | "proxy-connection"
+    )
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`. Costs one pass over the
 /// names when there are none, as is usual.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    const HOP: [HeaderName; 7] = [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ];
-    let is_hop = |k: &HeaderName| HOP.contains(k) || k == "keep-alive" || k == "proxy-connection";
-    if !h.keys().any(is_hop) {
+    if !h.keys().any(is_hop_by_hop) {
         return;
     }
     if let Some(conn) = h.remove(header::CONNECTION) {
@@ -435,11 +449,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             }
         }
     }
-    for n in HOP {
+    let hops: Vec<HeaderName> = h.keys().filter(|k| is_hop_by_hop(k)).cloned().collect();
+    for n in hops {
         h.remove(n);
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not honoured).

@@ -200,13 +200,17 @@ impl Upstream {
         if target.https
             && let Some(sender) = self.h2_sender(target.origin)
         {
-            return self.send_h2(sender, method, target, headers, body, true).await;
+            return Box::pin(self.send_h2(sender, method, target, headers, body, true)).await;
         }
         let conn = match self.h1.take(target.origin) {
             Some(c) => c,
-            None => match self.connect(target).await? {
+            // New connections and HTTP/2 are boxed: their futures (TLS, handshakes) are large, and
+            // the pooled HTTP/1 path should not carry their size.
+            None => match Box::pin(self.connect(target)).await? {
                 Connected::H1(c) => c,
-                Connected::H2(sender) => return self.send_h2(sender, method, target, headers, body, false).await,
+                Connected::H2(sender) => {
+                    return Box::pin(self.send_h2(sender, method, target, headers, body, false)).await;
+                }
             },
         };
         let host = || target.authority.to_string();

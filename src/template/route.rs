@@ -6,8 +6,8 @@
 //! A template whose host or path cannot be matched this way (an `||` or `+` expression across a
 //! segment) can still be invoked by name.
 
+use crate::fasthash::FastMap;
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use http::Method;
 
@@ -18,7 +18,7 @@ use crate::config::{PathTail, TemplateSpec};
 /// A matcher for the templates of one app.
 #[derive(Debug, Default)]
 pub struct Router {
-    hosts: HashMap<Box<str>, Node>,
+    hosts: FastMap<Box<str>, Node>,
     /// Hosts that capture a context value: few, so they are scanned.
     dynamic: Vec<(SegPat, Node)>,
     /// Templates that cannot be matched transparently (invoke by name only).
@@ -27,7 +27,7 @@ pub struct Router {
 
 #[derive(Debug, Default)]
 struct Node {
-    lit: HashMap<Box<str>, Node>,
+    lit: FastMap<Box<str>, Node>,
     pats: Vec<(SegPat, Node)>,
     /// Path tails: a capture of everything that is left of the path.
     tails: Vec<(TailPat, Vec<Leaf>)>,
@@ -244,17 +244,17 @@ impl Router {
             &short[..n]
         };
         let mut caps: Vec<Cow<'q, str>> = Vec::new();
-        let candidates = [lower.as_ref(), split_port(&lower).0];
-        for (n, h) in candidates.iter().enumerate() {
-            // A request for `host:80` may match a template without a port.
-            if n == 1 && !lower.ends_with(":80") {
-                break;
-            }
-            if let Some(node) = self.hosts.get(*h)
-                && let Some(leaf) = node.find(method, segs, &mut caps)
-            {
-                return Some(leaf.to_match(caps));
-            }
+        if let Some(node) = self.hosts.get(lower.as_ref())
+            && let Some(leaf) = node.find(method, segs, &mut caps)
+        {
+            return Some(leaf.to_match(caps));
+        }
+        // A request for `host:80` may match a template without a port.
+        if lower.ends_with(":80")
+            && let Some(node) = self.hosts.get(split_port(&lower).0)
+            && let Some(leaf) = node.find(method, segs, &mut caps)
+        {
+            return Some(leaf.to_match(caps));
         }
         for (pat, node) in &self.dynamic {
             if let Some(v) = pat.capture(&lower) {

@@ -8,7 +8,6 @@ pub mod refresh;
 pub mod seal;
 pub mod store;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -113,7 +112,7 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-type Map = HashMap<TokenKey, Arc<Token>>;
+type Map = crate::fasthash::FastMap<TokenKey, Arc<Token>>;
 
 /// How often a write is retried when another process changed the token in between.
 const WRITE_TRIES: usize = 5;

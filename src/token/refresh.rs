@@ -68,6 +68,32 @@ impl Refresher {
         lock(&self.backoff).remove(key);
     }
 
+    /// The current token for `key` when it can be sent as it is (fresh, or not refreshable and
+    /// not expired); `None` when it must be refreshed first. No await: the hot path.
+    pub fn fresh(
+        &self,
+        shared: &Shared,
+        snap: &Snapshot,
+        target: Target,
+        key: &TokenKey,
+    ) -> Result<Option<Arc<Token>>, ProxyError> {
+        let integ = snap.apps[target.app].integration(target.integration);
+        let now = unix_now();
+        match shared.tokens.get(key) {
+            Some(t) if t.needs_authorization(&integ.binding) => Err(reauthorize(snap, key)),
+            Some(t) if !due(t.expires_at, now, snap.config.refresh.skew) => {
+                shared.metrics.token_cache_hit.inc();
+                Ok(Some(t))
+            }
+            Some(t) if integ.grant == Grant::AuthorizationCode && t.refresh_token.is_none() => {
+                // Nothing to refresh with: use it until it expires, then ask for authorization.
+                if expired(t.expires_at, now) { Err(reauthorize(snap, key)) } else { Ok(Some(t)) }
+            }
+            None if integ.grant == Grant::AuthorizationCode => Err(no_token(snap, key)),
+            _ => Ok(None),
+        }
+    }
+
     /// The token to send for `key`: the current one while it is fresh, else a refreshed one.
     pub async fn token(
         &self,
@@ -77,23 +103,10 @@ impl Refresher {
         key: &TokenKey,
         deadline: Instant,
     ) -> Result<Arc<Token>, ProxyError> {
-        let integ = snap.apps[target.app].integration(target.integration);
-        let skew = snap.config.refresh.skew;
-        let now = unix_now();
-        let current = shared.tokens.get(key);
-        match &current {
-            Some(t) if t.needs_authorization(&integ.binding) => return Err(reauthorize(snap, key)),
-            Some(t) if !due(t.expires_at, now, skew) => {
-                shared.metrics.token_cache_hit.inc();
-                return Ok(t.clone());
-            }
-            Some(t) if integ.grant == Grant::AuthorizationCode && t.refresh_token.is_none() => {
-                // Nothing to refresh with: use it until it expires, then ask for authorization.
-                return if expired(t.expires_at, now) { Err(reauthorize(snap, key)) } else { Ok(t.clone()) };
-            }
-            None if integ.grant == Grant::AuthorizationCode => return Err(no_token(snap, key)),
-            _ => {}
+        if let Some(t) = self.fresh(shared, snap, target, key)? {
+            return Ok(t);
         }
+        let current = shared.tokens.get(key);
         shared.metrics.token_cache_miss.inc();
         let observed = current.as_ref().map_or(0, |t| t.version);
         match self.refresh(shared, snap, target, key, observed, deadline).await {
