@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use std::sync::OnceLock;
 
+use arc_swap::ArcSwapOption;
 use prometheus::{Histogram, IntCounter};
 
 use crate::config::{AppConfig, Config, IntegrationSpec, TemplateSpec};
 use crate::metrics::Metrics;
 use crate::proxy::upstream::Upstream;
 use crate::template::route::Router;
+use crate::token::Token;
 
 pub struct Snapshot {
     pub generation: u64,
@@ -33,6 +35,44 @@ pub struct App {
     pub template_metrics: Vec<TemplateMetrics>,
     /// The `x-bearerd-template` value of each template.
     pub template_headers: Vec<http::HeaderValue>,
+    /// Per template: its headers as last rendered with a token (see [`HeaderCache`]).
+    pub header_cache: Vec<HeaderCache>,
+}
+
+/// A template's headers rendered with one token, kept for the next request with the same token.
+/// Only for templates with an integration whose headers read no `context` value: their headers
+/// are then a function of the token alone. The token is held (an `Arc`), and compared by
+/// identity: a refreshed, replaced or rotated token is a different `Arc`, so it is never served
+/// another token's headers.
+pub struct HeaderCache(Option<ArcSwapOption<RenderedHeaders>>);
+
+pub struct RenderedHeaders {
+    pub token: Arc<Token>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl HeaderCache {
+    fn for_template(t: &TemplateSpec) -> HeaderCache {
+        let cacheable = t.integration.is_some() && t.headers.iter().all(|(_, v)| !v.uses_context());
+        HeaderCache(cacheable.then(ArcSwapOption::empty))
+    }
+
+    /// The headers rendered with exactly this token, if they are cached.
+    pub fn get(&self, token: &Arc<Token>) -> Option<arc_swap::Guard<Option<Arc<RenderedHeaders>>>> {
+        let guard = self.0.as_ref()?.load();
+        guard.as_ref().is_some_and(|r| Arc::ptr_eq(&r.token, token)).then_some(guard)
+    }
+
+    /// Keeps `headers` as rendered with `token`, when this template's headers may be cached.
+    pub fn put(&self, token: &Arc<Token>, headers: impl FnOnce() -> Vec<(http::HeaderName, http::HeaderValue)>) {
+        if let Some(slot) = &self.0 {
+            slot.store(Some(Arc::new(RenderedHeaders { token: token.clone(), headers: headers() })));
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 /// Status codes whose `requests_total` series a template keeps a handle to; others are looked up.
@@ -110,6 +150,7 @@ impl Snapshot {
                             http::HeaderValue::from_str(&t.name).unwrap_or(http::HeaderValue::from_static("invalid"))
                         })
                         .collect(),
+                    header_cache: templates.iter().map(HeaderCache::for_template).collect(),
                     config: a.clone(),
                 }
             })

@@ -471,3 +471,148 @@ async fn an_idempotent_request_on_a_stale_pooled_connection_is_sent_once_more() 
     assert!(r.json()["message"].as_str().unwrap().contains("closed the connection before answering"));
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_token_is_sent_from_the_next_request_on() {
+    // Headers that read no context are cached per token: every replacement must show at once.
+    let (_d, _ca, api, b) = setup(
+        json!({"get": tpl("GET", "/t", json!({"Authorization": "Bearer <%= access_token %>", "X-Tenant": "<%= iparam.tenant %>"}), true)}),
+        false,
+    )
+    .await;
+    let mut expected = Vec::new();
+    for tok in ["tok-1", "tok-1", "tok-2", "tok-1", "tok-3"] {
+        if expected.last() != Some(&tok) {
+            b.put_token("demo", "api", "", json!({"access_token": tok, "expires_in": 3600})).await;
+        }
+        for _ in 0..2 {
+            assert_eq!(b.invoke("get", json!({})).await.status, 200);
+            expected.push(tok);
+        }
+    }
+    let got: Vec<String> = api
+        .requests()
+        .iter()
+        .map(|r| {
+            assert_eq!(r.header("x-tenant"), Some("acme"));
+            r.header("authorization").unwrap_or("").trim_start_matches("Bearer ").to_string()
+        })
+        .collect();
+    assert_eq!(got, expected);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http1_upstream_bodies_are_framed_and_connections_reused() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A plain HTTP/1.1 upstream written by hand: chunked (with extensions and a trailer), a
+    // large content-length body, 204, a 100 Continue before the answer, and a body delimited by
+    // close. It counts its connections.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let conns = connections.clone();
+    let big = "x".repeat(300_000);
+    let big2 = big.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let big = big2.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let head = String::from_utf8_lossy(&seen[..end]).to_string();
+                    seen.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let parts: Vec<Vec<u8>> = match path.as_str() {
+                        "/chunked" => vec![
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n5;x=1\r\nhel".to_vec(),
+                            b"lo\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n".to_vec(),
+                        ],
+                        "/big" => vec![format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{big}", big.len()).into_bytes()],
+                        "/empty" => vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
+                        "/continue" => vec![
+                            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+                            b"HTTP/1.1 201 Created\r\ncontent-length: 4\r\nx-hop: 1\r\nconnection: x-hop\r\n\r\ndone".to_vec(),
+                        ],
+                        _ => vec![b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil close".to_vec()],
+                    };
+                    for p in parts {
+                        let _ = s.write_all(&p).await;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    if path != "/chunked" && path != "/big" && path != "/empty" && path != "/continue" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = TempDir::new();
+    let t = |p: &str| json!({"schema": {"method": "GET", "protocol": "http", "host": format!("localhost:{port}"), "path": p}});
+    dir.app(
+        "demo",
+        &json!({"chunked": t("/chunked"), "big": t("/big"), "empty": t("/empty"), "cont": t("/continue"), "close": t("/close")}),
+        None,
+    );
+    let cfg = dir.write(
+        "bearerd.yaml",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: t.json}\n\
+         upstream: {allow_http: true, allow_private_ips: true}\napps:\n  - {name: demo, path: apps/demo}\n",
+    );
+    let b = start(&cfg).await;
+    let count = || connections.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..3 {
+        let r = b.invoke("chunked", json!({})).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "hello world"));
+        assert!(r.header("transfer-encoding").is_none() || r.header("content-length").is_none());
+        let r = b.invoke("big", json!({})).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), big);
+        let r = b.invoke("empty", json!({})).await;
+        assert_eq!((r.status, r.text().as_str()), (204, ""));
+        let r = b.invoke("cont", json!({})).await;
+        assert_eq!((r.status, r.text().as_str()), (201, "done"));
+        assert_eq!(r.header("x-hop"), None, "a header named in Connection is hop-by-hop");
+    }
+    assert_eq!(count(), 1, "one keep-alive connection carried all twelve");
+    for _ in 0..2 {
+        let r = b.invoke("close", json!({})).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "until close"));
+    }
+    // The first reused the pooled connection; neither went back to the pool after.
+    assert_eq!(count(), 2, "a body delimited by close is never reused");
+    assert_eq!(b.invoke("chunked", json!({})).await.text(), "hello world");
+    assert_eq!(count(), 3);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_upstreams_without_h2_get_http1_with_host() {
+    let ca = test_ca();
+    let mut server = (*ca.server).clone();
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let api = MockApi::start(Some(Arc::new(server)), Arc::new(|_, _| Reply::ok(r#"{"ok":true}"#))).await;
+    let requests = json!({"get": tpl("GET", "/v1/<%= context.id %>", json!({"Authorization": "Bearer <%= access_token %>"}), true)});
+    let (_d, b) = setup_with(&ca, &api, requests, false, "", "").await;
+    b.put_token("demo", "api", "", json!({"access_token": "tok-h1", "expires_in": 3600})).await;
+    for id in ["a", "b"] {
+        let r = b.invoke("get", json!({"context": {"id": id}})).await;
+        assert_eq!((r.status, r.json()), (200, json!({"ok": true})));
+    }
+    for (g, id) in api.requests().iter().zip(["a", "b"]) {
+        assert_eq!(g.version, http::Version::HTTP_11);
+        assert_eq!(g.header("host"), Some(api.host().as_str()));
+        assert_eq!(g.path_and_query, format!("/v1/{id}"));
+        assert_eq!(g.header("authorization"), Some("Bearer tok-h1"));
+    }
+    b.shutdown().await;
+}

@@ -232,7 +232,30 @@ async fn serve(
         strip_request_headers(&mut h);
         h
     };
-    apply_headers(t, &scope, &mut headers)?;
+    // Template headers: from the cache when this token rendered them before (default account).
+    match auth.as_ref() {
+        Some((key, _, token)) if Arc::ptr_eq(&key.account, &shared.default_account) => {
+            let cache = &app.header_cache[t_idx];
+            match cache.get(token) {
+                Some(cached) => {
+                    for (name, value) in cached.as_ref().map_or(&[][..], |r| &r.headers[..]) {
+                        headers.insert(name.clone(), value.clone());
+                    }
+                }
+                None if cache.enabled() => {
+                    let mut rendered = Vec::with_capacity(t.headers.len());
+                    t.render_headers(&scope, |name, value| rendered.push((name.clone(), value)))
+                        .map_err(ProxyError::Render)?;
+                    for (name, value) in &rendered {
+                        headers.insert(name.clone(), value.clone());
+                    }
+                    cache.put(token, || rendered);
+                }
+                None => apply_headers(t, &scope, &mut headers)?,
+            }
+        }
+        _ => apply_headers(t, &scope, &mut headers)?,
+    }
     if json_body && !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
