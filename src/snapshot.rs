@@ -163,6 +163,10 @@ impl Snapshot {
         self.by_name.get(name).map(|&i| &self.apps[i])
     }
 
+    pub fn app_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
     /// The URL that starts authorization of an integration for an account.
     pub fn authorize_url(&self, app: &str, integration: &str, account: &str) -> String {
         let mut u = format!("{}/auth/authorize/{app}/{integration}", self.config.admin.public_url);

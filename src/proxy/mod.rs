@@ -353,9 +353,7 @@ fn select_app(snap: &Snapshot, headers: &HeaderMap) -> Result<usize, ProxyError>
     match headers.get(X_APP) {
         Some(v) => {
             let name = v.to_str().unwrap_or("");
-            snap.apps
-                .iter()
-                .position(|a| &*a.name == name)
+            snap.app_index(name)
                 .ok_or_else(|| ProxyError::BadAppHeader(format!("x-bearerd-app names no app: {}", truncate(name, 100))))
         }
         None if snap.apps.len() == 1 => Ok(0),
