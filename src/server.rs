@@ -26,6 +26,8 @@ use crate::token::{FileStore, TokenStore, Tokens};
 
 /// How long in-flight requests may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The accept queue of each listener (capped by the kernel's `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: u32 = 4096;
 /// Request headers larger than this are answered 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// A connection on which no request begins for this long (a request head arriving too slowly,
@@ -125,9 +127,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
     });
-    let bind = |addr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source }) };
-    let data = bind(data_addr).await?;
-    let admin = bind(admin_addr).await?;
+    let bind = |addr| listen(addr).map_err(|source| StartError::Bind { addr, source });
+    let data = bind(data_addr)?;
+    let admin = bind(admin_addr)?;
     let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: data_addr, source })?;
     let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: admin_addr, source })?;
     if let Some(mut changes) = changes {
@@ -153,6 +155,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     shared.ready.store(true, Ordering::Release);
     tracing::info!(%data_addr, %admin_addr, "bearerd is serving");
     Ok(Running { data_addr, admin_addr, shared, stop, tasks })
+}
+
+/// Binds `addr` with an accept queue of [`LISTEN_BACKLOG`] (the default 128 overflows when
+/// clients open connections in bursts, and each overflow costs a client a 1 s SYN retry).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Accepts connections until `stop`, then drains them for up to [`SHUTDOWN_GRACE`].
