@@ -104,7 +104,16 @@ fn run(path: PathBuf) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Pinned to one CPU (the affinity mask tokio would size its pool from; a sidecar's usual
+    // quota): one thread without work stealing, measurably cheaper per request. Otherwise one
+    // worker per CPU.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");

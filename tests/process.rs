@@ -13,7 +13,19 @@ use support::*;
 
 /// Starts the binary and reads the admin address from its log.
 fn spawn(cfg: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bearerd"))
+    spawn_with(cfg, false)
+}
+
+/// `one_cpu`: under `taskset -c 0`, where bearerd runs one single-threaded runtime.
+fn spawn_with(cfg: &std::path::Path, one_cpu: bool) -> (Child, SocketAddr) {
+    let mut cmd = if one_cpu {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", env!("CARGO_BIN_EXE_bearerd")]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_bearerd"))
+    };
+    let mut child = cmd
         .args(["run", "--config"])
         .arg(cfg)
         .env("RUST_LOG", "info")
@@ -58,13 +70,23 @@ async fn sigterm_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads() {
+    reload_then_stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_one_cpu_it_serves_reloads_and_drains() {
+    reload_then_stop(true).await;
+}
+
+/// SIGHUP reloads (the generation goes to 2), then SIGTERM drains and exits 0.
+async fn reload_then_stop(one_cpu: bool) {
     let dir = TempDir::new();
     dir.app("demo", &json!({}), Some(&oauth_one("auth.example.com", false)));
     let cfg = dir.write(
         "bearerd.yaml",
         "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: t.json}\nreload: {watch: false}\napps:\n  - {name: demo, path: apps/demo}\n",
     );
-    let (mut child, admin) = spawn(&cfg);
+    let (mut child, admin) = spawn_with(&cfg, one_cpu);
     dir.app("demo", &json!({"t": {"schema": {"method": "GET", "host": "api.example.com"}}}), None);
     assert!(Command::new("kill").arg("-HUP").arg(child.id().to_string()).status().unwrap().success());
     let mut generation = String::new();
@@ -77,8 +99,9 @@ async fn sighup_reloads() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(generation, "bearerd_config_generation 2");
-    child.kill().unwrap();
-    let _ = child.wait();
+    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
