@@ -3,8 +3,13 @@
 # harness in ../shared/perf (wrk -t1 pinned to CPU 1; the proxy and the upstream nginx share
 # CPU 0; alternating rounds; medians and ratios). Loopback only.
 #
-#   benches/compare.sh                      # c=32 and c=256, 3 rounds of 10 s, then c=1 latency
+# Then the rest of the performance targets, each with its own script: 10,000 templates and
+# invoke-by-name against the one-template run (benches/variants.sh), memory idle and with 5,000
+# idle connections (benches/memory.sh), and the refresh storm (cargo bench --bench storm).
+#
+#   benches/compare.sh                      # c=32 and c=256, 3 rounds of 10 s, c=1, then the rest
 #   ROUNDS=5 DURATION=10 benches/compare.sh
+#   ONLY_HARNESS=1 benches/compare.sh       # only the comparison with nginx
 #   PERF_DIR=/path/to/perf benches/compare.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,3 +43,10 @@ echo "== throughput and CPU per request"
 TARGETS=${TARGETS:-"direct nginx-w1 candidate"} CONNS=${CONNS:-"32 256"} "$perf/compare.sh"
 echo "== added latency at one connection"
 TARGETS=${TARGETS:-"direct nginx-w1 candidate"} CONNS=1 "$perf/compare.sh"
+[ -n "${ONLY_HARNESS:-}" ] && exit 0
+echo "== 10,000 templates over 100 apps, and invoke-by-name, against one template"
+PERF_DIR="$perf" "$here/variants.sh"
+echo "== memory"
+"$here/memory.sh"
+echo "== refresh storm"
+(cd "$root" && cargo bench --locked --bench storm 2>/dev/null)
