@@ -12,14 +12,16 @@
 //!   encryption at rest ([`token::seal`]), the token-endpoint client ([`token::oauth`]), and
 //!   single-flight refresh with back-off, across replicas through the store's lease
 //!   ([`token::refresh`]).
-//! - [`proxy`]: the data plane; [`proxy::upstream`] the TLS client; [`proxy::error`] the one
-//!   place where an error becomes a status and an FDK-shaped body.
+//! - [`proxy`]: the data plane; [`proxy::upstream`] the upstream client (connect, TLS, pool,
+//!   HTTP/2 where negotiated) and [`proxy::h1`] its HTTP/1.1, run in the request's own task;
+//!   [`proxy::error`] the one place where an error becomes a status and an FDK-shaped body.
 //! - [`admin`]: the control plane (health, readiness, metrics, token admin API, reload,
 //!   and the authorization-code flow in [`admin::auth`]).
 //! - [`reload`]: file watcher, SIGHUP and `POST /admin/reload`, one path: load, validate,
 //!   compile, swap; the old snapshot stays on failure.
 //! - [`metrics`]: every metric, registered in one place.
-//! - [`server`]: shared state, listeners, graceful shutdown.
+//! - [`server`]: shared state, listeners, the per-connection watchdog, graceful shutdown.
+//! - [`fasthash`]: the unkeyed hash of the maps read on every request.
 //!
 //! # The path of one request ([`proxy::handle`])
 //! 1. The listener accepts; the handler loads the current [`snapshot::Snapshot`] once.
@@ -29,8 +31,11 @@
 //! 3. The access token for (app, integration, account) is read from [`token::Tokens`] without a
 //!    lock; a token near expiry is refreshed first, once for all requests that need it.
 //! 4. Host, path, query and headers are rendered, each value escaped for where it lands.
-//! 5. [`proxy::upstream::Upstream`] sends over a pooled rustls connection with timeouts and the
-//!    address check; `maxAttempts` retries connect errors, 429 and 5xx.
+//! 5. [`proxy::upstream::Upstream`] sends over a pooled connection (rustls for https) with
+//!    timeouts and the address check; `maxAttempts` retries connect errors, 429 and 5xx. On
+//!    HTTP/1.1 the request's task writes the request and reads the answer itself
+//!    ([`proxy::h1`]); the body streams from the pooled connection, which goes back to the pool
+//!    at its end.
 //! 6. A status in `refresh.on_status` forces one refresh and one replay; the answer streams
 //!    back with `x-bearerd-template` and `x-bearerd-attempts`.
 //! 7. Metrics and one access-log line (template, upstream host, status, attempts, duration;
