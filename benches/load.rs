@@ -14,6 +14,8 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+
 async fn upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -108,26 +110,12 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let up = upstream().await;
-        let dir = std::env::temp_dir().join(format!("bearerd-load-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("app/config")).unwrap();
-        std::fs::write(dir.join("app/manifest.json"), r#"{"modules": {"common": {"requests": {"root": {}}}}}"#).unwrap();
-        let requests = format!(
-            r#"{{"root": {{"schema": {{"method": "GET", "protocol": "http", "host": "{up}", "path": "/",
-                "headers": {{"Authorization": "Bearer <%= access_token %>"}}}}, "options": {{"oauth": "up"}}}}}}"#
+        let (dir, cfg) = common::bench_config(
+            "load",
+            up,
+            r#""authorize_url": "http://127.0.0.1:1/a", "token_url": "http://127.0.0.1:1/t""#,
+            "",
         );
-        std::fs::write(dir.join("app/config/requests.json"), requests).unwrap();
-        std::fs::write(
-            dir.join("app/config/oauth_config.json"),
-            r#"{"integrations": {"up": {"client_id": "c", "client_secret": "s", "authorize_url": "http://127.0.0.1:1/a", "token_url": "http://127.0.0.1:1/t"}}}"#,
-        )
-        .unwrap();
-        let cfg = dir.join("bearerd.yaml");
-        std::fs::write(
-            &cfg,
-            "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: t.json}\nreload: {watch: false}\n\
-             upstream: {allow_http: true, allow_private_ips: true}\napps:\n  - {name: bench, path: app}\n",
-        )
-        .unwrap();
         let running = bearerd::server::start(bearerd::config::load(&cfg).unwrap()).await.unwrap();
         let token = bearerd::token::Token::new(bearerd::secret::Secret::new("t0k"));
         running.shared.tokens.put(&bearerd::token::TokenKey::new("bench", "up", "default"), token).await.unwrap();

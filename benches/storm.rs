@@ -17,6 +17,8 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
+mod common;
+
 /// Serves `answer` for every request on 127.0.0.1:0, after `delay`, counting requests.
 async fn serve(
     delay: Duration,
@@ -133,26 +135,10 @@ fn main() {
             if req.headers().get("authorization").is_some_and(|v| v == "Bearer fresh") { (200, "ok") } else { (401, "no") }
         })
         .await;
-        let dir = std::env::temp_dir().join(format!("bearerd-storm-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("app/config")).unwrap();
-        std::fs::write(dir.join("app/manifest.json"), r#"{"modules": {"common": {"requests": {"root": {}}}}}"#).unwrap();
-        let requests = format!(
-            r#"{{"root": {{"schema": {{"method": "GET", "protocol": "http", "host": "{up}", "path": "/",
-                "headers": {{"Authorization": "Bearer <%= access_token %>"}}}}, "options": {{"oauth": "up"}}}}}}"#
+        let integration = format!(
+            r#""grant_type": "client_credentials", "authorize_url": "http://{token_ep}/a", "token_url": "http://{token_ep}/token""#
         );
-        std::fs::write(dir.join("app/config/requests.json"), requests).unwrap();
-        let oauth = format!(
-            r#"{{"integrations": {{"up": {{"client_id": "c", "client_secret": "s", "grant_type": "client_credentials",
-                "authorize_url": "http://{token_ep}/a", "token_url": "http://{token_ep}/token"}}}}}}"#
-        );
-        std::fs::write(dir.join("app/config/oauth_config.json"), oauth).unwrap();
-        let cfg = dir.join("bearerd.yaml");
-        std::fs::write(
-            &cfg,
-            "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: t.json}\nreload: {watch: false}\n\
-             upstream: {allow_http: true, allow_private_ips: true, timeout: 60s}\napps:\n  - {name: bench, path: app}\n",
-        )
-        .unwrap();
+        let (dir, cfg) = common::bench_config("storm", up, &integration, ", timeout: 60s");
         let host = up.to_string();
         // Each run on its own bearerd, so both start with no pooled upstream connection: first
         // with a fresh token (what the requests cost without a refresh), then with an expired one.
