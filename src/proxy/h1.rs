@@ -627,61 +627,156 @@ struct Idle {
     since: Instant,
 }
 
-/// Idle keep-alive connections by `scheme://authority`.
+/// One origin's idle connections, and the connections being opened to it.
+#[derive(Default)]
+struct Origin {
+    idle: Vec<Idle>,
+    connecting: usize,
+    waiting: usize,
+    /// Wakes a waiting request when a connection comes back or a connect slot frees up.
+    ready: Arc<tokio::sync::Notify>,
+}
+
+/// Idle keep-alive connections by `scheme://authority`, and at most `max_connecting` connections
+/// being opened to one origin at a time: requests released together (a burst, or thousands that
+/// waited for one token refresh) take connections as they come back or open them a few at a
+/// time, instead of flooding the upstream's accept queue.
 pub struct Pool {
-    idle: Mutex<FastMap<Arc<str>, Vec<Idle>>>,
+    origins: Mutex<FastMap<Arc<str>, Origin>>,
     timeout: Duration,
     max_per_host: usize,
+    max_connecting: usize,
+}
+
+/// What a request gets from [`Pool::checkout`].
+pub enum Checkout {
+    /// A live pooled connection.
+    Idle(Conn),
+    /// Permission to open a connection (given back when dropped).
+    Connect(ConnectPermit),
+    /// Wait for [`WaitTicket::ready`], then check out again.
+    Wait(WaitTicket),
+}
+
+/// A request waiting for a connection to an origin; counted as waiting until dropped.
+pub struct WaitTicket {
+    pool: Arc<Pool>,
+    key: Arc<str>,
+    ready: Arc<tokio::sync::Notify>,
+}
+
+impl WaitTicket {
+    /// Resolves when a connection came back or a connect slot freed up, or after a short while
+    /// in any case (a safety net: the caller checks out again either way).
+    pub async fn ready(&self) {
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.ready.notified()).await;
+    }
+
+    /// Passes the wake-up on to the next waiter: this one found an HTTP/2 connection, which
+    /// every waiter can share.
+    pub fn pass_on(&self) {
+        self.ready.notify_one();
+    }
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        if let Some(o) = self.pool.lock().get_mut(&self.key) {
+            o.waiting -= 1;
+        }
+    }
+}
+
+/// One of an origin's connect slots; dropping it frees the slot.
+pub struct ConnectPermit {
+    pool: Arc<Pool>,
+    key: Arc<str>,
+}
+
+impl Drop for ConnectPermit {
+    fn drop(&mut self) {
+        let mut map = self.pool.lock();
+        if let Some(o) = map.get_mut(&self.key) {
+            o.connecting -= 1;
+            if o.waiting > 0 {
+                o.ready.notify_one();
+            }
+        }
+    }
 }
 
 impl Pool {
-    pub fn new(timeout: Duration, max_per_host: usize) -> Pool {
-        Pool { idle: Mutex::new(FastMap::default()), timeout, max_per_host }
+    pub fn new(timeout: Duration, max_per_host: usize, max_connecting: usize) -> Pool {
+        Pool { origins: Mutex::new(FastMap::default()), timeout, max_per_host, max_connecting }
     }
 
-    /// The most recently used live connection to `key`, if any.
-    pub fn take(&self, key: &str) -> Option<Conn> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<Arc<str>, Origin>> {
+        self.origins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used live connection to `key`; else a connect slot; else a wait.
+    pub fn checkout(self: &Arc<Self>, key: &str) -> Checkout {
         let now = Instant::now();
-        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = map.get_mut(key)?;
-        while let Some(mut idle) = list.pop() {
+        let mut map = self.lock();
+        let origin = match map.get_mut(key) {
+            Some(o) => o,
+            None => map.entry(Arc::from(key)).or_default(),
+        };
+        while let Some(mut idle) = origin.idle.pop() {
             if now.duration_since(idle.since) >= self.timeout {
                 // Everything older is expired too.
-                list.clear();
+                origin.idle.clear();
                 break;
             }
             if idle.conn.idle_ok() {
-                return Some(idle.conn);
+                return Checkout::Idle(idle.conn);
             }
         }
-        None
+        let take = origin.connecting < self.max_connecting;
+        if take {
+            origin.connecting += 1;
+        } else {
+            origin.waiting += 1;
+        }
+        let ready = origin.ready.clone();
+        let key = map.get_key_value(key).map(|(k, _)| k.clone()).unwrap_or_else(|| Arc::from(key));
+        drop(map);
+        let pool = self.clone();
+        if take {
+            Checkout::Connect(ConnectPermit { pool, key })
+        } else {
+            Checkout::Wait(WaitTicket { pool, key, ready })
+        }
     }
 
     fn put(&self, conn: Conn) {
         let since = Instant::now();
-        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = match map.get_mut(&*conn.key) {
-            Some(l) => l,
+        let mut map = self.lock();
+        let origin = match map.get_mut(&*conn.key) {
+            Some(o) => o,
             None => map.entry(conn.key.clone()).or_default(),
         };
-        if list.len() < self.max_per_host {
-            list.push(Idle { conn, since });
+        if origin.idle.len() < self.max_per_host {
+            origin.idle.push(Idle { conn, since });
+            if origin.waiting > 0 {
+                origin.ready.notify_one();
+            }
         }
     }
 
     /// Closes connections idle for longer than the timeout.
     pub fn sweep(&self) {
         let now = Instant::now();
-        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, list| {
-            list.retain(|i| now.duration_since(i.since) < self.timeout);
-            !list.is_empty()
+        let mut map = self.lock();
+        map.retain(|_, o| {
+            o.idle.retain(|i| now.duration_since(i.since) < self.timeout);
+            !o.idle.is_empty() || o.connecting > 0 || o.waiting > 0
         });
     }
 
     /// Idle connections held (for tests and metrics).
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+        self.lock().values().map(|o| o.idle.len()).sum()
     }
 }
 
@@ -748,6 +843,23 @@ mod tests {
         );
         assert_eq!(framing(&Method::GET, ok, &h(&[("transfer-encoding", "gzip")])).unwrap(), Framing::Close);
         assert_eq!(framing(&Method::GET, ok, &h(&[])).unwrap(), Framing::Close);
+    }
+
+    #[tokio::test]
+    async fn connects_to_one_origin_are_paced() {
+        let pool = Arc::new(Pool::new(Duration::from_secs(60), 16, 2));
+        let (a, b) = (pool.checkout("http://o"), pool.checkout("http://o"));
+        assert!(matches!((&a, &b), (Checkout::Connect(_), Checkout::Connect(_))));
+        let Checkout::Wait(ticket) = pool.checkout("http://o") else { panic!("a third connect at once") };
+        assert!(matches!(pool.checkout("http://other"), Checkout::Connect(_)), "per origin");
+        let waiting = || pool.lock().get("http://o").map(|o| (o.connecting, o.waiting));
+        assert_eq!(waiting(), Some((2, 1)));
+        drop(a);
+        tokio::time::timeout(Duration::from_secs(1), ticket.ready()).await.expect("woken by the freed slot");
+        drop(ticket);
+        assert_eq!(waiting(), Some((1, 0)));
+        assert!(matches!(pool.checkout("http://o"), Checkout::Connect(_)));
+        drop(b);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
-use super::h1::{self, Conn, Io, SendError};
+use super::h1::{self, Checkout, Conn, Io, SendError};
 use crate::config::UpstreamConfig;
 use crate::template::escape::split_port;
 
@@ -29,6 +29,9 @@ use crate::template::escape::split_port;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle HTTP/1 connections kept per upstream origin.
 const MAX_IDLE_PER_ORIGIN: usize = 1024;
+/// Connections being opened to one origin at a time (the rest wait for one of those, or for a
+/// pooled one).
+const MAX_CONNECTING_PER_ORIGIN: usize = 32;
 
 /// Where a request goes: `origin` is `scheme://authority` (the pool key), `path_and_query` the
 /// origin-form target.
@@ -134,7 +137,7 @@ impl Upstream {
         Ok(Upstream {
             config: config.clone(),
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
-            h1: Arc::new(h1::Pool::new(IDLE_TIMEOUT, MAX_IDLE_PER_ORIGIN)),
+            h1: Arc::new(h1::Pool::new(IDLE_TIMEOUT, MAX_IDLE_PER_ORIGIN, MAX_CONNECTING_PER_ORIGIN)),
             h2: Mutex::new(HashMap::new()),
             sweeping: AtomicBool::new(false),
         })
@@ -197,21 +200,38 @@ impl Upstream {
         headers: &HeaderMap,
         body: ProxyBody,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if target.https
-            && let Some(sender) = self.h2_sender(target.origin)
-        {
-            return Box::pin(self.send_h2(sender, method, target, headers, body, true)).await;
-        }
-        let conn = match self.h1.take(target.origin) {
-            Some(c) => c,
-            // New connections and HTTP/2 are boxed: their futures (TLS, handshakes) are large, and
-            // the pooled HTTP/1 path should not carry their size.
-            None => match Box::pin(self.connect(target)).await? {
-                Connected::H1(c) => c,
-                Connected::H2(sender) => {
-                    return Box::pin(self.send_h2(sender, method, target, headers, body, false)).await;
+        let mut waited: Option<h1::WaitTicket> = None;
+        let conn = loop {
+            if target.https
+                && let Some(sender) = self.h2_sender(target.origin)
+            {
+                if let Some(ticket) = waited.take() {
+                    ticket.pass_on();
                 }
-            },
+                return Box::pin(self.send_h2(sender, method, target, headers, body, true)).await;
+            }
+            let checkout = self.h1.checkout(target.origin);
+            // No longer waiting (a new wait takes a new ticket).
+            drop(waited.take());
+            match checkout {
+                Checkout::Idle(c) => break c,
+                // New connections and HTTP/2 are boxed: their futures (TLS, handshakes) are
+                // large, and the pooled HTTP/1 path should not carry their size.
+                Checkout::Connect(permit) => {
+                    let connected = Box::pin(self.connect(target)).await;
+                    drop(permit);
+                    match connected? {
+                        Connected::H1(c) => break c,
+                        Connected::H2(sender) => {
+                            return Box::pin(self.send_h2(sender, method, target, headers, body, false)).await;
+                        }
+                    }
+                }
+                Checkout::Wait(ticket) => {
+                    ticket.ready().await;
+                    waited = Some(ticket);
+                }
+            }
         };
         let host = || target.authority.to_string();
         match conn.send(&self.h1, method, target.path_and_query, target.authority, headers, body).await {
