@@ -773,11 +773,6 @@ impl Pool {
             !o.idle.is_empty() || o.connecting > 0 || o.waiting > 0
         });
     }
-
-    /// Idle connections held (for tests and metrics).
-    pub fn idle_count(&self) -> usize {
-        self.lock().values().map(|o| o.idle.len()).sum()
-    }
 }
 
 #[cfg(test)]

@@ -161,11 +161,6 @@ impl Upstream {
         }
     }
 
-    /// Idle HTTP/1 connections in the pool.
-    pub fn idle_connections(&self) -> usize {
-        self.h1.idle_count()
-    }
-
     /// Sends one request; the response head must arrive before `deadline`. A request on a
     /// pooled connection that the upstream had closed fails with [`ProxyError::UpstreamClosed`]
     /// (the caller may send an idempotent one again).
