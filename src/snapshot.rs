@@ -58,15 +58,14 @@ impl HeaderCache {
     }
 
     /// The headers rendered with exactly this token, if they are cached.
-    pub fn get(&self, token: &Arc<Token>) -> Option<arc_swap::Guard<Option<Arc<RenderedHeaders>>>> {
-        let guard = self.0.as_ref()?.load();
-        guard.as_ref().is_some_and(|r| Arc::ptr_eq(&r.token, token)).then_some(guard)
+    pub fn get(&self, token: &Arc<Token>) -> Option<Arc<RenderedHeaders>> {
+        self.0.as_ref()?.load().as_ref().filter(|r| Arc::ptr_eq(&r.token, token)).cloned()
     }
 
     /// Keeps `headers` as rendered with `token`, when this template's headers may be cached.
-    pub fn put(&self, token: &Arc<Token>, headers: impl FnOnce() -> Vec<(http::HeaderName, http::HeaderValue)>) {
+    pub fn put(&self, token: &Arc<Token>, headers: Vec<(http::HeaderName, http::HeaderValue)>) {
         if let Some(slot) = &self.0 {
-            slot.store(Some(Arc::new(RenderedHeaders { token: token.clone(), headers: headers() })));
+            slot.store(Some(Arc::new(RenderedHeaders { token: token.clone(), headers })));
         }
     }
 

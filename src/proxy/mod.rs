@@ -232,30 +232,7 @@ async fn serve(
         strip_request_headers(&mut h);
         h
     };
-    // Template headers: from the cache when this token rendered them before (default account).
-    match auth.as_ref() {
-        Some((key, _, token)) if Arc::ptr_eq(&key.account, &shared.default_account) => {
-            let cache = &app.header_cache[t_idx];
-            match cache.get(token) {
-                Some(cached) => {
-                    for (name, value) in cached.as_ref().map_or(&[][..], |r| &r.headers[..]) {
-                        headers.insert(name.clone(), value.clone());
-                    }
-                }
-                None if cache.enabled() => {
-                    let mut rendered = Vec::with_capacity(t.headers.len());
-                    t.render_headers(&scope, |name, value| rendered.push((name.clone(), value)))
-                        .map_err(ProxyError::Render)?;
-                    for (name, value) in &rendered {
-                        headers.insert(name.clone(), value.clone());
-                    }
-                    cache.put(token, || rendered);
-                }
-                None => apply_headers(t, &scope, &mut headers)?,
-            }
-        }
-        _ => apply_headers(t, &scope, &mut headers)?,
-    }
+    apply_template_headers(shared, app, t_idx, &scope, auth.as_ref().map(|(k, _, tok)| (k, tok)), &mut headers)?;
     if json_body && !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
@@ -339,6 +316,38 @@ fn attempts_value(n: u32) -> HeaderValue {
         Some(s) => HeaderValue::from_static(s),
         None => HeaderValue::from(n),
     }
+}
+
+/// Renders template `t_idx`'s headers into `headers`. With the default account's token they come
+/// from the template's [`crate::snapshot::HeaderCache`] when this exact token rendered them
+/// before, and are kept there otherwise.
+fn apply_template_headers(
+    shared: &Shared,
+    app: &crate::snapshot::App,
+    t_idx: usize,
+    scope: &RequestScope<'_>,
+    auth: Option<(&TokenKey, &Arc<crate::token::Token>)>,
+    headers: &mut HeaderMap,
+) -> Result<(), ProxyError> {
+    let t = &app.templates()[t_idx];
+    let cache = &app.header_cache[t_idx];
+    let token = match auth {
+        Some((key, token)) if cache.enabled() && Arc::ptr_eq(&key.account, &shared.default_account) => token,
+        _ => return apply_headers(t, scope, headers),
+    };
+    if let Some(cached) = cache.get(token) {
+        for (name, value) in &cached.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        return Ok(());
+    }
+    let mut rendered = Vec::with_capacity(t.headers.len());
+    t.render_headers(scope, |name, value| rendered.push((name.clone(), value))).map_err(ProxyError::Render)?;
+    for (name, value) in &rendered {
+        headers.insert(name.clone(), value.clone());
+    }
+    cache.put(token, rendered);
+    Ok(())
 }
 
 /// Renders the template's headers into `headers`, replacing what is there under those names.
