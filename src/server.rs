@@ -215,11 +215,11 @@ where
     }
 }
 
-/// What one connection is doing: requests begun, and requests whose answer (head and body) is
-/// not finished.
+/// What one connection is doing: requests begun or finished (a count of both), and requests
+/// whose answer (head and body) is not finished.
 #[derive(Default)]
 struct Activity {
-    begun: AtomicU64,
+    events: AtomicU64,
     open: AtomicU64,
 }
 
@@ -228,7 +228,7 @@ struct Busy(Arc<Activity>);
 
 impl Busy {
     fn new(a: &Arc<Activity>) -> Busy {
-        a.begun.fetch_add(1, Ordering::Relaxed);
+        a.events.fetch_add(1, Ordering::Relaxed);
         a.open.fetch_add(1, Ordering::Relaxed);
         Busy(a.clone())
     }
@@ -237,6 +237,7 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.events.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -267,8 +268,9 @@ impl hyper::body::Body for Counted {
 }
 
 /// Runs one connection to its end. It is shut down gracefully (answers in progress finish, then
-/// it closes) when the listener stops. When no request has begun for [`HEADER_READ_TIMEOUT`]
-/// (checked every half of it, so after 10-15 s) and none is open, the connection is idle or its
+/// it closes) when the listener stops. When no request has begun or ended for
+/// [`HEADER_READ_TIMEOUT`] (checked every half of it, so after 10-15 s) and none is open, the
+/// connection is idle or its
 /// next request head is arriving too slowly: it is told to shut down and closed a second later
 /// at most. This costs one timer per connection every 5 s instead of one per request.
 async fn drive<C>(conn: C, activity: Arc<Activity>, mut stop: oneshot::Receiver<()>)
@@ -289,10 +291,12 @@ where
                 return;
             }
             _ = watchdog.as_mut() => {
-                let begun = activity.begun.load(Ordering::Relaxed);
+                let events = activity.events.load(Ordering::Relaxed);
                 let open = activity.open.load(Ordering::Relaxed);
-                quiet = if begun == seen && open == 0 { quiet + 1 } else { 0 };
-                seen = begun;
+                // A tick that saw a request begin, end or run starts the count again, so the
+                // connection has been idle at least 10 s when it is closed.
+                quiet = if events == seen && open == 0 { quiet + 1 } else { 0 };
+                seen = events;
                 if quiet >= 2 {
                     break;
                 }
