@@ -44,6 +44,7 @@
 pub mod admin;
 pub mod config;
 pub mod fasthash;
+pub mod http1;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

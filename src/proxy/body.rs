@@ -1,6 +1,7 @@
-//! The one body type used in both directions: empty, a buffered body (replayable), a streamed
-//! hyper body (optionally after a prefix that was already read), or an HTTP/1 upstream body read
-//! from its pooled connection.
+//! The one body type used in both directions: empty, a buffered body (replayable), a body
+//! streamed by hyper (HTTP/2 in either direction), a request body read from the application's
+//! HTTP/1.1 connection, an HTTP/1 upstream body read from its pooled connection, or any of the
+//! streamed ones after a prefix that was already read.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::h1::UpstreamBody;
+use crate::server::h1::ClientBody;
 
 /// The error type of bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -18,11 +20,12 @@ pub enum ProxyBody {
     #[default]
     Empty,
     Full(Option<Bytes>),
-    Stream {
-        prefix: Option<Bytes>,
-        rest: Incoming,
-    },
+    Hyper(Incoming),
+    Client(ClientBody),
     Upstream(UpstreamBody),
+    /// A streamed body whose first bytes were read already (to see whether it fits the replay
+    /// buffer).
+    Prefixed(Option<Bytes>, Box<ProxyBody>),
 }
 
 impl ProxyBody {
@@ -36,7 +39,7 @@ impl ProxyBody {
         match self {
             ProxyBody::Empty => Some(ProxyBody::Empty),
             ProxyBody::Full(b) => Some(ProxyBody::Full(b.clone())),
-            ProxyBody::Stream { .. } | ProxyBody::Upstream(_) => None,
+            _ => None,
         }
     }
 }
@@ -49,13 +52,15 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Stream { prefix, rest } => {
+            ProxyBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Client(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Prefixed(prefix, rest) => {
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
-                Pin::new(rest).poll_frame(cx).map_err(Into::into)
+                Pin::new(rest.as_mut()).poll_frame(cx)
             }
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -63,8 +68,10 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Stream { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            ProxyBody::Hyper(b) => b.is_end_stream(),
+            ProxyBody::Client(b) => b.is_end_stream(),
             ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Prefixed(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -72,7 +79,10 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Stream { prefix, rest } => {
+            ProxyBody::Hyper(b) => b.size_hint(),
+            ProxyBody::Client(b) => b.size_hint(),
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Prefixed(prefix, rest) => {
                 let p = prefix.as_ref().map_or(0, |b| b.len() as u64);
                 let h = rest.size_hint();
                 let mut out = SizeHint::new();
@@ -82,7 +92,6 @@ impl Body for ProxyBody {
                 }
                 out
             }
-            ProxyBody::Upstream(b) => b.size_hint(),
         }
     }
 }

@@ -16,6 +16,8 @@ pub enum ProxyError {
     InvokeBodyTooLarge { limit: usize },
     #[error("Malformed request: {0}")]
     BadFraming(String),
+    #[error("Request headers are larger than {limit} bytes or more than {count}")]
+    HeadersTooLarge { limit: usize, count: usize },
     #[error("Rendering the request template failed: {0}")]
     Render(RenderError),
     #[error("{0}")]
@@ -83,6 +85,7 @@ impl ProxyError {
             | ProxyError::BadAppHeader(_)
             | ProxyError::MissingAccount { .. } => (StatusCode::BAD_REQUEST, App),
             ProxyError::InvokeBodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, App),
+            ProxyError::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, App),
             ProxyError::NoToken { .. } | ProxyError::Reauthorize { .. } => (StatusCode::UNAUTHORIZED, Platform),
             ProxyError::NoMatch { .. }
             | ProxyError::HostNotAllowed(_)
@@ -115,7 +118,7 @@ impl ProxyError {
 
     /// Whether the client connection must be closed after the answer.
     fn closes(&self) -> bool {
-        matches!(self, ProxyError::BadFraming(_))
+        matches!(self, ProxyError::BadFraming(_) | ProxyError::HeadersTooLarge { .. })
     }
 
     /// The FDK-shaped answer.
@@ -163,6 +166,7 @@ mod tests {
             (ProxyError::BadInvokeBody("x".into()), 400, "APP"),
             (ProxyError::InvokeBodyTooLarge { limit: 1 }, 413, "APP"),
             (ProxyError::BadFraming("x".into()), 400, "APP"),
+            (ProxyError::HeadersTooLarge { limit: 1, count: 1 }, 431, "APP"),
             (ProxyError::Render(RenderError::Host(Refused::Host)), 400, "APP"),
             (ProxyError::Render(RenderError::InvalidHost), 400, "APP"),
             (
@@ -199,7 +203,7 @@ mod tests {
             (ProxyError::Store("s".into()), 502, "PLATFORM"),
         ];
         for (e, status, source) in cases {
-            let framing = matches!(e, ProxyError::BadFraming(_));
+            let framing = matches!(e, ProxyError::BadFraming(_) | ProxyError::HeadersTooLarge { .. });
             let authorize = matches!(e, ProxyError::NoToken { .. } | ProxyError::Reauthorize { .. });
             let (s, body, close) = body_of(e).await;
             assert_eq!(s.as_u16(), status);

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use tokio::time::Instant;
 
 use crate::config::TemplateSpec;
@@ -58,7 +58,7 @@ impl Drop for InflightGuard<'_> {
 }
 
 /// Serves one data-plane request. Never fails: errors become FDK-shaped answers.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(shared: Arc<Shared>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let snap = shared.snapshot.load_full();
     shared.metrics.inflight.inc();
@@ -118,7 +118,7 @@ fn labels<'a>(snap: &'a Snapshot, out: &Outcome) -> (&'a str, &'a str) {
 async fn serve(
     shared: &Arc<Shared>,
     snap: &Arc<Snapshot>,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     out: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = req.into_parts();
@@ -374,7 +374,7 @@ fn select_app(snap: &Snapshot, headers: &HeaderMap) -> Result<usize, ProxyError>
 
 /// Reads an `/invoke` body: `{"context": {...}, "body": "<string>" | <json>}`.
 async fn read_invoke(
-    body: Incoming,
+    body: ProxyBody,
     headers: &HeaderMap,
 ) -> Result<(serde_json::Map<String, serde_json::Value>, ProxyBody, bool), ProxyError> {
     let declared =
@@ -415,12 +415,12 @@ async fn read_invoke(
 
 /// Buffers a transparent request body up to `limit` (so it can be replayed, and so a malformed
 /// one is refused before anything is sent); a larger body is streamed.
-async fn read_transparent(mut body: Incoming, limit: usize) -> Result<ProxyBody, ProxyError> {
+async fn read_transparent(mut body: ProxyBody, limit: usize) -> Result<ProxyBody, ProxyError> {
     if body.is_end_stream() {
         return Ok(ProxyBody::Empty);
     }
-    if body.size_hint().exact().is_some_and(|n| n > limit as u64) {
-        return Ok(ProxyBody::Stream { prefix: None, rest: body });
+    if matches!(body, ProxyBody::Full(_)) || body.size_hint().exact().is_some_and(|n| n > limit as u64) {
+        return Ok(body);
     }
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -428,7 +428,7 @@ async fn read_transparent(mut body: Incoming, limit: usize) -> Result<ProxyBody,
         if let Ok(data) = frame.into_data() {
             buf.extend_from_slice(&data);
             if buf.len() > limit {
-                return Ok(ProxyBody::Stream { prefix: Some(buf.freeze()), rest: body });
+                return Ok(ProxyBody::Prefixed(Some(buf.freeze()), Box::new(body)));
             }
         }
     }

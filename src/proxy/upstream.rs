@@ -281,7 +281,7 @@ impl Upstream {
             Err(e) => Err(e),
         };
         match result {
-            Ok(resp) => Ok(resp.map(|rest| ProxyBody::Stream { prefix: None, rest })),
+            Ok(resp) => Ok(resp.map(ProxyBody::Hyper)),
             Err(e) => {
                 let closed = e.is_canceled() || e.is_closed() || e.is_incomplete_message();
                 if sender.is_closed() {

@@ -1,4 +1,8 @@
-//! The process: shared state, the two listeners, and graceful shutdown.
+//! The process: shared state, the two listeners, the per-connection watchdog and graceful
+//! shutdown. The data listener speaks HTTP/1.1 itself ([`h1`]); the admin listener and HTTP/2
+//! clients are served by hyper.
+
+pub mod h1;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -14,7 +18,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -28,8 +32,9 @@ use crate::token::{FileStore, TokenStore, Tokens};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The accept queue of each listener (capped by the kernel's `net.core.somaxconn`).
 pub const LISTEN_BACKLOG: u32 = 4096;
-/// Request headers larger than this are answered 431.
+/// Request headers larger than this, or more than [`MAX_HEADERS`] of them, are answered 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const MAX_HEADERS: usize = 100;
 /// A connection on which no request begins for this long (a request head arriving too slowly,
 /// or an idle keep-alive connection) is closed, within half as long again.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -145,9 +150,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let (stop, stop_rx) = watch::channel(false);
     let s = shared.clone();
-    let data_task = tokio::spawn(serve(data, stop_rx.clone(), move |req| crate::proxy::handle(s.clone(), req)));
+    let handler = move |req| crate::proxy::handle(s.clone(), req);
+    let data_task =
+        tokio::spawn(accept(data, stop_rx.clone(), move |stream, stop| h1::serve(stream, handler.clone(), stop)));
     let s = shared.clone();
-    let admin_task = tokio::spawn(serve(admin, stop_rx.clone(), move |req| crate::admin::handle(s.clone(), req)));
+    let handler = move |req| crate::admin::handle(s.clone(), req);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(MAX_HEADER_BYTES);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
+    let admin_task = tokio::spawn(accept(admin, stop_rx.clone(), move |stream, stop| {
+        let activity = Arc::new(Activity::default());
+        let service = counted(activity.clone(), handler.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        drive(conn, activity, stop)
+    }));
     let mut tasks = vec![data_task, admin_task];
     if watch_files {
         tasks.extend(crate::reload::spawn_watcher(shared.clone(), stop_rx));
@@ -166,15 +182,13 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Accepts connections until `stop`, then drains them for up to [`SHUTDOWN_GRACE`].
-async fn serve<F, Fut>(listener: TcpListener, mut stop: watch::Receiver<bool>, handler: F)
+/// Accepts connections until `stop` and runs each with `connection`, then tells them to finish
+/// and waits for up to [`SHUTDOWN_GRACE`].
+async fn accept<C, Fut>(listener: TcpListener, mut stop: watch::Receiver<bool>, connection: C)
 where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+    C: Fn(TcpStream, oneshot::Receiver<()>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(MAX_HEADER_BYTES);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
     let live = Arc::new(Live::default());
     loop {
         tokio::select! {
@@ -189,19 +203,11 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let h = handler.clone();
-                let activity = Arc::new(Activity::default());
-                let a = activity.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let busy = Busy::new(&a);
-                    let fut = h(req);
-                    async move { Ok::<_, Infallible>(fut.await?.map(|body| Counted { body, _busy: busy })) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let (id, stop) = live.add();
+                let conn = connection(stream, stop);
                 let live = live.clone();
                 tokio::spawn(async move {
-                    drive(conn, activity, stop).await;
+                    conn.await;
                     live.remove(id);
                 });
             }
@@ -213,6 +219,31 @@ where
         _ = live.shutdown() => {}
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
+}
+
+/// A hyper service that runs `handler` and counts each request as open in `activity` until its
+/// answer is finished, for [`drive`].
+fn counted<F, Fut>(
+    activity: Arc<Activity>,
+    handler: F,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Counted>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Counted>, Infallible>> + Send + 'static,
+> + Clone
++ Send
++ 'static
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+{
+    let service = move |req| {
+        let busy = Busy::new(&activity);
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await?.map(|body| Counted { body, _busy: busy })) }
+    };
+    hyper::service::service_fn(service)
 }
 
 /// What one connection is doing: requests begun or finished (a count of both), and requests
@@ -275,7 +306,7 @@ impl hyper::body::Body for Counted {
 /// at most. This costs one timer per connection every 5 s instead of one per request.
 async fn drive<C>(conn: C, activity: Arc<Activity>, mut stop: oneshot::Receiver<()>)
 where
-    C: Future + GracefulConnection,
+    C: hyper_util::server::graceful::GracefulConnection,
 {
     let mut conn = std::pin::pin!(conn);
     let tick = HEADER_READ_TIMEOUT / 2;
@@ -316,26 +347,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// The graceful shutdown of hyper-util's auto connection, as a trait so [`drive`] can name it.
-trait GracefulConnection {
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S, E> GracefulConnection for auto::Connection<'static, I, S, E>
-where
-    auto::Connection<'static, I, S, E>: Future,
-    S: hyper::service::HttpService<Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: hyper::body::Body + Send + 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        auto::Connection::graceful_shutdown(self)
     }
 }
 

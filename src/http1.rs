@@ -1,0 +1,381 @@
+//! HTTP/1.1 message framing, shared by the upstream client ([`crate::proxy::h1`]) and the data
+//! listener's server ([`crate::server::h1`]): how a body is delimited (RFC 9112 6), reading one
+//! from a buffer as bytes arrive, and the numbers both writers format.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use tokio::io::AsyncRead;
+
+/// The longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+/// Read buffer growth.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// How a message body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body, or all of it has been read.
+    Empty,
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// The body ends when the connection does (responses only).
+    Close,
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+}
+
+/// The framing a message's `Transfer-Encoding` and `Content-Length` declare (RFC 9112 6.1-6.3),
+/// or `None` when it has neither. Both together, a transfer coding that does not end in
+/// `chunked` (`close_delimited` false: a request) and conflicting or malformed lengths are
+/// refused.
+pub fn declared(headers: &HeaderMap, close_delimited: bool) -> Result<Option<Framing>, &'static str> {
+    if let Some(te) = headers.get(header::TRANSFER_ENCODING) {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err("both transfer-encoding and content-length");
+        }
+        let last = te.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+        return match last.eq_ignore_ascii_case(b"chunked") {
+            true => Ok(Some(Framing::Chunked(Chunk::Size))),
+            false if close_delimited => Ok(Some(Framing::Close)),
+            false => Err("a transfer-encoding that does not end in chunked"),
+        };
+    }
+    let mut length = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err("bad content-length");
+            }
+            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting content-length");
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map(|n| if n == 0 { Framing::Empty } else { Framing::Length(n) }))
+}
+
+/// What [`decode`] found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Data(Bytes),
+    /// The body is over (`framing` is now [`Framing::Empty`]).
+    End,
+    /// More bytes are needed; at the end of the connection a [`Framing::Close`] body is over and
+    /// any other is cut short.
+    More,
+}
+
+/// Takes the next piece of a body framed as `framing` off the front of `buf`, sharing its bytes.
+pub fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, &'static str> {
+    loop {
+        match *framing {
+            Framing::Empty => return Ok(Decoded::End),
+            Framing::Length(rem) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::More);
+                }
+                let n = buf.len().min(usize::try_from(rem).unwrap_or(usize::MAX));
+                let rem = rem - n as u64;
+                *framing = if rem == 0 { Framing::Empty } else { Framing::Length(rem) };
+                return Ok(Decoded::Data(buf.split_to(n).freeze()));
+            }
+            Framing::Close => {
+                if buf.is_empty() {
+                    return Ok(Decoded::More);
+                }
+                return Ok(Decoded::Data(buf.split().freeze()));
+            }
+            Framing::Chunked(state) => match chunk_step(buf, state)? {
+                Step::Data(data, next) => {
+                    *framing = Framing::Chunked(next);
+                    return Ok(Decoded::Data(data));
+                }
+                Step::Next(next) => *framing = Framing::Chunked(next),
+                Step::Done => {
+                    *framing = Framing::Empty;
+                    return Ok(Decoded::End);
+                }
+                Step::More => return Ok(Decoded::More),
+            },
+        }
+    }
+}
+
+enum Step {
+    Data(Bytes, Chunk),
+    Next(Chunk),
+    Done,
+    More,
+}
+
+/// One step of the chunked decoder over the bytes buffered so far.
+fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
+    let line = |buf: &mut BytesMut| -> Result<Option<BytesMut>, &'static str> {
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let mut l = buf.split_to(i + 1);
+                l.truncate(i);
+                if l.last() == Some(&b'\r') {
+                    l.truncate(i - 1);
+                }
+                Ok(Some(l))
+            }
+            None if buf.len() > MAX_LINE => Err("chunk line too long"),
+            None => Ok(None),
+        }
+    };
+    match state {
+        Chunk::Size => {
+            let Some(l) = line(buf)? else { return Ok(Step::More) };
+            let digits = l[..].split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            if digits.is_empty() || digits.len() > 15 {
+                return Err("bad chunk size");
+            }
+            let mut n = 0u64;
+            for &d in digits {
+                let v = (d as char).to_digit(16).ok_or("bad chunk size")?;
+                n = n * 16 + u64::from(v);
+            }
+            Ok(Step::Next(if n == 0 { Chunk::Trailer } else { Chunk::Data(n) }))
+        }
+        Chunk::Data(rem) => {
+            if buf.is_empty() {
+                return Ok(Step::More);
+            }
+            let n = buf.len().min(usize::try_from(rem).unwrap_or(usize::MAX));
+            let data = buf.split_to(n).freeze();
+            let rem = rem - n as u64;
+            Ok(Step::Data(data, if rem == 0 { Chunk::DataEnd } else { Chunk::Data(rem) }))
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(Step::More);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err("chunk data not followed by CRLF");
+            }
+            buf.advance(2);
+            Ok(Step::Next(Chunk::Size))
+        }
+        Chunk::Trailer => {
+            let Some(l) = line(buf)? else { return Ok(Step::More) };
+            Ok(if l.is_empty() { Step::Done } else { Step::Next(Chunk::Trailer) })
+        }
+    }
+}
+
+/// Reads what is available into `buf`. An empty buffer is first rewound to its start once
+/// nothing refers to what was read before, so each exchange reuses the same few cache lines.
+pub fn poll_fill<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.is_empty() {
+        let _ = buf.try_reclaim(READ_CHUNK);
+    }
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Appends one header line.
+pub fn put_header(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    w.extend_from_slice(name);
+    w.extend_from_slice(b": ");
+    w.extend_from_slice(value);
+    w.extend_from_slice(b"\r\n");
+}
+
+/// Appends `content-length: n` or `transfer-encoding: chunked` (when `n` is unknown).
+pub fn put_length(w: &mut Vec<u8>, n: Option<u64>) {
+    match n {
+        Some(n) => put_header(w, b"content-length", itoa(n, &mut [0u8; 20])),
+        None => w.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+}
+
+/// Appends a chunk's size line.
+pub fn put_chunk_size(w: &mut Vec<u8>, len: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    w.extend_from_slice(&buf[i..]);
+    w.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk and an empty trailer.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// The current time as an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted once a second
+/// per thread.
+pub fn date_now() -> [u8; 29] {
+    thread_local!(static CACHE: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((0, [0; 29])) });
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let (at, date) = c.get();
+        if at == now {
+            return date;
+        }
+        let date = http_date(now);
+        c.set((now, date));
+        date
+    })
+}
+
+/// `secs` since the Unix epoch as an HTTP-date (RFC 9110 5.6.7).
+fn http_date(secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Sun", b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat"];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from a day count (days since 0000-03-01 in 400-year eras).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[((days + 4) % 7) as usize]);
+    let two = |out: &mut [u8; 29], at: usize, n: u64| {
+        out[at] = b'0' + (n / 10 % 10) as u8;
+        out[at + 1] = b'0' + (n % 10) as u8;
+    };
+    two(&mut out, 5, day);
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    two(&mut out, 12, year / 100);
+    two(&mut out, 14, year % 100);
+    two(&mut out, 17, rem / 3600);
+    two(&mut out, 20, rem / 60 % 60);
+    two(&mut out, 23, rem % 60);
+    out
+}
+
+pub fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderName, HeaderValue};
+
+    fn decode_all(mut input: &[u8], step: usize) -> Result<Vec<u8>, &'static str> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut framing = Framing::Chunked(Chunk::Size);
+        loop {
+            match decode(&mut framing, &mut buf)? {
+                Decoded::Data(d) => out.extend_from_slice(&d),
+                Decoded::End => return Ok(out),
+                Decoded::More => {
+                    if input.is_empty() {
+                        return Err("incomplete");
+                    }
+                    let n = step.min(input.len());
+                    buf.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_decoding_in_any_split() {
+        let body = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for step in [1, 2, 3, 7, 100] {
+            assert_eq!(decode_all(body, step).unwrap(), b"hello 0123456789", "step {step}");
+        }
+        assert!(decode_all(b"zz\r\n", 100).is_err());
+        assert!(decode_all(b"5\r\nhelloXX", 100).is_err());
+        assert!(decode_all(b"5\r\nhel", 100).is_err());
+        assert!(decode_all(b"ffffffffffffffff\r\n", 100).is_err());
+    }
+
+    #[test]
+    fn lengths_are_taken_exactly() {
+        let mut buf = BytesMut::from(&b"abcdeNEXT"[..]);
+        let mut framing = Framing::Length(5);
+        assert_eq!(decode(&mut framing, &mut buf), Ok(Decoded::Data(Bytes::from_static(b"abcde"))));
+        assert_eq!((framing, &buf[..]), (Framing::Empty, &b"NEXT"[..]));
+        assert_eq!(decode(&mut framing, &mut buf), Ok(Decoded::End));
+    }
+
+    #[test]
+    fn declared_framing_follows_rfc_9112() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            }
+            m
+        };
+        assert_eq!(declared(&h(&[]), true), Ok(None));
+        assert_eq!(declared(&h(&[("content-length", "0")]), false), Ok(Some(Framing::Empty)));
+        assert_eq!(declared(&h(&[("content-length", "5")]), false), Ok(Some(Framing::Length(5))));
+        assert_eq!(declared(&h(&[("content-length", "5, 5")]), false), Ok(Some(Framing::Length(5))));
+        assert!(declared(&h(&[("content-length", "5"), ("content-length", "6")]), false).is_err());
+        assert!(declared(&h(&[("content-length", "-1")]), false).is_err());
+        assert!(declared(&h(&[("content-length", "99999999999999999999")]), false).is_err());
+        assert!(declared(&h(&[("content-length", "5"), ("transfer-encoding", "chunked")]), true).is_err());
+        let chunked = Some(Framing::Chunked(Chunk::Size));
+        assert_eq!(declared(&h(&[("transfer-encoding", "gzip, chunked")]), false), Ok(chunked));
+        assert_eq!(declared(&h(&[("transfer-encoding", "gzip")]), true), Ok(Some(Framing::Close)));
+        assert!(declared(&h(&[("transfer-encoding", "gzip")]), false).is_err());
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(&http_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(&http_date(1_795_996_799), b"Sun, 29 Nov 2026 23:59:59 GMT");
+        assert_eq!(date_now().len(), 29);
+    }
+
+    #[test]
+    fn numbers() {
+        let mut w = Vec::new();
+        put_chunk_size(&mut w, 0x1a2f);
+        put_length(&mut w, Some(1234));
+        put_length(&mut w, None);
+        assert_eq!(w, b"1a2f\r\ncontent-length: 1234\r\ntransfer-encoding: chunked\r\n");
+    }
+}
