@@ -12,8 +12,6 @@ use tokio::io::AsyncRead;
 
 /// The longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4096;
-/// Read buffer growth.
-pub const READ_CHUNK: usize = 16 * 1024;
 
 /// How a message body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,18 +177,20 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
     }
 }
 
-/// Reads what is available into `buf`. An empty buffer is first rewound to its start once
-/// nothing refers to what was read before, so each exchange reuses the same few cache lines.
+/// Reads what is available into `buf`, growing it by `chunk` when less than a quarter of that is
+/// free. An empty buffer is first rewound to its start once nothing refers to what was read
+/// before, so each exchange reuses the same few cache lines.
 pub fn poll_fill<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
+    chunk: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     if buf.is_empty() {
-        let _ = buf.try_reclaim(READ_CHUNK);
+        let _ = buf.try_reclaim(chunk);
     }
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_CHUNK);
+    if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
     }
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }

@@ -21,12 +21,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{BoxError, ProxyBody};
-use crate::http1::{Decoded, Framing, READ_CHUNK, put_chunk_size, put_header, put_length};
+use crate::http1::{Decoded, Framing, put_chunk_size, put_header, put_length};
 
 /// The largest response head accepted from an upstream (offsets into it fit in a u16).
 pub const MAX_HEAD: usize = 64 * 1024 - 1;
 /// The most response headers accepted from an upstream.
 const MAX_HEADERS: usize = 100;
+/// Read buffer growth.
+const READ_CHUNK: usize = 16 * 1024;
 /// A buffered request body up to this size is written with its head in one write.
 const COALESCE: usize = 16 * 1024;
 
@@ -271,7 +273,7 @@ impl Conn {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        crate::http1::poll_fill(&mut self.io, &mut self.rbuf, cx)
+        crate::http1::poll_fill(&mut self.io, &mut self.rbuf, READ_CHUNK, cx)
     }
 }
 

@@ -31,6 +31,8 @@ use crate::proxy::{ProxyBody, ProxyError};
 
 /// What a client speaking HTTP/2 without upgrade sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Read buffer growth: most heads fit, and idle connections stay small.
+const READ_CHUNK: usize = 4096;
 /// Body bytes up to this size are copied behind the head and written with it.
 const COALESCE: usize = 16 * 1024;
 
@@ -43,7 +45,7 @@ pub struct Reader {
 
 impl Reader {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        crate::http1::poll_fill(&mut self.io, &mut self.buf, cx)
+        crate::http1::poll_fill(&mut self.io, &mut self.buf, READ_CHUNK, cx)
     }
 }
 
@@ -221,7 +223,8 @@ where
             let buf = &reader.buf[..];
             if served == 0 && !buf.is_empty() && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
                 if buf.len() >= H2_PREFACE.len() {
-                    return serve_h2(conn, handler, stop).await;
+                    // Boxed: hyper's connection is large, and rare here.
+                    return Box::pin(serve_h2(conn, handler, stop)).await;
                 }
             } else {
                 match take_head(&mut reader.buf) {
@@ -274,7 +277,7 @@ where
             }
         };
         // Boxed so that an idle connection's task is small: the request's future is large.
-        let Ok(resp) = Box::pin(handler(req.map(|()| body))).await;
+        let Ok(resp) = boxed(&handler, req.map(|()| body)).await;
         if let Some(mut lent) = lent {
             match lent.try_recv() {
                 Ok(reader) => conn.reader = Some(reader),
@@ -291,6 +294,14 @@ where
             Err(_) => return,
         }
     }
+}
+
+/// The handler's future for `req`, on the heap.
+fn boxed<F, Fut>(handler: &F, req: Request<ProxyBody>) -> Pin<Box<Fut>>
+where
+    F: Fn(Request<ProxyBody>) -> Fut,
+{
+    Box::pin(handler(req))
 }
 
 impl Conn {
