@@ -39,11 +39,22 @@ pub enum Chunk {
 /// `chunked` (`close_delimited` false: a request) and conflicting or malformed lengths are
 /// refused.
 pub fn declared(headers: &HeaderMap, close_delimited: bool) -> Result<Option<Framing>, &'static str> {
-    if let Some(te) = headers.get(header::TRANSFER_ENCODING) {
-        if headers.contains_key(header::CONTENT_LENGTH) {
+    let te = headers.get(header::TRANSFER_ENCODING).map(|v| v.as_bytes());
+    declared_by(te, headers.get_all(header::CONTENT_LENGTH).iter().map(|v| v.as_bytes()), close_delimited)
+}
+
+/// [`declared`], from the raw values of `Transfer-Encoding` and of every `Content-Length`.
+pub fn declared_by<'a>(
+    te: Option<&[u8]>,
+    lengths: impl Iterator<Item = &'a [u8]>,
+    close_delimited: bool,
+) -> Result<Option<Framing>, &'static str> {
+    let mut lengths = lengths.peekable();
+    if let Some(te) = te {
+        if lengths.peek().is_some() {
             return Err("both transfer-encoding and content-length");
         }
-        let last = te.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+        let last = te.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
         return match last.eq_ignore_ascii_case(b"chunked") {
             true => Ok(Some(Framing::Chunked(Chunk::Size))),
             false if close_delimited => Ok(Some(Framing::Close)),
@@ -51,8 +62,8 @@ pub fn declared(headers: &HeaderMap, close_delimited: bool) -> Result<Option<Fra
         };
     }
     let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
+    for v in lengths {
+        for part in v.split(|&b| b == b',') {
             let part = part.trim_ascii();
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                 return Err("bad content-length");
@@ -65,6 +76,22 @@ pub fn declared(headers: &HeaderMap, close_delimited: bool) -> Result<Option<Fra
         }
     }
     Ok(length.map(|n| if n == 0 { Framing::Empty } else { Framing::Length(n) }))
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), and the non-standard ones that act like them, in any
+/// case.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        18 => is(b"proxy-authenticate"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// What [`decode`] found in the buffer.

@@ -537,7 +537,13 @@ async fn http1_upstream_bodies_are_framed_and_connections_reused() {
                             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n5;x=1\r\nhel".to_vec(),
                             b"lo\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n".to_vec(),
                         ],
-                        "/big" => vec![format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{big}", big.len()).into_bytes()],
+                        "/big" => vec![
+                            format!(
+                                "HTTP/1.1 200 OK\r\nX-Up: kept\r\ncontent-length: {}\r\nKeep-Alive: timeout=5\r\n\r\n{big}",
+                                big.len()
+                            )
+                            .into_bytes(),
+                        ],
                         "/empty" => vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
                         "/continue" => vec![
                             b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
@@ -575,7 +581,7 @@ async fn http1_upstream_bodies_are_framed_and_connections_reused() {
         assert_eq!((r.status, r.text().as_str()), (200, "hello world"));
         assert!(r.header("transfer-encoding").is_none() || r.header("content-length").is_none());
         let r = b.invoke("big", json!({})).await;
-        assert_eq!(r.status, 200);
+        assert_eq!((r.status, r.header("x-up"), r.header("keep-alive")), (200, Some("kept"), None));
         assert_eq!(r.text(), big);
         let r = b.invoke("empty", json!({})).await;
         assert_eq!((r.status, r.text().as_str()), (204, ""));
@@ -584,6 +590,28 @@ async fn http1_upstream_bodies_are_framed_and_connections_reused() {
         assert_eq!(r.header("x-hop"), None, "a header named in Connection is hop-by-hop");
     }
     assert_eq!(count(), 1, "one keep-alive connection carried all twelve");
+    // An HTTP/2 client (prior knowledge, transparent) gets the same upstream headers, from a map.
+    let stream = tokio::net::TcpStream::connect(b.data).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://localhost:{port}/big"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.version()), (200, http::Version::HTTP_2));
+    assert_eq!(
+        (resp.headers().get("x-up").map(|v| v.as_bytes()), resp.headers().get("keep-alive")),
+        (Some(&b"kept"[..]), None)
+    );
+    assert_eq!(resp.headers()["x-bearerd-template"], "big");
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    assert_eq!(body.len(), big.len());
+    assert_eq!(count(), 1, "still the one upstream connection");
     for _ in 0..2 {
         let r = b.invoke("close", json!({})).await;
         assert_eq!((r.status, r.text().as_str()), (200, "until close"));

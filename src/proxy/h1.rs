@@ -112,11 +112,78 @@ pub struct Conn {
     pub reused: bool,
 }
 
-/// The response head, and how its body is framed.
+/// The response head. Its header lines stay as they came ([`RawHead`]) when they can be passed
+/// on as they are; otherwise they are in `headers`.
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
+    pub raw: Option<RawHead>,
+    /// The framing `Transfer-Encoding` and `Content-Length` declare.
+    declared: Option<Framing>,
+}
+
+/// The most lines a [`RawHead`] leaves out.
+const MAX_SKIPPED: usize = 6;
+
+/// The header lines of an upstream answer as they arrived, minus hop-by-hop headers and framing:
+/// an HTTP/1.1 client gets them copied in one piece, with no header map built and dropped.
+/// Used for answers with a body, CRLF line ends and no `Connection` naming other headers.
+#[derive(Clone)]
+pub struct RawHead {
+    bytes: Bytes,
+    /// Where the first header line starts and the last one ends (after its CRLF).
+    lines: (u16, u16),
+    /// Lines left out (hop-by-hop, `Content-Length`), in order.
+    skipped: [(u16, u16); MAX_SKIPPED],
+    n_skipped: u8,
+    dated: bool,
+}
+
+impl RawHead {
+    /// Appends the header lines that are passed on.
+    pub fn put_lines(&self, w: &mut Vec<u8>) {
+        let mut at = self.lines.0 as usize;
+        for &(start, end) in &self.skipped[..self.n_skipped as usize] {
+            w.extend_from_slice(&self.bytes[at..start as usize]);
+            at = end as usize;
+        }
+        w.extend_from_slice(&self.bytes[at..self.lines.1 as usize]);
+    }
+
+    /// Whether the lines include `Date`.
+    pub fn dated(&self) -> bool {
+        self.dated
+    }
+
+    /// The lines that are passed on, as a header map (for HTTP/2 clients).
+    pub fn to_map(&self) -> HeaderMap {
+        let start = self.lines.0 as usize;
+        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        // The lines were parsed before: this cannot fail.
+        let Ok(httparse::Status::Complete((_, parsed))) = httparse::parse_headers(&self.bytes[start..], &mut raw)
+        else {
+            return HeaderMap::new();
+        };
+        let mut map = HeaderMap::with_capacity(parsed.len() + 2);
+        for h in parsed.iter() {
+            if is_framing_or_hop(h.name.as_bytes()) {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_maybe_shared(self.bytes.slice_ref(h.value)),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+}
+
+/// Lines a [`RawHead`] leaves out.
+fn is_framing_or_hop(name: &[u8]) -> bool {
+    crate::http1::is_hop_by_hop(name) || name.eq_ignore_ascii_case(b"content-length")
 }
 
 impl Conn {
@@ -149,9 +216,10 @@ impl Conn {
     ) -> Result<(Head, UpstreamBody), (SendError, bool)> {
         let reused = self.reused;
         match self.exchange(method, target, authority, headers, body).await {
-            Ok((head, framing, keep_alive)) => {
+            Ok((mut head, framing, keep_alive)) => {
                 self.reused = true;
-                let mut body = UpstreamBody { conn: Some(self), framing, keep_alive, pool: pool.clone() };
+                let raw = head.raw.take();
+                let mut body = UpstreamBody { conn: Some(self), framing, keep_alive, pool: pool.clone(), raw };
                 if framing == Framing::Empty {
                     // Nobody polls an empty body: the connection is free now.
                     body.finish();
@@ -242,7 +310,7 @@ impl Conn {
         let mut seen_any = false;
         loop {
             let head = loop {
-                if let Some(head) = take_head(&mut self.rbuf)? {
+                if let Some(head) = take_head(&mut self.rbuf, *method == Method::HEAD)? {
                     break head;
                 }
                 if self.rbuf.len() >= MAX_HEAD {
@@ -262,7 +330,7 @@ impl Conn {
                 // 1xx informational: the real answer follows.
                 continue;
             };
-            let framing = framing(method, head.status, &head.headers)?;
+            let framing = framing(method, head.status, head.declared);
             let keep_alive = keep_alive && !matches!(framing, Framing::Close);
             return Ok((head, framing, keep_alive));
         }
@@ -279,16 +347,17 @@ impl Conn {
 
 /// Takes a complete response head off the front of `buf`, if one is there: `Some(None)` for a
 /// 1xx informational head, else the head and whether it allows keep-alive. The header values
-/// share the head's bytes. `Connection` and `Keep-Alive` are read here and not put in the map
-/// (unless `Connection` names other headers, which the caller then strips with it).
-fn take_head(buf: &mut BytesMut) -> Result<Option<Option<(Head, bool)>>, SendError> {
+/// share the head's bytes. An answer with a body (`head_request` false) whose lines can be passed
+/// on as they are keeps them raw; any other gets a header map, without `Connection` and
+/// `Keep-Alive` (unless `Connection` names other headers, which the caller then strips with it).
+fn take_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Option<(Head, bool)>>, SendError> {
     if buf.is_empty() {
         return Ok(None);
     }
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    // (name start, name end, value start, value end) within the head.
-    let mut ranges = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
-    let (code, version, mut keep_alive, mut names_others, len, count);
+    let (code, version, mut keep_alive, mut names_others, len, declared, mut raw_ok, lines, mut dated);
+    let mut skipped = [(0u16, 0u16); MAX_SKIPPED];
+    let mut n_skipped = 0usize;
     {
         let mut resp = httparse::Response::new(&mut raw);
         len = match resp.parse(buf) {
@@ -302,11 +371,22 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Option<(Head, bool)>>, SendErr
         version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         keep_alive = version == Version::HTTP_11;
         names_others = false;
-        count = resp.headers.len();
-        let base = buf.as_ptr() as usize;
-        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u16;
-        for (h, r) in resp.headers.iter().zip(ranges.iter_mut()) {
-            if h.name.eq_ignore_ascii_case("connection") {
+        dated = false;
+        let head = &buf[..len];
+        let base = head.as_ptr() as usize;
+        let offset = |s: &[u8]| s.as_ptr() as usize - base;
+        // Raw lines need CRLF ends: each line ends where the next one starts, the last one
+        // before the final CRLF.
+        raw_ok = !head_request && head.ends_with(b"\r\n\r\n");
+        let starts = resp.headers.iter().map(|h| offset(h.name.as_bytes()));
+        let ends = starts.clone().skip(1).chain(std::iter::once(len - 2));
+        lines = (resp.headers.first().map_or(len - 2, |h| offset(h.name.as_bytes())), len - 2);
+        let (mut te, mut lengths) = (None, [&[][..]; 2]);
+        let mut n_lengths = 0;
+        for ((h, start), end) in resp.headers.iter().zip(starts).zip(ends) {
+            let name = h.name.as_bytes();
+            raw_ok &= head[..end].ends_with(b"\r\n");
+            if name.eq_ignore_ascii_case(b"connection") {
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
                     if token.eq_ignore_ascii_case(b"close") {
@@ -317,10 +397,31 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Option<(Head, bool)>>, SendErr
                         names_others = true;
                     }
                 }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                te = Some(h.value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                match lengths.get_mut(n_lengths) {
+                    Some(slot) => *slot = h.value,
+                    // More than two Content-Length lines: whatever they say, refused.
+                    None => return Err(SendError::Protocol("bad content-length")),
+                }
+                n_lengths += 1;
+            } else if name.eq_ignore_ascii_case(b"date") {
+                dated = true;
             }
-            let (n, v) = (offset(h.name.as_bytes()), offset(h.value));
-            *r = (n, n + h.name.len() as u16, v, v + h.value.len() as u16);
+            if is_framing_or_hop(name) {
+                match skipped.get_mut(n_skipped) {
+                    Some(slot) => *slot = (start as u16, end as u16),
+                    None => raw_ok = false,
+                }
+                n_skipped += 1;
+            }
         }
+        declared = match code {
+            100..=199 => None,
+            _ => crate::http1::declared_by(te, lengths[..n_lengths].iter().copied(), true)
+                .map_err(SendError::Protocol)?,
+        };
     }
     let bytes = buf.split_to(len).freeze();
     match code {
@@ -329,27 +430,40 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Option<(Head, bool)>>, SendErr
         _ => {}
     }
     let status = StatusCode::from_u16(code).map_err(|_| SendError::Protocol("bad status"))?;
+    // Errors (read for Retry-After), 204 and 304 get a map.
+    raw_ok &=
+        !names_others && (200..400).contains(&code) && code != 204 && code != 304 && declared != Some(Framing::Empty);
+    if raw_ok {
+        let raw =
+            RawHead { bytes, lines: (lines.0 as u16, lines.1 as u16), skipped, n_skipped: n_skipped as u8, dated };
+        let head = Head { status, version, headers: HeaderMap::new(), raw: Some(raw), declared };
+        return Ok(Some(Some((head, keep_alive))));
+    }
+    let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(httparse::Status::Complete((_, parsed))) = httparse::parse_headers(&bytes[lines.0..], &mut parsed) else {
+        return Err(SendError::Protocol("malformed response head"));
+    };
     // Room for the two x-bearerd-* headers added to every answer.
-    let mut headers = HeaderMap::with_capacity(count + 2);
-    for &(ns, ne, vs, ve) in &ranges[..count] {
-        let name = &bytes[ns as usize..ne as usize];
+    let mut headers = HeaderMap::with_capacity(parsed.len() + 2);
+    for h in parsed.iter() {
+        let name = h.name.as_bytes();
         if !names_others && (name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive")) {
             continue;
         }
         let name = HeaderName::from_bytes(name).map_err(|_| SendError::Protocol("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(vs as usize..ve as usize))
+        let value = HeaderValue::from_maybe_shared(bytes.slice_ref(h.value))
             .map_err(|_| SendError::Protocol("bad header value"))?;
         headers.append(name, value);
     }
-    Ok(Some(Some((Head { status, version, headers }, keep_alive))))
+    Ok(Some(Some((Head { status, version, headers, raw: None, declared }, keep_alive))))
 }
 
 /// RFC 9112 6.3: how the body of this response is delimited.
-fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Framing, SendError> {
+fn framing(method: &Method, status: StatusCode, declared: Option<Framing>) -> Framing {
     if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Empty);
+        return Framing::Empty;
     }
-    Ok(crate::http1::declared(headers, true).map_err(SendError::Protocol)?.unwrap_or(Framing::Close))
+    declared.unwrap_or(Framing::Close)
 }
 
 /// A response body read from its connection as it is polled.
@@ -358,6 +472,8 @@ pub struct UpstreamBody {
     framing: Framing,
     keep_alive: bool,
     pool: Arc<Pool>,
+    /// The answer's header lines, when they are passed on raw.
+    raw: Option<RawHead>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -371,6 +487,11 @@ impl std::fmt::Debug for UpstreamBody {
 struct BodyError(&'static str);
 
 impl UpstreamBody {
+    /// The answer's raw header lines, for whoever writes the answer's head (once).
+    pub fn take_raw(&mut self) -> Option<RawHead> {
+        self.raw.take()
+    }
+
     /// The body is over: the connection goes back to the pool when it may be reused.
     fn finish(&mut self) {
         self.framing = Framing::Empty;
@@ -603,20 +724,15 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let h = |pairs: &[(&str, &str)]| {
-            let mut m = HeaderMap::new();
-            for (k, v) in pairs {
-                m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-            }
-            m
-        };
         let ok = StatusCode::OK;
-        assert_eq!(framing(&Method::HEAD, ok, &h(&[("content-length", "5")])).unwrap(), Framing::Empty);
-        assert_eq!(framing(&Method::GET, StatusCode::NO_CONTENT, &h(&[])).unwrap(), Framing::Empty);
-        assert_eq!(framing(&Method::GET, ok, &h(&[("content-length", "5")])).unwrap(), Framing::Length(5));
-        assert!(framing(&Method::GET, ok, &h(&[("content-length", "5"), ("content-length", "6")])).is_err());
-        assert_eq!(framing(&Method::GET, ok, &h(&[("transfer-encoding", "gzip")])).unwrap(), Framing::Close);
-        assert_eq!(framing(&Method::GET, ok, &h(&[])).unwrap(), Framing::Close);
+        assert_eq!(framing(&Method::HEAD, ok, Some(Framing::Length(5))), Framing::Empty);
+        assert_eq!(framing(&Method::GET, StatusCode::NO_CONTENT, None), Framing::Empty);
+        assert_eq!(framing(&Method::GET, ok, Some(Framing::Length(5))), Framing::Length(5));
+        assert_eq!(framing(&Method::GET, ok, None), Framing::Close);
+        let declared = |raw: &[u8]| take_head(&mut BytesMut::from(raw), false).map(|h| h.unwrap().unwrap().0.declared);
+        assert!(declared(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n").is_err());
+        assert!(declared(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
+        assert_eq!(declared(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap(), Some(Framing::Close));
     }
 
     #[tokio::test]
@@ -640,12 +756,11 @@ mod tests {
     fn heads_and_keep_alive() {
         let take = |raw: &[u8]| {
             let mut buf = BytesMut::from(raw);
-            take_head(&mut buf).map(|h| (h, buf.len()))
+            take_head(&mut buf, false).map(|h| (h, buf.len()))
         };
         let (head, rest) = take(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok").unwrap();
         let (head, ka) = head.unwrap().unwrap();
         assert_eq!((head.status.as_u16(), rest, ka), (200, 2, true));
-        assert_eq!(head.headers.len(), 1, "connection is read, not kept: {:?}", head.headers);
         let ka = |raw: &[u8]| take(raw).unwrap().0.unwrap().unwrap().1;
         assert!(!ka(b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\n\r\n"));
         assert!(!ka(b"HTTP/1.0 200 OK\r\n\r\n"));
@@ -657,5 +772,30 @@ mod tests {
         assert!(take(b"HTTP/1.1 200 OK\r\ncontent-le").unwrap().0.is_none());
         assert!(take(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
         assert!(take(b"HTTP/1.1 101 Switching\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn raw_lines_leave_out_hop_by_hop_and_framing() {
+        let head = |raw: &[u8], head_request: bool| {
+            take_head(&mut BytesMut::from(raw), head_request).unwrap().unwrap().unwrap().0
+        };
+        let ok = b"HTTP/1.1 200 OK\r\nServer: x\r\nConnection: keep-alive\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nDate: d\r\n\r\nok";
+        let raw = head(ok, false).raw.expect("raw");
+        let mut w = Vec::new();
+        raw.put_lines(&mut w);
+        assert_eq!(w, b"Server: x\r\nX-A: 1\r\nDate: d\r\n");
+        assert!(raw.dated());
+        let map = raw.to_map();
+        assert_eq!((map.len(), map["x-a"].as_bytes(), map["server"].as_bytes()), (3, &b"1"[..], &b"x"[..]));
+        // No raw lines: a HEAD answer, an error, 204/304, bare LF, Connection naming a header.
+        let with_map = |raw: &[u8], head_request: bool| head(raw, head_request).raw.is_none();
+        assert!(with_map(ok, true));
+        assert!(with_map(b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 1\r\n\r\n", false));
+        assert!(with_map(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n", false));
+        assert!(with_map(b"HTTP/1.1 200 OK\nContent-Length: 2\n\n", false));
+        assert!(with_map(b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nx-hop: 1\r\nContent-Length: 2\r\n\r\n", false));
+        let mapped =
+            head(b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false);
+        assert_eq!((mapped.headers.len(), mapped.headers["retry-after"].as_bytes()), (2, &b"1"[..]));
     }
 }

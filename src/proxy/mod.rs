@@ -449,20 +449,8 @@ fn strip_request_headers(h: &mut HeaderMap) {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 7.6.1), and the non-standard ones that act like them.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "transfer-encoding"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "keep-alive"
-            | "proxy-connection"
-    )
+    crate::http1::is_hop_by_hop(name.as_str().as_bytes())
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`. Costs one pass over the

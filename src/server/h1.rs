@@ -326,7 +326,14 @@ impl Conn {
         w.push(b' ');
         w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         w.extend_from_slice(b"\r\n");
+        // An HTTP/1.1 upstream's header lines, passed on as they came.
         let mut dated = false;
+        if let ProxyBody::Upstream(upstream) = &mut body
+            && let Some(raw) = upstream.take_raw()
+        {
+            raw.put_lines(w);
+            dated = raw.dated();
+        }
         for (name, value) in &parts.headers {
             if name == header::CONNECTION {
                 keep_alive &=
@@ -451,7 +458,22 @@ where
     let Ok(stream) = reader.io.reunite(conn.wr) else { return };
     let io = Rewind { prefix: reader.buf.freeze(), inner: stream };
     let activity = Arc::new(super::Activity::default());
-    let service = super::counted(activity.clone(), move |req: Request<Incoming>| handler(req.map(ProxyBody::Hyper)));
+    let service = super::counted(activity.clone(), move |req: Request<Incoming>| {
+        let answer = handler(req.map(ProxyBody::Hyper));
+        async move {
+            let Ok(mut resp) = answer.await;
+            // hyper writes the head from the map: raw header lines go into it.
+            if let ProxyBody::Upstream(upstream) = resp.body_mut()
+                && let Some(raw) = upstream.take_raw()
+            {
+                let extra = std::mem::take(resp.headers_mut());
+                let headers = resp.headers_mut();
+                *headers = raw.to_map();
+                headers.extend(extra);
+            }
+            Ok(resp)
+        }
+    });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
