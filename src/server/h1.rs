@@ -137,14 +137,14 @@ fn too_large() -> ProxyError {
 /// Takes a complete request head off the front of `buf`, if one is there. The header values
 /// share the head's bytes.
 fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, ProxyError> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     // (name start, name end, value start, value end) within the head.
     let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let bad = |m: &str| ProxyError::BadFraming(m.to_string());
     let (len, method, target, version, count, mut keep_alive, mut expect_continue);
     {
-        let mut req = httparse::Request::new(&mut raw);
-        len = match req.parse(buf) {
+        let mut req = httparse::Request::new(&mut []);
+        len = match req.parse_with_uninit_headers(buf, &mut raw) {
             Ok(httparse::Status::Complete(n)) if n <= MAX_HEADER_BYTES => n,
             Ok(httparse::Status::Partial) if buf.len() <= MAX_HEADER_BYTES => return Ok(None),
             Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
