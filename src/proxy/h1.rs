@@ -110,6 +110,9 @@ pub struct Conn {
     key: Arc<str>,
     /// Has carried a request before this one.
     pub reused: bool,
+    /// When it was opened or last checked out: its idle time is counted from there (a little
+    /// early, which only ever closes it sooner), so that returning it reads no clock.
+    used: Instant,
 }
 
 /// The response head. Its header lines stay as they came ([`RawHead`]) when they can be passed
@@ -187,8 +190,16 @@ fn is_framing_or_hop(name: &[u8]) -> bool {
 }
 
 impl Conn {
-    pub fn new(io: Io, key: Arc<str>) -> Conn {
-        Conn { io, rbuf: BytesMut::with_capacity(READ_CHUNK), wbuf: Vec::with_capacity(512), key, reused: false }
+    /// A connection lives on the heap: it moves between the pool, the request and its body.
+    pub fn new(io: Io, key: Arc<str>) -> Box<Conn> {
+        Box::new(Conn {
+            io,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: Vec::with_capacity(512),
+            key,
+            reused: false,
+            used: Instant::now(),
+        })
     }
 
     /// False when the connection was closed (or sent something unasked) while it was idle. Costs
@@ -206,7 +217,7 @@ impl Conn {
     /// Writes the request and reads the response head. `target` is the origin-form path and
     /// query; `authority` becomes the Host header.
     pub async fn send(
-        mut self,
+        mut self: Box<Self>,
         pool: &Arc<Pool>,
         method: &Method,
         target: &str,
@@ -468,7 +479,7 @@ fn framing(method: &Method, status: StatusCode, declared: Option<Framing>) -> Fr
 
 /// A response body read from its connection as it is polled.
 pub struct UpstreamBody {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     framing: Framing,
     keep_alive: bool,
     pool: Arc<Pool>,
@@ -566,7 +577,7 @@ impl UpstreamBody {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -594,7 +605,7 @@ pub struct Pool {
 /// What a request gets from [`Pool::checkout`].
 pub enum Checkout {
     /// A live pooled connection.
-    Idle(Conn),
+    Idle(Box<Conn>),
     /// Permission to open a connection (given back when dropped).
     Connect(ConnectPermit),
     /// Wait for [`WaitTicket::ready`], then check out again.
@@ -672,6 +683,7 @@ impl Pool {
                 break;
             }
             if idle.conn.idle_ok() {
+                idle.conn.used = now;
                 return Checkout::Idle(idle.conn);
             }
         }
@@ -692,8 +704,8 @@ impl Pool {
         }
     }
 
-    fn put(&self, conn: Conn) {
-        let since = Instant::now();
+    fn put(&self, conn: Box<Conn>) {
+        let since = conn.used;
         let mut map = self.lock();
         let origin = match map.get_mut(&*conn.key) {
             Some(o) => o,

@@ -34,10 +34,11 @@ use upstream::Target as UpstreamTarget;
 /// The largest `/invoke` body.
 pub const MAX_INVOKE_BODY: usize = 1 << 20;
 
-const X_APP: &str = "x-bearerd-app";
-const X_ACCOUNT: &str = "x-bearerd-account";
-const X_TEMPLATE: &str = "x-bearerd-template";
-const X_ATTEMPTS: &str = "x-bearerd-attempts";
+// Names, not strings: a lookup by `&str` parses the name every time.
+const X_APP: HeaderName = HeaderName::from_static("x-bearerd-app");
+const X_ACCOUNT: HeaderName = HeaderName::from_static("x-bearerd-account");
+const X_TEMPLATE: HeaderName = HeaderName::from_static("x-bearerd-template");
+const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-bearerd-attempts");
 
 /// What the access log and the metrics need to know about a request.
 #[derive(Default)]
@@ -65,7 +66,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<ProxyBody>) -> Result<Resp
     let _guard = InflightGuard(&shared.metrics.inflight);
     let method = req.method().clone();
     let mut out = Outcome::default();
-    let resp = match serve(&shared, &snap, req, &mut out).await {
+    let resp = match serve(&shared, &snap, req, start, &mut out).await {
         Ok(r) => r,
         Err(e) => {
             if let Some(kind) = e.upstream_kind() {
@@ -119,6 +120,7 @@ async fn serve(
     shared: &Arc<Shared>,
     snap: &Arc<Snapshot>,
     req: Request<ProxyBody>,
+    start: Instant,
     out: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = req.into_parts();
@@ -180,7 +182,7 @@ async fn serve(
 
     // 3. The token, when the template has an integration: fresh from memory, or refreshed once
     //    for all the requests that need it.
-    let deadline = Instant::now() + snap.upstream.config().timeout;
+    let deadline = start + snap.upstream.config().timeout;
     let mut auth = match t.integration {
         None => None,
         Some(i) => {

@@ -71,7 +71,7 @@ pub struct Upstream {
 
 /// A new connection: HTTP/1.1, or an HTTP/2 sender when TLS negotiated h2.
 enum Connected {
-    H1(Conn),
+    H1(Box<Conn>),
     H2(http2::SendRequest<ProxyBody>),
 }
 
