@@ -365,13 +365,13 @@ fn take_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Option<(He
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let (code, version, mut keep_alive, mut names_others, len, declared, mut raw_ok, lines, mut dated);
     let mut skipped = [(0u16, 0u16); MAX_SKIPPED];
     let mut n_skipped = 0usize;
     {
-        let mut resp = httparse::Response::new(&mut raw);
-        len = match resp.parse(buf) {
+        let mut resp = httparse::Response::new(&mut []);
+        len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut raw) {
             Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
             Ok(httparse::Status::Complete(_)) => return Err(SendError::Protocol("response head too large")),
             Ok(httparse::Status::Partial) => return Ok(None),
