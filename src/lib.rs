@@ -20,11 +20,16 @@
 //! - [`reload`]: file watcher, SIGHUP and `POST /admin/reload`, one path: load, validate,
 //!   compile, swap; the old snapshot stays on failure.
 //! - [`metrics`]: every metric, registered in one place.
-//! - [`server`]: shared state, listeners, the per-connection watchdog, graceful shutdown.
+//! - [`server`]: shared state, listeners, the per-connection watchdog, graceful shutdown;
+//!   [`server::h1`] the data listener's HTTP/1.1 (HTTP/2 clients are handed to hyper).
+//! - [`http1`]: HTTP/1.1 framing shared by [`server::h1`] and [`proxy::h1`]: body delimitation,
+//!   the chunked decoder, hop-by-hop names.
 //! - [`fasthash`]: the unkeyed hash of the maps read on every request.
 //!
 //! # The path of one request ([`proxy::handle`])
-//! 1. The listener accepts; the handler loads the current [`snapshot::Snapshot`] once.
+//! 1. The listener accepts; [`server::h1`] reads the request head (headers parsed once, into the
+//!    map that is forwarded) and runs the handler in the connection's task; the handler loads
+//!    the current [`snapshot::Snapshot`] once.
 //! 2. The app is chosen (`x-bearerd-app` when several), then the template: `POST /invoke/<name>`
 //!    by name, anything else by method + host + path through [`template::route::Router`]; no
 //!    match is 403 (never an open proxy).
@@ -35,7 +40,8 @@
 //!    timeouts and the address check; `maxAttempts` retries connect errors, 429 and 5xx. On
 //!    HTTP/1.1 the request's task writes the request and reads the answer itself
 //!    ([`proxy::h1`]); the body streams from the pooled connection, which goes back to the pool
-//!    at its end.
+//!    at its end, and the answer's header lines reach an HTTP/1.1 client as they came, minus
+//!    hop-by-hop headers.
 //! 6. A status in `refresh.on_status` forces one refresh and one replay; the answer streams
 //!    back with `x-bearerd-template` and `x-bearerd-attempts`.
 //! 7. Metrics and one access-log line (template, upstream host, status, attempts, duration;
