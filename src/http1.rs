@@ -204,6 +204,35 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
     }
 }
 
+/// The next piece of a body framed as `framing`: from `buf`, read from `io` (growing `buf` by
+/// `chunk`) when `buf` holds too little. `Ok(None)` at the end of the body (then `framing` is
+/// [`Framing::Empty`]); a malformed body, or a connection that ends before the body does, is an
+/// error.
+pub fn poll_body<R: AsyncRead + Unpin>(
+    framing: &mut Framing,
+    buf: &mut BytesMut,
+    io: &mut R,
+    chunk: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Option<Bytes>>> {
+    loop {
+        match decode(framing, buf) {
+            Ok(Decoded::Data(data)) => return Poll::Ready(Ok(Some(data))),
+            Ok(Decoded::End) => return Poll::Ready(Ok(None)),
+            Ok(Decoded::More) => {}
+            Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
+        }
+        if std::task::ready!(poll_fill(io, buf, chunk, cx))? == 0 {
+            if *framing == Framing::Close {
+                *framing = Framing::Empty;
+                return Poll::Ready(Ok(None));
+            }
+            let e = "the connection closed before the end of the body";
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e)));
+        }
+    }
+}
+
 /// Reads what is available into `buf`, growing it by `chunk` when less than a quarter of that is
 /// free. An empty buffer is first rewound to its start once nothing refers to what was read
 /// before, so each exchange reuses the same few cache lines.
@@ -281,16 +310,7 @@ fn http_date(secs: u64) -> [u8; 29] {
         [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
     let days = secs / 86_400;
     let rem = secs % 86_400;
-    // Civil date from a day count (days since 0000-03-01 in 400-year eras).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
+    let (year, month, day) = civil_date(days);
     let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
     out[..3].copy_from_slice(DAYS[((days + 4) % 7) as usize]);
     let two = |out: &mut [u8; 29], at: usize, n: u64| {
@@ -305,6 +325,20 @@ fn http_date(secs: u64) -> [u8; 29] {
     two(&mut out, 20, rem / 60 % 60);
     two(&mut out, 23, rem % 60);
     out
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01 (Howard
+/// Hinnant's civil-from-days). Also used for the RFC 3339 times of the admin API.
+pub fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + u64::from(month <= 2), month, day)
 }
 
 pub fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{BoxError, ProxyBody};
-use crate::http1::{Decoded, Framing, put_chunk_size, put_header, put_length};
+use crate::http1::{Framing, put_chunk_size, put_header, put_length};
 
 /// The largest response head accepted from an upstream (offsets into it fit in a u16).
 pub const MAX_HEAD: usize = 64 * 1024 - 1;
@@ -493,10 +493,6 @@ impl std::fmt::Debug for UpstreamBody {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("upstream body: {0}")]
-struct BodyError(&'static str);
-
 impl UpstreamBody {
     /// The answer's raw header lines, for whoever writes the answer's head (once).
     pub fn take_raw(&mut self) -> Option<RawHead> {
@@ -538,39 +534,22 @@ impl Body for UpstreamBody {
 
 impl UpstreamBody {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        loop {
-            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
-            match crate::http1::decode(&mut self.framing, &mut conn.rbuf) {
-                Ok(Decoded::Data(data)) => {
-                    if self.framing == Framing::Empty {
-                        // The last bytes: the connection is free before the caller polls again.
-                        self.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Decoded::End) => {
+        let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
+        match ready!(crate::http1::poll_body(&mut self.framing, &mut conn.rbuf, &mut conn.io, READ_CHUNK, cx)) {
+            Ok(Some(data)) => {
+                if self.framing == Framing::Empty {
+                    // The last bytes: the connection is free before the caller polls again.
                     self.finish();
-                    return Poll::Ready(None);
                 }
-                Ok(Decoded::More) => {}
-                Err(e) => {
-                    self.conn = None;
-                    return Poll::Ready(Some(Err(Box::new(BodyError(e)))));
-                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            let n = match ready!(conn.poll_fill(cx)) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.conn = None;
-                    return Poll::Ready(Some(Err(Box::new(e))));
-                }
-            };
-            if n == 0 {
+            Ok(None) => {
+                self.finish();
+                Poll::Ready(None)
+            }
+            Err(e) => {
                 self.conn = None;
-                if self.framing == Framing::Close {
-                    return Poll::Ready(None);
-                }
-                return Poll::Ready(Some(Err(Box::new(BodyError("connection closed before the end of the body")))));
+                Poll::Ready(Some(Err(Box::new(e))))
             }
         }
     }

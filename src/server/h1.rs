@@ -25,7 +25,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 
 use super::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, MAX_HEADERS};
-use crate::http1::{Decoded, Framing, LAST_CHUNK, put_chunk_size, put_header, put_length};
+use crate::http1::{Framing, LAST_CHUNK, put_chunk_size, put_header, put_length};
 use crate::proxy::body::BoxError;
 use crate::proxy::{ProxyBody, ProxyError};
 
@@ -70,12 +70,6 @@ impl ClientBody {
             let _ = back.send(reader);
         }
     }
-
-    fn fail(&mut self, e: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.reader = None;
-        self.back = None;
-        Poll::Ready(Some(Err(e.into())))
-    }
 }
 
 impl Body for ClientBody {
@@ -84,26 +78,22 @@ impl Body for ClientBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        loop {
-            let Some(reader) = this.reader.as_mut() else { return Poll::Ready(None) };
-            match crate::http1::decode(&mut this.framing, &mut reader.buf) {
-                Ok(Decoded::Data(data)) => {
-                    if this.framing == Framing::Empty {
-                        this.give_back();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Decoded::End) => {
+        let Some(r) = this.reader.as_mut() else { return Poll::Ready(None) };
+        match ready!(crate::http1::poll_body(&mut this.framing, &mut r.buf, &mut r.io, READ_CHUNK, cx)) {
+            Ok(Some(data)) => {
+                if this.framing == Framing::Empty {
                     this.give_back();
-                    return Poll::Ready(None);
                 }
-                Ok(Decoded::More) => {}
-                Err(e) => return this.fail(e),
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            match ready!(reader.poll_fill(cx)) {
-                Ok(0) => return this.fail("the connection closed before the end of the request body"),
-                Ok(_) => {}
-                Err(e) => return this.fail(e),
+            Ok(None) => {
+                this.give_back();
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.reader = None;
+                this.back = None;
+                Poll::Ready(Some(Err(e.into())))
             }
         }
     }
