@@ -384,6 +384,51 @@ async fn bad_framing_is_answered_and_never_forwarded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn http1_clients_pipeline_stream_chunks_expect_continue_and_speak_1_0() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (_d, _ca, api, b) =
+        setup(json!({"post": tpl("POST", "/in", json!({}), false), "get": tpl("GET", "/g", json!({}), false)}), false)
+            .await;
+    let host = api.host();
+    let wait = Duration::from_secs(5);
+    // Three pipelined requests in one write, the last closing: three answers, in order.
+    let three = format!(
+        "GET /g HTTP/1.1\r\nHost: {host}\r\n\r\nPOST /in HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nabc\
+         GET /g HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let t0 = std::time::Instant::now();
+    let out = raw(b.data, three.as_bytes(), wait).await;
+    assert!(t0.elapsed() < Duration::from_secs(4), "closed after the third: {out}");
+    assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{out}");
+    assert_eq!(out.matches("x-bearerd-template: ").collect::<Vec<_>>().len(), 3);
+    let order: Vec<&str> = out.split("x-bearerd-template: ").skip(1).map(|r| &r[..r.find('\r').unwrap()]).collect();
+    assert_eq!(order, ["get", "post", "get"]);
+    // A chunked request body, streamed to the API with its own framing.
+    let chunked = format!(
+        "POST /in HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nxyz\r\n2;e=1\r\n12\r\n0\r\n\r\n"
+    );
+    assert!(raw(b.data, chunked.as_bytes(), wait).await.starts_with("HTTP/1.1 200"));
+    // Expect: 100-continue: the body is asked for, then answered.
+    let mut s = tokio::net::TcpStream::connect(b.data).await.unwrap();
+    let head = format!("POST /in HTTP/1.1\r\nHost: {host}\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(wait, s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"), "{}", String::from_utf8_lossy(&buf[..n]));
+    s.write_all(b"hi").await.unwrap();
+    let n = tokio::time::timeout(wait, s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    // HTTP/1.0 without keep-alive: answered with a length and closed.
+    let t0 = std::time::Instant::now();
+    let out = raw(b.data, format!("GET /g HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes(), wait).await;
+    assert!(t0.elapsed() < Duration::from_secs(4) && out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("connection: close\r\n") && out.contains("content-length: "), "{out}");
+    let bodies: Vec<_> = api.requests().iter().filter(|r| r.method == "POST").map(|r| r.body.clone()).collect();
+    assert_eq!(bodies, [&b"abc"[..], b"xyz12", b"hi"]);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn slow_headers_lose_the_connection() {
     let (_d, _ca, _api, b) = setup(json!({"get": tpl("GET", "/", json!({}), false)}), false).await;
     let t0 = std::time::Instant::now();
