@@ -25,6 +25,17 @@ pub enum Framing {
     Close,
 }
 
+impl Framing {
+    /// What is known of the remaining length.
+    pub fn size_hint(self) -> hyper::body::SizeHint {
+        match self {
+            Framing::Empty => hyper::body::SizeHint::with_exact(0),
+            Framing::Length(n) => hyper::body::SizeHint::with_exact(n),
+            _ => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
 /// Where the chunked decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chunk {

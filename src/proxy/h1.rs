@@ -524,11 +524,7 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Empty => SizeHint::with_exact(0),
-            Framing::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
+        self.framing.size_hint()
     }
 }
 
@@ -555,15 +551,12 @@ impl UpstreamBody {
     }
 }
 
-struct Idle {
-    conn: Box<Conn>,
-    since: Instant,
-}
-
 /// One origin's idle connections, and the connections being opened to it.
 #[derive(Default)]
 struct Origin {
-    idle: Vec<Idle>,
+    /// Boxed as they are everywhere else: a checkout moves a pointer, not the connection.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<Conn>>,
     connecting: usize,
     waiting: usize,
     /// Wakes a waiting request when a connection comes back or a connect slot frees up.
@@ -655,15 +648,15 @@ impl Pool {
             Some(o) => o,
             None => map.entry(Arc::from(key)).or_default(),
         };
-        while let Some(mut idle) = origin.idle.pop() {
-            if now.duration_since(idle.since) >= self.timeout {
-                // Everything older is expired too.
+        while let Some(mut conn) = origin.idle.pop() {
+            if now.duration_since(conn.used) >= self.timeout {
+                // Those below came back earlier: closed too (at worst a little early).
                 origin.idle.clear();
                 break;
             }
-            if idle.conn.idle_ok() {
-                idle.conn.used = now;
-                return Checkout::Idle(idle.conn);
+            if conn.idle_ok() {
+                conn.used = now;
+                return Checkout::Idle(conn);
             }
         }
         let take = origin.connecting < self.max_connecting;
@@ -684,14 +677,13 @@ impl Pool {
     }
 
     fn put(&self, conn: Box<Conn>) {
-        let since = conn.used;
         let mut map = self.lock();
         let origin = match map.get_mut(&*conn.key) {
             Some(o) => o,
             None => map.entry(conn.key.clone()).or_default(),
         };
         if origin.idle.len() < self.max_per_host {
-            origin.idle.push(Idle { conn, since });
+            origin.idle.push(conn);
             if origin.waiting > 0 {
                 origin.ready.notify_one();
             }
@@ -703,7 +695,7 @@ impl Pool {
         let now = Instant::now();
         let mut map = self.lock();
         map.retain(|_, o| {
-            o.idle.retain(|i| now.duration_since(i.since) < self.timeout);
+            o.idle.retain(|c| now.duration_since(c.used) < self.timeout);
             !o.idle.is_empty() || o.connecting > 0 || o.waiting > 0
         });
     }

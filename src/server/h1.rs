@@ -103,11 +103,7 @@ impl Body for ClientBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Empty => SizeHint::with_exact(0),
-            Framing::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
+        self.framing.size_hint()
     }
 }
 
@@ -119,7 +115,7 @@ struct Head {
     expect_continue: bool,
 }
 
-/// Why a head is refused before it reaches the handler.
+/// The answer to a head over [`MAX_HEADER_BYTES`] or with more than [`MAX_HEADERS`] headers.
 fn too_large() -> ProxyError {
     ProxyError::HeadersTooLarge { limit: MAX_HEADER_BYTES, count: MAX_HEADERS }
 }
