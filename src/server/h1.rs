@@ -123,6 +123,9 @@ fn too_large() -> ProxyError {
 /// Takes a complete request head off the front of `buf`, if one is there. The header values
 /// share the head's bytes.
 fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, ProxyError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
     let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     // (name start, name end, value start, value end) within the head.
     let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
@@ -282,12 +285,13 @@ where
     }
 }
 
-/// The handler's future for `req`, on the heap.
+/// The handler's future for `req`, on the heap: written there directly, not built on the stack
+/// and copied (it is several KiB, and only its arguments are set before it first runs).
 fn boxed<F, Fut>(handler: &F, req: Request<ProxyBody>) -> Pin<Box<Fut>>
 where
     F: Fn(Request<ProxyBody>) -> Fut,
 {
-    Box::pin(handler(req))
+    Box::into_pin(Box::write(Box::new_uninit(), handler(req)))
 }
 
 impl Conn {
