@@ -35,6 +35,8 @@ pub struct App {
     pub template_metrics: Vec<TemplateMetrics>,
     /// The `x-bearerd-template` value of each template.
     pub template_headers: Vec<http::HeaderValue>,
+    /// Per template: [`crate::proxy::answer_lines`] for an answer after one attempt.
+    pub answer_lines: Vec<bytes::Bytes>,
     /// Per template: its headers as last rendered with a token (see [`HeaderCache`]).
     pub header_cache: Vec<HeaderCache>,
 }
@@ -133,6 +135,12 @@ impl Snapshot {
             .iter()
             .map(|a| {
                 let templates = &a.fdk.templates;
+                // Template names are letters, digits, `_` and `-`: always a valid value.
+                let template_headers: Vec<_> = templates
+                    .iter()
+                    .map(|t| http::HeaderValue::from_str(&t.name).unwrap_or(http::HeaderValue::from_static("invalid")))
+                    .collect();
+                let answer_lines = template_headers.iter().map(|v| crate::proxy::answer_lines(v, 1)).collect();
                 App {
                     name: a.name.as_str().into(),
                     by_name: templates.iter().enumerate().map(|(i, t)| (t.name.as_str().into(), i)).collect(),
@@ -142,13 +150,8 @@ impl Snapshot {
                         .iter()
                         .map(|t| TemplateMetrics::new(metrics, &a.name, &t.name))
                         .collect(),
-                    // Template names are letters, digits, `_` and `-`: always a valid value.
-                    template_headers: templates
-                        .iter()
-                        .map(|t| {
-                            http::HeaderValue::from_str(&t.name).unwrap_or(http::HeaderValue::from_static("invalid"))
-                        })
-                        .collect(),
+                    template_headers,
+                    answer_lines,
                     header_cache: templates.iter().map(HeaderCache::for_template).collect(),
                     config: a.clone(),
                 }

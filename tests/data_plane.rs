@@ -689,3 +689,89 @@ async fn tls_upstreams_without_h2_get_http1_with_host() {
     }
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pooled_http1_connections_keep_the_deadline_and_bearerd_headers() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A plain HTTP/1.1 upstream that counts its connections: `/quick` answers at once, `/slow`
+    // never in time, `/flaky` with 503 the first time and 200 after.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flaky = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (conns, flaky2) = (connections.clone(), flaky.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let flaky = flaky2.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let path = String::from_utf8_lossy(&seen[..end]).split(' ').nth(1).unwrap_or("").to_string();
+                    seen.drain(..end + 4);
+                    let answer: &[u8] = match path.as_str() {
+                        "/slow" => {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate"
+                        }
+                        "/flaky" if flaky.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => {
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                        }
+                        _ => b"HTTP/1.1 200 OK\r\nx-up: 1\r\ncontent-length: 2\r\n\r\nok",
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = TempDir::new();
+    let t = |p: &str| {
+        json!({"schema": {"method": "GET", "protocol": "http", "host": format!("localhost:{port}"), "path": p},
+                             "options": {"maxAttempts": 2, "retryDelay": 10}})
+    };
+    dir.app("demo", &json!({"quick": t("/quick"), "slow": t("/slow"), "flaky": t("/flaky")}), None);
+    let cfg = dir.write(
+        "bearerd.yaml",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: t.json}\n\
+         upstream: {allow_http: true, allow_private_ips: true, timeout: 1s}\napps:\n  - {name: demo, path: apps/demo}\n",
+    );
+    let b = start(&cfg).await;
+    let count = || connections.load(std::sync::atomic::Ordering::SeqCst);
+    let quick = async || {
+        let r = b.invoke("quick", json!({})).await;
+        assert_eq!((r.status, r.text().as_str(), r.header("x-up")), (200, "ok", Some("1")));
+        assert_eq!((r.header("x-bearerd-template"), r.header("x-bearerd-attempts")), (Some("quick"), Some("1")));
+    };
+    let slow = async || {
+        let t0 = std::time::Instant::now();
+        let r = b.invoke("slow", json!({})).await;
+        assert_eq!(r.status, 504, "{}", r.text());
+        assert!(t0.elapsed() < Duration::from_millis(2500), "{:?}", t0.elapsed());
+    };
+    quick().await;
+    // The pooled connection's timer, set by the first request, is moved for the second.
+    slow().await;
+    assert_eq!(count(), 1, "the slow request went over the pooled connection");
+    quick().await;
+    assert_eq!(count(), 2, "a timed-out connection is not reused");
+    // The new connection's timer fires while it is idle; the next requests set it again.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    quick().await;
+    slow().await;
+    assert_eq!(count(), 2);
+    // After a retry, bearerd's headers still follow the upstream's own lines.
+    let r = b.invoke("flaky", json!({})).await;
+    assert_eq!((r.status, r.text().as_str(), r.header("x-up")), (200, "ok", Some("1")));
+    assert_eq!((r.header("x-bearerd-template"), r.header("x-bearerd-attempts")), (Some("flaky"), Some("2")));
+    b.shutdown().await;
+}

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::h1::UpstreamBody;
+use super::h1::{RawHead, UpstreamBody};
 use crate::server::h1::ClientBody;
 
 /// The error type of bodies.
@@ -32,6 +32,14 @@ impl ProxyBody {
     pub fn full(b: impl Into<Bytes>) -> Self {
         let b = b.into();
         if b.is_empty() { ProxyBody::Empty } else { ProxyBody::Full(Some(b)) }
+    }
+
+    /// The raw header lines of the upstream answer this body belongs to, when it has them.
+    pub fn raw_head_mut(&mut self) -> Option<&mut RawHead> {
+        match self {
+            ProxyBody::Upstream(b) => b.raw_mut(),
+            _ => None,
+        }
     }
 
     /// A copy for a replay, when the body is buffered.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
@@ -79,6 +79,8 @@ pub enum SendError {
     Protocol(&'static str),
     /// The request body could not be read from the application.
     Body(BoxError),
+    /// The answer's head did not arrive by the deadline.
+    Timeout,
 }
 
 impl std::fmt::Display for SendError {
@@ -88,6 +90,7 @@ impl std::fmt::Display for SendError {
             SendError::Io(e) => write!(f, "{e}"),
             SendError::Protocol(m) => write!(f, "invalid HTTP/1 answer: {m}"),
             SendError::Body(e) => write!(f, "reading the request body failed: {e}"),
+            SendError::Timeout => f.write_str("no answer before the deadline"),
         }
     }
 }
@@ -113,6 +116,16 @@ pub struct Conn {
     /// When it was opened or last checked out: its idle time is counted from there (a little
     /// early, which only ever closes it sooner), so that returning it reads no clock.
     used: Instant,
+    /// The deadline of the request it carries. One timer for the connection's life, moved later
+    /// for each request (which touches no timer wheel), instead of one registered and cancelled
+    /// per request.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The answer being read: how its body ends, whether the connection carries another request
+    /// after it, and its header lines while they wait to be passed on raw. Kept here, on the
+    /// heap, so that the body handed around with the answer is a pointer.
+    framing: Framing,
+    keep_alive: bool,
+    raw: Option<RawHead>,
 }
 
 /// The response head. Its header lines stay as they came ([`RawHead`]) when they can be passed
@@ -141,6 +154,8 @@ pub struct RawHead {
     skipped: [(u16, u16); MAX_SKIPPED],
     n_skipped: u8,
     dated: bool,
+    /// Header lines added behind the upstream's (CRLF-terminated, well-formed).
+    extra: Bytes,
 }
 
 impl RawHead {
@@ -152,6 +167,13 @@ impl RawHead {
             at = end as usize;
         }
         w.extend_from_slice(&self.bytes[at..self.lines.1 as usize]);
+        w.extend_from_slice(&self.extra);
+    }
+
+    /// Adds header lines behind the upstream's: `lines` are `name: value\r\n` lines, valid as
+    /// they are.
+    pub fn set_extra(&mut self, lines: Bytes) {
+        self.extra = lines;
     }
 
     /// Whether the lines include `Date`.
@@ -180,6 +202,15 @@ impl RawHead {
                 map.append(name, value);
             }
         }
+        for line in self.extra.split(|&b| b == b'\n').filter_map(|l| l.strip_suffix(b"\r")) {
+            let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+            let value = line[colon + 1..].trim_ascii();
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(&line[..colon]), HeaderValue::from_maybe_shared(self.extra.slice_ref(value)))
+            {
+                map.append(name, value);
+            }
+        }
         map
     }
 }
@@ -199,6 +230,10 @@ impl Conn {
             key,
             reused: false,
             used: Instant::now(),
+            timer: None,
+            framing: Framing::Empty,
+            keep_alive: false,
+            raw: None,
         })
     }
 
@@ -214,8 +249,10 @@ impl Conn {
         matches!(Pin::new(&mut self.io).poll_read(&mut cx, &mut buf), Poll::Pending)
     }
 
-    /// Writes the request and reads the response head. `target` is the origin-form path and
-    /// query; `authority` becomes the Host header.
+    /// Writes the request and reads the response head, which must arrive before `deadline`.
+    /// `target` is the origin-form path and query; `authority` becomes the Host header. The
+    /// answer's body reads from this connection, which goes back to `pool` at its end.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         mut self: Box<Self>,
         pool: &Arc<Pool>,
@@ -224,18 +261,48 @@ impl Conn {
         authority: &str,
         headers: &HeaderMap,
         body: ProxyBody,
-    ) -> Result<(Head, UpstreamBody), (SendError, bool)> {
+        deadline: Instant,
+    ) -> Result<Response<ProxyBody>, (SendError, bool)> {
         let reused = self.reused;
-        match self.exchange(method, target, authority, headers, body).await {
-            Ok((mut head, framing, keep_alive)) => {
+        let mut timer = match self.timer.take() {
+            Some(mut t) => {
+                t.as_mut().reset(deadline);
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let result = {
+            let mut exchange = std::pin::pin!(self.exchange(method, target, authority, headers, body));
+            // The timer is polled only when the exchange waits.
+            std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(r),
+                Poll::Pending => timer.as_mut().poll(cx).map(|()| Err(SendError::Timeout)),
+            })
+            .await
+        };
+        self.timer = Some(timer);
+        match result {
+            Ok((head, framing, keep_alive)) => {
+                let Head { status, version, mut headers, raw, .. } = head;
                 self.reused = true;
-                let raw = head.raw.take();
-                let mut body = UpstreamBody { conn: Some(self), framing, keep_alive, pool: pool.clone(), raw };
-                if framing == Framing::Empty {
-                    // Nobody polls an empty body: the connection is free now.
+                self.framing = framing;
+                self.keep_alive = keep_alive;
+                let empty = framing == Framing::Empty;
+                match raw {
+                    // Nobody polls an empty body, so nobody would take raw lines from it.
+                    Some(raw) if empty => headers = raw.to_map(),
+                    raw => self.raw = raw,
+                }
+                let mut body = UpstreamBody { conn: Some(self), pool: pool.clone() };
+                if empty {
+                    // The connection is free now.
                     body.finish();
                 }
-                Ok((head, body))
+                let mut resp = Response::new(ProxyBody::Upstream(body));
+                *resp.status_mut() = status;
+                *resp.version_mut() = version;
+                *resp.headers_mut() = headers;
+                Ok(resp)
             }
             Err(e) => Err((e, reused)),
         }
@@ -445,8 +512,14 @@ fn take_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Option<(He
     raw_ok &=
         !names_others && (200..400).contains(&code) && code != 204 && code != 304 && declared != Some(Framing::Empty);
     if raw_ok {
-        let raw =
-            RawHead { bytes, lines: (lines.0 as u16, lines.1 as u16), skipped, n_skipped: n_skipped as u8, dated };
+        let raw = RawHead {
+            bytes,
+            lines: (lines.0 as u16, lines.1 as u16),
+            skipped,
+            n_skipped: n_skipped as u8,
+            dated,
+            extra: Bytes::new(),
+        };
         let head = Head { status, version, headers: HeaderMap::new(), raw: Some(raw), declared };
         return Ok(Some(Some((head, keep_alive))));
     }
@@ -477,34 +550,37 @@ fn framing(method: &Method, status: StatusCode, declared: Option<Framing>) -> Fr
     declared.unwrap_or(Framing::Close)
 }
 
-/// A response body read from its connection as it is polled.
+/// A response body read from its connection as it is polled (the connection holds the state).
 pub struct UpstreamBody {
     conn: Option<Box<Conn>>,
-    framing: Framing,
-    keep_alive: bool,
     pool: Arc<Pool>,
-    /// The answer's header lines, when they are passed on raw.
-    raw: Option<RawHead>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody").field("framing", &self.framing).finish_non_exhaustive()
+        f.debug_struct("UpstreamBody").field("framing", &self.conn.as_ref().map(|c| c.framing)).finish()
     }
 }
 
 impl UpstreamBody {
-    /// The answer's raw header lines, for whoever writes the answer's head (once).
+    /// The answer's raw header lines, for whoever writes the answer's head (once, before the
+    /// body is read).
     pub fn take_raw(&mut self) -> Option<RawHead> {
-        self.raw.take()
+        self.conn.as_mut()?.raw.take()
+    }
+
+    /// The answer's raw header lines, when it has them.
+    pub fn raw_mut(&mut self) -> Option<&mut RawHead> {
+        self.conn.as_mut()?.raw.as_mut()
     }
 
     /// The body is over: the connection goes back to the pool when it may be reused.
     fn finish(&mut self) {
-        self.framing = Framing::Empty;
-        if let Some(conn) = self.conn.take()
-            && self.keep_alive
+        if let Some(mut conn) = self.conn.take()
+            && conn.keep_alive
         {
+            conn.framing = Framing::Empty;
+            conn.raw = None;
             self.pool.put(conn);
         }
     }
@@ -520,20 +596,20 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.conn.is_none() || self.framing == Framing::Empty
+        self.conn.as_ref().is_none_or(|c| c.framing == Framing::Empty)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.framing.size_hint()
+        self.conn.as_ref().map_or(Framing::Empty, |c| c.framing).size_hint()
     }
 }
 
 impl UpstreamBody {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
-        match ready!(crate::http1::poll_body(&mut self.framing, &mut conn.rbuf, &mut conn.io, READ_CHUNK, cx)) {
+        match ready!(crate::http1::poll_body(&mut conn.framing, &mut conn.rbuf, &mut conn.io, READ_CHUNK, cx)) {
             Ok(Some(data)) => {
-                if self.framing == Framing::Empty {
+                if conn.framing == Framing::Empty {
                     // The last bytes: the connection is free before the caller polls again.
                     self.finish();
                 }

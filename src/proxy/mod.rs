@@ -303,11 +303,18 @@ async fn serve(
         }
     };
 
-    // 6. Stream the answer back.
-    let (mut rparts, rbody) = resp.into_parts();
-    strip_hop_by_hop(&mut rparts.headers);
-    rparts.headers.insert(X_TEMPLATE, app.template_headers[t_idx].clone());
-    rparts.headers.insert(X_ATTEMPTS, attempts_value(attempts));
+    // 6. Stream the answer back, with bearerd's own headers: behind the upstream's header lines
+    //    when those pass on raw (no map is built for them), in the map otherwise.
+    let (mut rparts, mut rbody) = resp.into_parts();
+    match rbody.raw_head_mut() {
+        Some(raw) if attempts == 1 => raw.set_extra(app.answer_lines[t_idx].clone()),
+        Some(raw) => raw.set_extra(answer_lines(&app.template_headers[t_idx], attempts)),
+        None => {
+            strip_hop_by_hop(&mut rparts.headers);
+            rparts.headers.insert(X_TEMPLATE, app.template_headers[t_idx].clone());
+            rparts.headers.insert(X_ATTEMPTS, attempts_value(attempts));
+        }
+    }
     Ok(Response::from_parts(rparts, rbody))
 }
 
@@ -318,6 +325,15 @@ fn attempts_value(n: u32) -> HeaderValue {
         Some(s) => HeaderValue::from_static(s),
         None => HeaderValue::from(n),
     }
+}
+
+/// `x-bearerd-template` and `x-bearerd-attempts` as header lines, for an answer whose other
+/// lines pass on raw. `template` is the template's `x-bearerd-template` value.
+pub fn answer_lines(template: &HeaderValue, attempts: u32) -> Bytes {
+    let mut w = Vec::with_capacity(64 + template.len());
+    crate::http1::put_header(&mut w, X_TEMPLATE.as_str().as_bytes(), template.as_bytes());
+    crate::http1::put_header(&mut w, X_ATTEMPTS.as_str().as_bytes(), attempts_value(attempts).as_bytes());
+    Bytes::from(w)
 }
 
 /// Renders template `t_idx`'s headers into `headers`. With the default account's token they come

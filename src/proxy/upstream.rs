@@ -179,22 +179,11 @@ impl Upstream {
                 reason: "refusing to send an invalid request target".into(),
             });
         }
-        match tokio::time::timeout_at(deadline, self.dispatch(method, target, headers, body)).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                host: target.authority.to_string(),
-                secs: self.config.timeout.as_secs(),
-            }),
-            Ok(r) => r,
-        }
-    }
-
-    async fn dispatch(
-        &self,
-        method: &Method,
-        target: Target<'_>,
-        headers: &HeaderMap,
-        body: ProxyBody,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let timeout =
+            || ProxyError::UpstreamTimeout { host: target.authority.to_string(), secs: self.config.timeout.as_secs() };
+        // A pooled HTTP/1 connection keeps the deadline with its own timer; waiting for one,
+        // connecting and HTTP/2 (all boxed: their futures are large, and the pooled path should
+        // not carry their size) are bounded here.
         let mut waited: Option<h1::WaitTicket> = None;
         let conn = loop {
             if target.https
@@ -203,41 +192,38 @@ impl Upstream {
                 if let Some(ticket) = waited.take() {
                     ticket.pass_on();
                 }
-                return Box::pin(self.send_h2(sender, method, target, headers, body, true)).await;
+                let send = self.send_h2(sender, method, target, headers, body, true);
+                return Box::pin(tokio::time::timeout_at(deadline, send)).await.unwrap_or_else(|_| Err(timeout()));
             }
             let checkout = self.h1.checkout(target.origin);
             // No longer waiting (a new wait takes a new ticket).
             drop(waited.take());
             match checkout {
                 Checkout::Idle(c) => break c,
-                // New connections and HTTP/2 are boxed: their futures (TLS, handshakes) are
-                // large, and the pooled HTTP/1 path should not carry their size.
                 Checkout::Connect(permit) => {
-                    let connected = Box::pin(self.connect(target)).await;
+                    let connected = Box::pin(tokio::time::timeout_at(deadline, self.connect(target))).await;
                     drop(permit);
-                    match connected? {
+                    match connected.map_err(|_| timeout())?? {
                         Connected::H1(c) => break c,
                         Connected::H2(sender) => {
-                            return Box::pin(self.send_h2(sender, method, target, headers, body, false)).await;
+                            let send = self.send_h2(sender, method, target, headers, body, false);
+                            return Box::pin(tokio::time::timeout_at(deadline, send))
+                                .await
+                                .unwrap_or_else(|_| Err(timeout()));
                         }
                     }
                 }
                 Checkout::Wait(ticket) => {
-                    ticket.ready().await;
+                    Box::pin(tokio::time::timeout_at(deadline, ticket.ready())).await.map_err(|_| timeout())?;
                     waited = Some(ticket);
                 }
             }
         };
         let host = || target.authority.to_string();
-        match conn.send(&self.h1, method, target.path_and_query, target.authority, headers, body).await {
-            Ok((head, body)) => {
-                let mut resp = Response::new(ProxyBody::Upstream(body));
-                *resp.status_mut() = head.status;
-                *resp.version_mut() = head.version;
-                *resp.headers_mut() = head.headers;
-                Ok(resp)
-            }
+        match conn.send(&self.h1, method, target.path_and_query, target.authority, headers, body, deadline).await {
+            Ok(resp) => Ok(resp),
             Err((SendError::Closed, true)) => Err(ProxyError::UpstreamClosed { host: host() }),
+            Err((SendError::Timeout, _)) => Err(timeout()),
             Err((SendError::Body(e), _)) => Err(ProxyError::BadFraming(format!("request body: {e}"))),
             Err((e, _)) => Err(ProxyError::Upstream { host: host(), reason: e.to_string() }),
         }
