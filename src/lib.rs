@@ -25,6 +25,7 @@
 //! - [`http1`]: HTTP/1.1 framing shared by [`server::h1`] and [`proxy::h1`]: body delimitation,
 //!   the chunked decoder, hop-by-hop names.
 //! - [`fasthash`]: the unkeyed hash of the maps read on every request.
+//! - [`reuse`]: per-thread reuse of each request's header map and upstream URL.
 //!
 //! # The path of one request ([`proxy::handle`])
 //! 1. The listener accepts; [`server::h1`] reads the request head (headers parsed once, into the
@@ -54,6 +55,7 @@ pub mod http1;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod reuse;
 pub mod secret;
 pub mod server;
 pub mod snapshot;

@@ -221,14 +221,15 @@ async fn serve(
         out.host = Some(h.clone());
     }
     snap.upstream.check_literal(&authority)?;
-    let mut url = String::with_capacity(authority.len() + parts.uri.path().len() + 64);
+    let mut url = crate::reuse::string(authority.len() + parts.uri.path().len() + 64);
     url.push_str(if t.https { "https://" } else { "http://" });
     url.push_str(&authority);
     t.render_path_and_query(&scope, request_query, &mut url).map_err(ProxyError::Render)?;
     let target = UpstreamTarget::parse(&url).ok_or(ProxyError::Render(RenderError::InvalidHost))?;
 
     let mut headers = if is_invoke {
-        HeaderMap::with_capacity(t.headers.len() + 2)
+        crate::reuse::give_back_map(parts.headers);
+        crate::reuse::header_map(t.headers.len() + 2)
     } else {
         let mut h = parts.headers;
         strip_request_headers(&mut h);
@@ -305,6 +306,8 @@ async fn serve(
 
     // 6. Stream the answer back, with bearerd's own headers: behind the upstream's header lines
     //    when those pass on raw (no map is built for them), in the map otherwise.
+    crate::reuse::give_back_map(headers);
+    crate::reuse::give_back_string(url);
     let (mut rparts, mut rbody) = resp.into_parts();
     match rbody.raw_head_mut() {
         Some(raw) if attempts == 1 => raw.set_extra(app.answer_lines[t_idx].clone()),

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -169,7 +169,7 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, ProxyError> {
     let uri = Uri::from_maybe_shared(bytes.slice(target.0 as usize..target.1 as usize))
         .map_err(|_| bad("bad request target"))?;
     // Room for what the template adds, so the map is not grown on the way upstream.
-    let mut headers = HeaderMap::with_capacity(count + 4);
+    let mut headers = crate::reuse::header_map(count + 4);
     for &(ns, ne, vs, ve) in &ranges[..count] {
         let name = HeaderName::from_bytes(&bytes[ns as usize..ne as usize]).map_err(|_| bad("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(vs as usize..ve as usize))
