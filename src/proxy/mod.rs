@@ -222,10 +222,13 @@ async fn serve(
     }
     snap.upstream.check_literal(&authority)?;
     let mut url = crate::reuse::string(authority.len() + parts.uri.path().len() + 64);
-    url.push_str(if t.https { "https://" } else { "http://" });
+    let scheme = if t.https { "https://" } else { "http://" };
+    url.push_str(scheme);
     url.push_str(&authority);
+    let path_start = url.len();
     t.render_path_and_query(&scope, request_query, &mut url).map_err(ProxyError::Render)?;
-    let target = UpstreamTarget::parse(&url).ok_or(ProxyError::Render(RenderError::InvalidHost))?;
+    let target = UpstreamTarget::split(&url, t.https, scheme.len(), path_start)
+        .ok_or(ProxyError::Render(RenderError::InvalidHost))?;
 
     let mut headers = if is_invoke {
         crate::reuse::give_back_map(parts.headers);

@@ -50,13 +50,17 @@ impl<'a> Target<'a> {
             if let Some(r) = url.strip_prefix("https://") { (true, r) } else { (false, url.strip_prefix("http://")?) };
         let scheme_len = url.len() - rest.len();
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let authority = &rest[..end];
-        if authority.is_empty() {
+        Target::split(url, https, scheme_len, scheme_len + end)
+    }
+
+    /// The target of an absolute URL whose authority is known to start at `authority_start` and
+    /// end at `path_start` (as when it was just written).
+    pub fn split(url: &'a str, https: bool, authority_start: usize, path_start: usize) -> Option<Target<'a>> {
+        let authority = url.get(authority_start..path_start)?;
+        if authority.is_empty() || authority.contains(['/', '?', '#']) {
             return None;
         }
-        let origin = &url[..scheme_len + end];
-        let path_and_query = &rest[end..];
-        Some(Target { https, origin, authority, path_and_query })
+        Some(Target { https, origin: &url[..path_start], authority, path_and_query: &url[path_start..] })
     }
 }
 

@@ -130,7 +130,7 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, ProxyError> {
     // (name start, name end, value start, value end) within the head.
     let mut ranges = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let bad = |m: &str| ProxyError::BadFraming(m.to_string());
-    let (len, method, target, version, count, mut keep_alive, mut expect_continue);
+    let (len, method, target, version, count, mut keep_alive, mut expect_continue, mut framed);
     {
         let mut req = httparse::Request::new(&mut []);
         len = match req.parse_with_uninit_headers(buf, &mut raw) {
@@ -143,6 +143,7 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, ProxyError> {
         version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         keep_alive = version == Version::HTTP_11;
         expect_continue = false;
+        framed = false;
         count = req.headers.len();
         let base = buf.as_ptr() as usize;
         let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
@@ -160,6 +161,9 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, ProxyError> {
                 }
             } else if h.name.eq_ignore_ascii_case("expect") {
                 expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+            } else if h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding")
+            {
+                framed = true;
             }
             let (n, v) = (offset(h.name.as_bytes()), offset(h.value));
             *r = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
@@ -176,7 +180,11 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, ProxyError> {
             .map_err(|_| bad("bad header value"))?;
         headers.append(name, value);
     }
-    let framing = crate::http1::declared(&headers, false).map_err(bad)?.unwrap_or(Framing::Empty);
+    // A request without either framing header (most) has no body: no map lookups for them.
+    let framing = match framed {
+        true => crate::http1::declared(&headers, false).map_err(bad)?.unwrap_or(Framing::Empty),
+        false => Framing::Empty,
+    };
     let mut req = Request::new(());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
