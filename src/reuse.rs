@@ -5,65 +5,76 @@
 //! same thread; large ones, and any beyond [`KEEP`], are freed as usual.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use http::HeaderMap;
 
 /// Buffers of each kind kept per thread: about one batch of requests.
 const KEEP: usize = 512;
-/// Header maps that grew beyond this many headers are not kept.
-const MAX_MAP_CAPACITY: usize = 48;
-/// Strings that grew beyond this many bytes are not kept.
-const MAX_STRING_CAPACITY: usize = 2048;
+
+/// A kind of buffer kept here.
+pub trait Buffer: Sized + 'static {
+    /// Buffers that grew beyond this capacity are not kept.
+    const MAX_CAPACITY: usize;
+    fn kept() -> &'static LocalKey<RefCell<Vec<Self>>>;
+    fn with_capacity(n: usize) -> Self;
+    fn reserve(&mut self, n: usize);
+    fn capacity(&self) -> usize;
+    fn clear(&mut self);
+}
 
 thread_local! {
     static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
     static STRINGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty header map with room for `n` headers.
-pub fn header_map(n: usize) -> HeaderMap {
-    match MAPS.with_borrow_mut(Vec::pop) {
-        Some(mut map) => {
-            map.reserve(n);
-            map
+/// [`Buffer`] for a type whose inherent methods have these names.
+macro_rules! buffer {
+    ($t:ty, $kept:ident, $max:expr) => {
+        impl Buffer for $t {
+            const MAX_CAPACITY: usize = $max;
+            fn kept() -> &'static LocalKey<RefCell<Vec<Self>>> {
+                &$kept
+            }
+            fn with_capacity(n: usize) -> Self {
+                <$t>::with_capacity(n)
+            }
+            fn reserve(&mut self, n: usize) {
+                <$t>::reserve(self, n);
+            }
+            fn capacity(&self) -> usize {
+                <$t>::capacity(self)
+            }
+            fn clear(&mut self) {
+                <$t>::clear(self);
+            }
         }
-        None => HeaderMap::with_capacity(n),
+    };
+}
+
+buffer!(HeaderMap, MAPS, 48);
+buffer!(String, STRINGS, 2048);
+
+/// An empty buffer with room for `n` (headers, bytes).
+pub fn take<B: Buffer>(n: usize) -> B {
+    match B::kept().with_borrow_mut(Vec::pop) {
+        Some(mut b) => {
+            b.reserve(n);
+            b
+        }
+        None => B::with_capacity(n),
     }
 }
 
-/// Gives a header map back for another request.
-pub fn give_back_map(mut map: HeaderMap) {
-    if map.capacity() > MAX_MAP_CAPACITY {
+/// Gives a buffer back for another request.
+pub fn give_back<B: Buffer>(mut b: B) {
+    if b.capacity() > B::MAX_CAPACITY {
         return;
     }
-    map.clear();
-    MAPS.with_borrow_mut(|kept| {
+    b.clear();
+    B::kept().with_borrow_mut(|kept| {
         if kept.len() < KEEP {
-            kept.push(map);
-        }
-    });
-}
-
-/// An empty string with room for `n` bytes.
-pub fn string(n: usize) -> String {
-    match STRINGS.with_borrow_mut(Vec::pop) {
-        Some(mut s) => {
-            s.reserve(n);
-            s
-        }
-        None => String::with_capacity(n),
-    }
-}
-
-/// Gives a string back for another request.
-pub fn give_back_string(mut s: String) {
-    if s.capacity() > MAX_STRING_CAPACITY {
-        return;
-    }
-    s.clear();
-    STRINGS.with_borrow_mut(|kept| {
-        if kept.len() < KEEP {
-            kept.push(s);
+            kept.push(b);
         }
     });
 }
@@ -74,22 +85,22 @@ mod tests {
 
     #[test]
     fn buffers_come_back_empty_and_large_ones_are_not_kept() {
-        let mut map = header_map(4);
+        let mut map: HeaderMap = take(4);
         map.insert(http::header::HOST, "a".parse().unwrap());
-        give_back_map(map);
-        let map = header_map(2);
+        give_back(map);
+        let map: HeaderMap = take(2);
         assert!(map.is_empty() && map.capacity() >= 2);
         let mut big = HeaderMap::with_capacity(1000);
         big.insert(http::header::HOST, "a".parse().unwrap());
-        give_back_map(big);
-        assert!(header_map(1).capacity() <= MAX_MAP_CAPACITY);
+        give_back(big);
+        assert!(take::<HeaderMap>(1).capacity() <= <HeaderMap as Buffer>::MAX_CAPACITY);
 
-        let mut s = string(10);
+        let mut s: String = take(10);
         s.push_str("http://x/");
-        give_back_string(s);
-        let s = string(4);
+        give_back(s);
+        let s: String = take(4);
         assert!(s.is_empty() && s.capacity() >= 4);
-        give_back_string("y".repeat(10_000));
-        assert!(string(1).capacity() <= MAX_STRING_CAPACITY);
+        give_back("y".repeat(10_000));
+        assert!(take::<String>(1).capacity() <= <String as Buffer>::MAX_CAPACITY);
     }
 }

@@ -46,6 +46,54 @@ fn tpl(method: &str, path: &str, headers: serde_json::Value, oauth: bool) -> ser
     t
 }
 
+/// What a hand-written HTTP/1.1 upstream writes for one request: pieces written with a short
+/// pause between them, and whether the connection stays open after them.
+type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<Vec<u8>>, bool)> + Send>>;
+
+/// A plain HTTP/1.1 upstream written by hand on 127.0.0.1:0, answering each request head by its
+/// path. Returns its port and the number of connections it accepted.
+async fn h1_upstream(
+    answer: impl Fn(String) -> Answer + Send + Sync + 'static,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (conns, answer) = (connections.clone(), Arc::new(answer));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let path = String::from_utf8_lossy(&seen[..end]).split(' ').nth(1).unwrap_or("").to_string();
+                    seen.drain(..end + 4);
+                    let (pieces, keep) = answer(path).await;
+                    for p in pieces {
+                        if s.write_all(&p).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    if !keep {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, connections)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invoke_injects_the_token_over_tls_and_sends_only_template_headers() {
     let (_d, _ca, api, b) = setup(
@@ -549,64 +597,34 @@ async fn a_replaced_token_is_sent_from_the_next_request_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_upstream_bodies_are_framed_and_connections_reused() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    // A plain HTTP/1.1 upstream written by hand: chunked (with extensions and a trailer), a
-    // large content-length body, 204, a 100 Continue before the answer, and a body delimited by
-    // close. It counts its connections.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let conns = connections.clone();
+    // Chunked (with extensions and a trailer), a large content-length body, 204, a 100 Continue
+    // before the answer, and a body delimited by close.
     let big = "x".repeat(300_000);
     let big2 = big.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let big = big2.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                loop {
-                    let Ok(n) = s.read(&mut buf).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-                    let head = String::from_utf8_lossy(&seen[..end]).to_string();
-                    seen.drain(..end + 4);
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    let parts: Vec<Vec<u8>> = match path.as_str() {
-                        "/chunked" => vec![
-                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n5;x=1\r\nhel".to_vec(),
-                            b"lo\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n".to_vec(),
-                        ],
-                        "/big" => vec![
-                            format!(
-                                "HTTP/1.1 200 OK\r\nX-Up: kept\r\ncontent-length: {}\r\nKeep-Alive: timeout=5\r\n\r\n{big}",
-                                big.len()
-                            )
-                            .into_bytes(),
-                        ],
-                        "/empty" => vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
-                        "/continue" => vec![
-                            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
-                            b"HTTP/1.1 201 Created\r\ncontent-length: 4\r\nx-hop: 1\r\nconnection: x-hop\r\n\r\ndone".to_vec(),
-                        ],
-                        _ => vec![b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil close".to_vec()],
-                    };
-                    for p in parts {
-                        let _ = s.write_all(&p).await;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    if path != "/chunked" && path != "/big" && path != "/empty" && path != "/continue" {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let (port, connections) = h1_upstream(move |path| {
+        let pieces: Vec<Vec<u8>> = match path.as_str() {
+            "/chunked" => vec![
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n5;x=1\r\nhel".to_vec(),
+                b"lo\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n".to_vec(),
+            ],
+            "/big" => vec![
+                format!(
+                    "HTTP/1.1 200 OK\r\nX-Up: kept\r\ncontent-length: {}\r\nKeep-Alive: timeout=5\r\n\r\n{big2}",
+                    big2.len()
+                )
+                .into_bytes(),
+            ],
+            "/empty" => vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
+            "/continue" => vec![
+                b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+                b"HTTP/1.1 201 Created\r\ncontent-length: 4\r\nx-hop: 1\r\nconnection: x-hop\r\n\r\ndone".to_vec(),
+            ],
+            _ => vec![b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil close".to_vec()],
+        };
+        let keep = matches!(path.as_str(), "/chunked" | "/big" | "/empty" | "/continue");
+        Box::pin(async move { (pieces, keep) })
+    })
+    .await;
     let dir = TempDir::new();
     let t = |p: &str| json!({"schema": {"method": "GET", "protocol": "http", "host": format!("localhost:{port}"), "path": p}});
     dir.app(
@@ -692,48 +710,24 @@ async fn tls_upstreams_without_h2_get_http1_with_host() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pooled_http1_connections_keep_the_deadline_and_bearerd_headers() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    // A plain HTTP/1.1 upstream that counts its connections: `/quick` answers at once, `/slow`
-    // never in time, `/flaky` with 503 the first time and 200 after.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // `/quick` answers at once, `/slow` never in time, `/flaky` with 503 the first time and 200
+    // after.
     let flaky = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (conns, flaky2) = (connections.clone(), flaky.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let flaky = flaky2.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                loop {
-                    let Ok(n) = s.read(&mut buf).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-                    let path = String::from_utf8_lossy(&seen[..end]).split(' ').nth(1).unwrap_or("").to_string();
-                    seen.drain(..end + 4);
-                    let answer: &[u8] = match path.as_str() {
-                        "/slow" => {
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate"
-                        }
-                        "/flaky" if flaky.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => {
-                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
-                        }
-                        _ => b"HTTP/1.1 200 OK\r\nx-up: 1\r\ncontent-length: 2\r\n\r\nok",
-                    };
-                    if s.write_all(answer).await.is_err() {
-                        return;
-                    }
+    let (port, connections) = h1_upstream(move |path| {
+        let first_flaky = path == "/flaky" && flaky.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            let answer: &[u8] = match path.as_str() {
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate"
                 }
-            });
-        }
-    });
+                "/flaky" if first_flaky => b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+                _ => b"HTTP/1.1 200 OK\r\nx-up: 1\r\ncontent-length: 2\r\n\r\nok",
+            };
+            (vec![answer.to_vec()], true)
+        })
+    })
+    .await;
     let dir = TempDir::new();
     let t = |p: &str| {
         json!({"schema": {"method": "GET", "protocol": "http", "host": format!("localhost:{port}"), "path": p},

@@ -221,7 +221,7 @@ async fn serve(
         out.host = Some(h.clone());
     }
     snap.upstream.check_literal(&authority)?;
-    let mut url = crate::reuse::string(authority.len() + parts.uri.path().len() + 64);
+    let mut url = crate::reuse::take::<String>(authority.len() + parts.uri.path().len() + 64);
     let scheme = if t.https { "https://" } else { "http://" };
     url.push_str(scheme);
     url.push_str(&authority);
@@ -231,8 +231,8 @@ async fn serve(
         .ok_or(ProxyError::Render(RenderError::InvalidHost))?;
 
     let mut headers = if is_invoke {
-        crate::reuse::give_back_map(parts.headers);
-        crate::reuse::header_map(t.headers.len() + 2)
+        crate::reuse::give_back(parts.headers);
+        crate::reuse::take::<HeaderMap>(t.headers.len() + 2)
     } else {
         let mut h = parts.headers;
         strip_request_headers(&mut h);
@@ -309,8 +309,8 @@ async fn serve(
 
     // 6. Stream the answer back, with bearerd's own headers: behind the upstream's header lines
     //    when those pass on raw (no map is built for them), in the map otherwise.
-    crate::reuse::give_back_map(headers);
-    crate::reuse::give_back_string(url);
+    crate::reuse::give_back(headers);
+    crate::reuse::give_back(url);
     let (mut rparts, mut rbody) = resp.into_parts();
     match rbody.raw_head_mut() {
         Some(raw) if attempts == 1 => raw.set_extra(app.answer_lines[t_idx].clone()),

@@ -173,7 +173,7 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, ProxyError> {
     let uri = Uri::from_maybe_shared(bytes.slice(target.0 as usize..target.1 as usize))
         .map_err(|_| bad("bad request target"))?;
     // Room for what the template adds, so the map is not grown on the way upstream.
-    let mut headers = crate::reuse::header_map(count + 4);
+    let mut headers = crate::reuse::take::<http::HeaderMap>(count + 4);
     for &(ns, ne, vs, ve) in &ranges[..count] {
         let name = HeaderName::from_bytes(&bytes[ns as usize..ne as usize]).map_err(|_| bad("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(vs as usize..ve as usize))
