@@ -244,6 +244,61 @@ pub fn poll_body<R: AsyncRead + Unpin>(
     }
 }
 
+/// What a `Connection` header value says.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    /// It names other headers, which are then hop-by-hop too.
+    pub names_others: bool,
+}
+
+/// Reads the comma-separated tokens of a `Connection` value (case-insensitive).
+pub fn connection_tokens(value: &[u8]) -> ConnectionTokens {
+    let mut c = ConnectionTokens::default();
+    for token in value.split(|&b| b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            c.close = true;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            c.keep_alive = true;
+        } else if !token.is_empty() {
+            c.names_others = true;
+        }
+    }
+    c
+}
+
+/// Where a body read with [`poll_frame`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyState {
+    Reading,
+    /// Its last bytes are out: the connection can be handed on before the caller polls again.
+    Over,
+    /// It failed: the connection is of no further use.
+    Failed,
+}
+
+/// [`poll_body`] as a body frame (what `http_body::Body::poll_frame` returns), and where the body
+/// is after it.
+#[allow(clippy::type_complexity)]
+pub fn poll_frame<R: AsyncRead + Unpin>(
+    framing: &mut Framing,
+    buf: &mut BytesMut,
+    io: &mut R,
+    chunk: usize,
+    cx: &mut Context<'_>,
+) -> Poll<(Option<io::Result<hyper::body::Frame<Bytes>>>, BodyState)> {
+    Poll::Ready(match std::task::ready!(poll_body(framing, buf, io, chunk, cx)) {
+        Ok(Some(data)) => {
+            let state = if *framing == Framing::Empty { BodyState::Over } else { BodyState::Reading };
+            (Some(Ok(hyper::body::Frame::data(data))), state)
+        }
+        Ok(None) => (None, BodyState::Over),
+        Err(e) => (Some(Err(e)), BodyState::Failed),
+    })
+}
+
 /// Reads what is available into `buf`, growing it by `chunk` when less than a quarter of that is
 /// free. An empty buffer is first rewound to its start once nothing refers to what was read
 /// before, so each exchange reuses the same few cache lines.
@@ -387,6 +442,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn connection_tokens_are_read_case_insensitively_and_name_other_headers() {
+        let c = connection_tokens(b" Keep-Alive , X-Hop,,CLOSE");
+        assert_eq!(c, ConnectionTokens { close: true, keep_alive: true, names_others: true });
+        assert_eq!(connection_tokens(b"keep-alive"), ConnectionTokens { keep_alive: true, ..Default::default() });
+        assert_eq!(connection_tokens(b""), ConnectionTokens::default());
     }
 
     #[test]

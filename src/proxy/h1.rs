@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{BoxError, ProxyBody};
-use crate::http1::{Framing, put_chunk_size, put_header, put_length};
+use crate::http1::{BodyState, Framing, put_chunk_size, put_header, put_length};
 
 /// The largest response head accepted from an upstream (offsets into it fit in a u16).
 pub const MAX_HEAD: usize = 64 * 1024 - 1;
@@ -465,16 +465,9 @@ fn take_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Option<(He
             let name = h.name.as_bytes();
             raw_ok &= head[..end].ends_with(b"\r\n");
             if name.eq_ignore_ascii_case(b"connection") {
-                for token in h.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        keep_alive = false;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        keep_alive |= version == Version::HTTP_10;
-                    } else if !token.is_empty() {
-                        names_others = true;
-                    }
-                }
+                let c = crate::http1::connection_tokens(h.value);
+                keep_alive = !c.close && (keep_alive || (c.keep_alive && version == Version::HTTP_10));
+                names_others |= c.names_others;
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 te = Some(h.value);
             } else if name.eq_ignore_ascii_case(b"content-length") {
@@ -607,23 +600,15 @@ impl Body for UpstreamBody {
 impl UpstreamBody {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
-        match ready!(crate::http1::poll_body(&mut conn.framing, &mut conn.rbuf, &mut conn.io, READ_CHUNK, cx)) {
-            Ok(Some(data)) => {
-                if conn.framing == Framing::Empty {
-                    // The last bytes: the connection is free before the caller polls again.
-                    self.finish();
-                }
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Ok(None) => {
-                self.finish();
-                Poll::Ready(None)
-            }
-            Err(e) => {
-                self.conn = None;
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
+        let (frame, state) =
+            ready!(crate::http1::poll_frame(&mut conn.framing, &mut conn.rbuf, &mut conn.io, READ_CHUNK, cx));
+        match state {
+            BodyState::Reading => {}
+            // The connection is free before the caller polls again.
+            BodyState::Over => self.finish(),
+            BodyState::Failed => self.conn = None,
         }
+        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
     }
 }
 

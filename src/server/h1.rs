@@ -25,7 +25,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 
 use super::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, MAX_HEADERS};
-use crate::http1::{Framing, LAST_CHUNK, put_chunk_size, put_header, put_length};
+use crate::http1::{BodyState, Framing, LAST_CHUNK, put_chunk_size, put_header, put_length};
 use crate::proxy::body::BoxError;
 use crate::proxy::{ProxyBody, ProxyError};
 
@@ -79,23 +79,16 @@ impl Body for ClientBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let Some(r) = this.reader.as_mut() else { return Poll::Ready(None) };
-        match ready!(crate::http1::poll_body(&mut this.framing, &mut r.buf, &mut r.io, READ_CHUNK, cx)) {
-            Ok(Some(data)) => {
-                if this.framing == Framing::Empty {
-                    this.give_back();
-                }
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Ok(None) => {
-                this.give_back();
-                Poll::Ready(None)
-            }
-            Err(e) => {
+        let (frame, state) = ready!(crate::http1::poll_frame(&mut this.framing, &mut r.buf, &mut r.io, READ_CHUNK, cx));
+        match state {
+            BodyState::Reading => {}
+            BodyState::Over => this.give_back(),
+            BodyState::Failed => {
                 this.reader = None;
                 this.back = None;
-                Poll::Ready(Some(Err(e.into())))
             }
         }
+        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -151,14 +144,8 @@ fn take_head(buf: &mut BytesMut) -> Result<Option<Head>, ProxyError> {
         target = (offset(path), offset(path) + path.len() as u32);
         for (h, r) in req.headers.iter().zip(ranges.iter_mut()) {
             if h.name.eq_ignore_ascii_case("connection") {
-                for token in h.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        keep_alive = false;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        keep_alive |= version == Version::HTTP_10;
-                    }
-                }
+                let c = crate::http1::connection_tokens(h.value);
+                keep_alive = !c.close && (keep_alive || (c.keep_alive && version == Version::HTTP_10));
             } else if h.name.eq_ignore_ascii_case("expect") {
                 expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
             } else if h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding")
@@ -334,8 +321,7 @@ impl Conn {
         }
         for (name, value) in &parts.headers {
             if name == header::CONNECTION {
-                keep_alive &=
-                    !value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                keep_alive &= !crate::http1::connection_tokens(value.as_bytes()).close;
                 continue;
             }
             if !bodiless && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
