@@ -192,7 +192,7 @@ impl RawHead {
         };
         let mut map = HeaderMap::with_capacity(parsed.len() + 2);
         for h in parsed.iter() {
-            if is_framing_or_hop(h.name.as_bytes()) {
+            if is_left_out(h.name.as_bytes()) {
                 continue;
             }
             if let (Ok(name), Ok(value)) = (
@@ -215,9 +215,12 @@ impl RawHead {
     }
 }
 
-/// Lines a [`RawHead`] leaves out.
-fn is_framing_or_hop(name: &[u8]) -> bool {
-    crate::http1::is_hop_by_hop(name) || name.eq_ignore_ascii_case(b"content-length")
+/// Lines a [`RawHead`] leaves out: hop-by-hop, framing, and the headers bearerd sets on every
+/// answer itself (they are added behind the lines, and an upstream's must not come first).
+fn is_left_out(name: &[u8]) -> bool {
+    crate::http1::is_hop_by_hop(name)
+        || name.eq_ignore_ascii_case(b"content-length")
+        || crate::proxy::is_answer_header(name)
 }
 
 impl Conn {
@@ -480,7 +483,7 @@ fn take_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Option<(He
             } else if name.eq_ignore_ascii_case(b"date") {
                 dated = true;
             }
-            if is_framing_or_hop(name) {
+            if is_left_out(name) {
                 match skipped.get_mut(n_skipped) {
                     Some(slot) => *slot = (start as u16, end as u16),
                     None => raw_ok = false,

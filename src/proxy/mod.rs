@@ -333,6 +333,12 @@ fn attempts_value(n: u32) -> HeaderValue {
     }
 }
 
+/// Whether `name` is one of the headers bearerd sets on every answer ([`answer_lines`]).
+pub fn is_answer_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(X_TEMPLATE.as_str().as_bytes())
+        || name.eq_ignore_ascii_case(X_ATTEMPTS.as_str().as_bytes())
+}
+
 /// `x-bearerd-template` and `x-bearerd-attempts` as header lines, for an answer whose other
 /// lines pass on raw. `template` is the template's `x-bearerd-template` value.
 pub fn answer_lines(template: &HeaderValue, attempts: u32) -> Bytes {
