@@ -6,11 +6,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bearerd::config::{PathTail, TemplateSpec};
 use bearerd::secret::Secret;
 use bearerd::template::expr::{self, Allow, Bindings, Parts, Syntax};
 use bearerd::template::route::Router;
 use bearerd::template::{Context, RequestScope};
+use bearerd::template::{PathTail, TemplateSpec};
 use bearerd::token::{FileStore, Token, TokenKey, Tokens};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderName, Method};

@@ -118,7 +118,7 @@ fn main() {
         );
         let running = bearerd::server::start(bearerd::config::load(&cfg).unwrap()).await.unwrap();
         let token = bearerd::token::Token::new(bearerd::secret::Secret::new("t0k"));
-        running.shared.tokens.put(&bearerd::token::TokenKey::new("bench", "up", "default"), token).await.unwrap();
+        running.state.tokens.put(&bearerd::token::TokenKey::new("bench", "up", "default"), token).await.unwrap();
         let host = up.to_string();
         let _ = load(up, host.clone(), Some("Bearer t0k"), conns, 1).await; // warm-up
         let _ = load(running.data_addr, host.clone(), None, conns, 1).await;

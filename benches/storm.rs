@@ -150,7 +150,7 @@ fn main() {
                 expires_at: Some(expires_at),
                 ..bearerd::token::Token::new(bearerd::secret::Secret::new("fresh"))
             };
-            running.shared.tokens.put(&key, token).await.unwrap();
+            running.state.tokens.put(&key, token).await.unwrap();
             let mut senders = Vec::new();
             for _ in 0..conns {
                 let s = TcpStream::connect(running.data_addr).await.unwrap();

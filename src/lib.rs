@@ -1,63 +1,82 @@
 //! bearerd: an egress sidecar that puts OAuth access tokens into outbound API calls.
 //!
 //! # Module map
-//! - [`config`]: `bearerd.yaml` ([`config::file`]) and FDK app folders ([`config::fdk`]) read,
-//!   validated (every error, with file and JSON path) and converted into internal types.
-//! - [`template`]: the `<%= %>` language ([`template::expr`]), escaping per position
-//!   ([`template::escape`]), transparent matching ([`template::route`]) and rendering.
-//! - [`snapshot`]: one immutable compiled configuration, swapped whole under an `ArcSwap`.
-//! - [`token`]: tokens per (app, integration, account) and the lock-free view the data plane
-//!   reads; the durable stores behind it ([`token::store`]: the trait and the embedded file
-//!   store; [`token::redis_store`]: shared by replicas, with leases and change notifications),
-//!   encryption at rest ([`token::seal`]), the token-endpoint client ([`token::oauth`]), and
-//!   single-flight refresh with back-off, across replicas through the store's lease
-//!   ([`token::refresh`]).
-//! - [`proxy`]: the data plane; [`proxy::upstream`] the upstream client (connect, TLS, pool,
-//!   HTTP/2 where negotiated) and [`proxy::h1`] its HTTP/1.1, run in the request's own task;
-//!   [`proxy::error`] the one place where an error becomes a status and an FDK-shaped body.
-//! - [`admin`]: the control plane (health, readiness, metrics, token admin API, reload,
-//!   and the authorization-code flow in [`admin::auth`]).
+//! Imports flow one way, from the top of this list to the bottom (`tests/architecture.rs` fails
+//! on a cycle or on an edge against the grain):
+//!
+//! - [`server`]: the process: builds everything below, binds both listeners, runs each
+//!   connection ([`server::h1`]: the data listener's HTTP/1.1, HTTP/2 handed to hyper), the
+//!   per-connection watchdog and graceful shutdown.
+//! - [`admin`]: the control plane (health, readiness, metrics, the token admin API, reload, and
+//!   the authorization-code flow in [`admin::auth`], whose pending table it owns).
+//! - [`proxy`]: the data plane in named phases (select app, match, token, render, send,
+//!   respond); [`proxy::retry`] the retry/replay policy as a pure function; [`proxy::error`]
+//!   the one place where an error becomes a status and an FDK-shaped body.
 //! - [`reload`]: file watcher, SIGHUP and `POST /admin/reload`, one path: load, validate,
 //!   compile, swap; the old snapshot stays on failure.
-//! - [`metrics`]: every metric, registered in one place.
-//! - [`server`]: shared state, listeners, the per-connection watchdog, graceful shutdown;
-//!   [`server::h1`] the data listener's HTTP/1.1 (HTTP/2 clients are handed to hyper).
-//! - [`http1`]: HTTP/1.1 framing shared by [`server::h1`] and [`proxy::h1`]: body delimitation,
-//!   the chunked decoder, hop-by-hop names.
-//! - [`fasthash`]: the unkeyed hash of the maps read on every request.
-//! - [`reuse`]: per-thread reuse of each request's header map and upstream URL.
+//! - [`state`]: what every request shares (snapshot, tokens, refresher, upstream client,
+//!   metrics); nothing of the control plane.
+//! - [`snapshot`]: one immutable compiled configuration, swapped whole under an `ArcSwap`.
+//! - [`token`]: tokens per (app, integration, account), the lock-free view the data plane
+//!   reads, the stores behind it ([`token::store`], [`token::redis_store`], [`token::seal`]),
+//!   the token-endpoint client ([`token::oauth`]) and single-flight refresh with back-off
+//!   ([`token::refresh`]); its own `TokenError`. It is handed the integration it refreshes.
+//! - [`upstream`]: the upstream client: connect, TLS, the address policy, the HTTP/1.1 pool
+//!   ([`upstream::pool`], [`upstream::h1`]) and HTTP/2; the data path's body type
+//!   ([`upstream::body`]); its own `UpstreamError`.
+//! - [`config`]: `bearerd.yaml` ([`config::file`]) and FDK app folders ([`config::fdk`], one
+//!   file per FDK file kind) read, validated (every error, with file and JSON path) and
+//!   converted into internal types.
+//! - [`template`]: the compiled template ([`template::spec`]), the `<%= %>` language
+//!   ([`template::expr`]), escaping per position ([`template::escape`]), transparent matching
+//!   ([`template::route`]) and rendering.
+//! - Beneath everything, knowing nothing of each other: [`http`] (HTTP/1.1 for both sides, once:
+//!   heads, framing, bodies, keep-alive and hop-by-hop rules; it knows nothing of bearerd),
+//!   [`metrics`] (every metric, registered in one place), [`secret`], [`fasthash`] (the unkeyed
+//!   hash of maps keyed by configuration) and [`reuse`] (per-thread reuse of request buffers).
 //!
-//! # The path of one request ([`proxy::handle`])
-//! 1. The listener accepts; [`server::h1`] reads the request head (headers parsed once, into the
-//!    map that is forwarded) and runs the handler in the connection's task; the handler loads
-//!    the current [`snapshot::Snapshot`] once.
-//! 2. The app is chosen (`x-bearerd-app` when several), then the template: `POST /invoke/<name>`
-//!    by name, anything else by method + host + path through [`template::route::Router`]; no
-//!    match is 403 (never an open proxy).
-//! 3. The access token for (app, integration, account) is read from [`token::Tokens`] without a
-//!    lock; a token near expiry is refreshed first, once for all requests that need it.
-//! 4. Host, path, query and headers are rendered, each value escaped for where it lands.
-//! 5. [`proxy::upstream::Upstream`] sends over a pooled connection (rustls for https) with
-//!    timeouts and the address check; `maxAttempts` retries connect errors, 429 and 5xx. On
-//!    HTTP/1.1 the request's task writes the request and reads the answer itself
-//!    ([`proxy::h1`]); the body streams from the pooled connection, which goes back to the pool
-//!    at its end, and the answer's header lines reach an HTTP/1.1 client as they came, minus
-//!    hop-by-hop headers.
-//! 6. A status in `refresh.on_status` forces one refresh and one replay; the answer streams
-//!    back with `x-bearerd-template` and `x-bearerd-attempts`.
+//! # The path of one request
+//! 1. [`server::h1`] accepts and reads the request head with [`http::server`] (headers parsed
+//!    once, into the map that is forwarded) and runs [`proxy::handle`] in the connection's task;
+//!    it loads the current [`snapshot::Snapshot`] once from the [`state::State`].
+//! 2. Select the app (`x-bearerd-app` when several), then match the template: `POST
+//!    /invoke/<name>` by name, anything else by method + host + path through
+//!    [`template::route::Router`]; no match is 403 (never an open proxy).
+//! 3. The token for (app, integration, account) comes from [`token::Refresher`]: a lock-free
+//!    read when fresh; a token near expiry is refreshed first, once for all requests that need
+//!    it.
+//! 4. Render host, path, query and headers, each value escaped for where it lands.
+//! 5. Send with [`upstream::Upstream`] over a pooled connection (rustls for https) with
+//!    timeouts and the address check; on HTTP/1.1 the request's task writes the request and
+//!    reads the answer head itself ([`upstream::h1`], [`http::client`]). [`proxy::retry`]
+//!    decides whether to send again: a stale pooled connection, `maxAttempts` for connect
+//!    errors, 429 and 5xx, and one refresh and replay for a status in `refresh.on_status`.
+//! 6. Respond: the answer head (beside its body; an HTTP/1.1 upstream's header lines stay raw)
+//!    gets `x-bearerd-template` and `x-bearerd-attempts`, and the body streams back from the
+//!    pooled connection, which goes back to the pool at its end.
 //! 7. Metrics and one access-log line (template, upstream host, status, attempts, duration;
 //!    never a token, a path or a query).
+//!
+//! # Public surface
+//! Items are `pub(crate)` unless the binary (`src/main.rs`), the integration tests or the
+//! benches need them: loading and checking configuration ([`config`]), starting and stopping
+//! ([`server::start`], [`server::Running`], [`reload::Reloader`]), storing a token before a test
+//! or bench runs ([`token`]), and the template compiler and router the hot-path bench measures.
+
+#![warn(unreachable_pub)]
 
 pub mod admin;
 pub mod config;
-pub mod fasthash;
-pub mod http1;
-pub mod metrics;
-pub mod proxy;
+pub(crate) mod fasthash;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
 pub mod reload;
-pub mod reuse;
+pub(crate) mod reuse;
 pub mod secret;
 pub mod server;
-pub mod snapshot;
+pub(crate) mod snapshot;
+pub mod state;
 pub mod template;
 pub mod token;
+pub(crate) mod upstream;

@@ -136,10 +136,10 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::from(EXIT_START);
             }
         };
-        let shared = running.shared.clone();
+        let reloader = running.reloader.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                let _ = bearerd::reload::reload(&shared, "SIGHUP").await;
+                let _ = reloader.reload("SIGHUP").await;
             }
         });
         tokio::select! {

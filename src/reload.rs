@@ -14,22 +14,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::server::Shared;
 use crate::snapshot::Snapshot;
+use crate::state::State;
 
 /// Events closer together than this are one change (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Serialises reloads and remembers what the last one read.
-#[derive(Default)]
+/// Reloads the configuration of a running process: serialised, and remembering what the last
+/// reload read.
 pub struct Reloader {
+    state: Arc<State>,
     last: tokio::sync::Mutex<Option<u64>>,
-}
-
-impl Reloader {
-    pub fn new(config: &Config) -> Reloader {
-        Reloader { last: tokio::sync::Mutex::new(Some(fingerprint(&config.files))) }
-    }
 }
 
 /// What a successful reload did.
@@ -42,9 +37,24 @@ pub struct Reloaded {
     pub notes: Vec<String>,
 }
 
-/// Reloads the configuration. `trigger` is for the log.
-pub async fn reload(shared: &Arc<Shared>, trigger: &str) -> Result<Reloaded, ConfigErrors> {
-    let mut last = shared.reloader.last.lock().await;
+impl Reloader {
+    /// The reloader of `state`, whose configuration was read from `config`.
+    pub(crate) fn new(state: Arc<State>, files: &[PathBuf]) -> Reloader {
+        Reloader { state, last: tokio::sync::Mutex::new(Some(fingerprint(files))) }
+    }
+
+    /// Reloads the configuration. `trigger` is for the log.
+    pub async fn reload(&self, trigger: &str) -> Result<Reloaded, ConfigErrors> {
+        reload(&self.state, &self.last, trigger).await
+    }
+}
+
+async fn reload(
+    shared: &State,
+    last: &tokio::sync::Mutex<Option<u64>>,
+    trigger: &str,
+) -> Result<Reloaded, ConfigErrors> {
+    let mut last = last.lock().await;
     let old = shared.snapshot.load_full();
     let Some(path) = old.config.source.clone() else {
         return Err(single("", "this configuration was not read from a file"));
@@ -69,10 +79,11 @@ pub async fn reload(shared: &Arc<Shared>, trigger: &str) -> Result<Reloaded, Con
         tracing::warn!("{w}");
     }
     let generation = old.generation + 1;
-    let new = match Snapshot::compile(config, generation, &shared.metrics, Some(&old)) {
-        Ok(s) => s,
-        Err(e) => return Err(failed(shared, trigger, single("", &e))),
-    };
+    // The upstream settings take effect with the snapshot (new connections use them at once).
+    if let Err(e) = shared.upstream.reconfigure(&config.upstream) {
+        return Err(failed(shared, trigger, single("", &e)));
+    }
+    let new = Snapshot::compile(config, generation, &shared.metrics);
     let notes = [notes, rebound_integrations(&old, &new)].concat();
     for n in &notes {
         tracing::warn!(trigger, "{n}");
@@ -89,7 +100,7 @@ fn single(file: &str, message: &str) -> ConfigErrors {
     ConfigErrors(vec![ConfigError { app: None, file: file.into(), pointer: String::new(), message: message.into() }])
 }
 
-fn failed(shared: &Shared, trigger: &str, errors: ConfigErrors) -> ConfigErrors {
+fn failed(shared: &State, trigger: &str, errors: ConfigErrors) -> ConfigErrors {
     shared.metrics.config_reloads.with_label_values(&["error"]).inc();
     for e in &errors.0 {
         tracing::error!(trigger, "reload refused: {e}");
@@ -171,8 +182,8 @@ fn watched_dirs(config: &Config) -> BTreeSet<PathBuf> {
     dirs
 }
 
-/// Starts watching the configuration's folders; every debounced change runs [`reload`].
-pub fn spawn_watcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+/// Starts watching the configuration's folders; every debounced change reloads.
+pub(crate) fn spawn_watcher(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if res.is_ok_and(|e| !e.kind.is_access()) {
@@ -186,7 +197,8 @@ pub fn spawn_watcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Op
         }
     };
     let mut watching = BTreeSet::new();
-    update_watches(&mut watcher, &mut watching, watched_dirs(&shared.snapshot.load().config));
+    let config = |r: &Reloader| r.state.snapshot.load().config.clone();
+    update_watches(&mut watcher, &mut watching, watched_dirs(&config(&reloader)));
     Some(tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -194,10 +206,10 @@ pub fn spawn_watcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Op
                 _ = stop.changed() => break,
             }
             while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-            if let Ok(r) = reload(&shared, "watch").await
+            if let Ok(r) = reloader.reload("watch").await
                 && r.changed
             {
-                update_watches(&mut watcher, &mut watching, watched_dirs(&shared.snapshot.load().config));
+                update_watches(&mut watcher, &mut watching, watched_dirs(&config(&reloader)));
             }
         }
     }))

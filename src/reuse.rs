@@ -13,7 +13,7 @@ use http::HeaderMap;
 const KEEP: usize = 512;
 
 /// A kind of buffer kept here.
-pub trait Buffer: Sized + 'static {
+pub(crate) trait Buffer: Sized + 'static {
     /// Buffers that grew beyond this capacity are not kept.
     const MAX_CAPACITY: usize;
     fn kept() -> &'static LocalKey<RefCell<Vec<Self>>>;
@@ -56,7 +56,7 @@ buffer!(HeaderMap, MAPS, 48);
 buffer!(String, STRINGS, 2048);
 
 /// An empty buffer with room for `n` (headers, bytes).
-pub fn take<B: Buffer>(n: usize) -> B {
+pub(crate) fn take<B: Buffer>(n: usize) -> B {
     match B::kept().with_borrow_mut(Vec::pop) {
         Some(mut b) => {
             b.reserve(n);
@@ -67,7 +67,7 @@ pub fn take<B: Buffer>(n: usize) -> B {
 }
 
 /// Gives a buffer back for another request.
-pub fn give_back<B: Buffer>(mut b: B) {
+pub(crate) fn give_back<B: Buffer>(mut b: B) {
     if b.capacity() > B::MAX_CAPACITY {
         return;
     }

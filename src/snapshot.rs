@@ -1,31 +1,37 @@
 //! One immutable, compiled configuration: apps, templates, routers, integrations, per-template
-//! metric handles and the upstream client. Held in an `ArcSwap`; a request loads it once and
+//! metric handles and answer header lines. Held in an `ArcSwap`; a request loads it once and
 //! keeps it to the end, so a reload never mixes two configurations inside one request.
 
-use crate::fasthash::FastMap;
-use std::sync::Arc;
-
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use prometheus::{Histogram, IntCounter};
 
-use crate::config::{AppConfig, Config, IntegrationSpec, TemplateSpec};
+use crate::config::{AppConfig, Config, IntegrationSpec};
+use crate::fasthash::FastMap;
+use crate::http::write::put_header;
 use crate::metrics::Metrics;
-use crate::proxy::upstream::Upstream;
+use crate::template::TemplateSpec;
 use crate::template::route::Router;
 use crate::token::Token;
 
-pub struct Snapshot {
-    pub generation: u64,
-    pub config: Arc<Config>,
-    pub apps: Vec<App>,
+/// The template that served a request: on every answer.
+pub(crate) const X_TEMPLATE: HeaderName = HeaderName::from_static("x-bearerd-template");
+/// How many times the request was sent upstream: on every answer.
+pub(crate) const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-bearerd-attempts");
+
+/// A compiled configuration.
+pub(crate) struct Snapshot {
+    pub(crate) generation: u64,
+    pub(crate) config: Arc<Config>,
+    pub(crate) apps: Vec<App>,
     by_name: FastMap<Box<str>, usize>,
-    pub upstream: Arc<Upstream>,
 }
 
-pub struct App {
-    pub name: Arc<str>,
+pub(crate) struct App {
+    pub(crate) name: Arc<str>,
     pub config: AppConfig,
     pub by_name: FastMap<Box<str>, usize>,
     pub router: Router,
@@ -35,8 +41,8 @@ pub struct App {
     pub template_metrics: Vec<TemplateMetrics>,
     /// The `x-bearerd-template` value of each template.
     pub template_headers: Vec<http::HeaderValue>,
-    /// Per template: [`crate::proxy::answer_lines`] for an answer after one attempt.
-    pub answer_lines: Vec<bytes::Bytes>,
+    /// Per template: [`answer_lines`] for an answer after one attempt.
+    pub answer_lines: Vec<Bytes>,
     /// Per template: its headers as last rendered with a token (see [`HeaderCache`]).
     pub header_cache: Vec<HeaderCache>,
 }
@@ -46,9 +52,9 @@ pub struct App {
 /// are then a function of the token alone. The token is held (an `Arc`), and compared by
 /// identity: a refreshed, replaced or rotated token is a different `Arc`, so it is never served
 /// another token's headers.
-pub struct HeaderCache(Option<ArcSwapOption<RenderedHeaders>>);
+pub(crate) struct HeaderCache(Option<ArcSwapOption<RenderedHeaders>>);
 
-pub struct RenderedHeaders {
+pub(crate) struct RenderedHeaders {
     pub token: Arc<Token>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
@@ -60,18 +66,18 @@ impl HeaderCache {
     }
 
     /// The headers rendered with exactly this token, if they are cached.
-    pub fn get(&self, token: &Arc<Token>) -> Option<Arc<RenderedHeaders>> {
+    pub(crate) fn get(&self, token: &Arc<Token>) -> Option<Arc<RenderedHeaders>> {
         self.0.as_ref()?.load().as_ref().filter(|r| Arc::ptr_eq(&r.token, token)).cloned()
     }
 
     /// Keeps `headers` as rendered with `token`, when this template's headers may be cached.
-    pub fn put(&self, token: &Arc<Token>, headers: Vec<(http::HeaderName, http::HeaderValue)>) {
+    pub(crate) fn put(&self, token: &Arc<Token>, headers: Vec<(http::HeaderName, http::HeaderValue)>) {
         if let Some(slot) = &self.0 {
             slot.store(Some(Arc::new(RenderedHeaders { token: token.clone(), headers })));
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.0.is_some()
     }
 }
@@ -80,7 +86,7 @@ impl HeaderCache {
 const COMMON_CODES: [u16; 16] = [200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 409, 422, 429, 500, 502];
 
 /// A template's metric handles. Series for a status code are created on first use.
-pub struct TemplateMetrics {
+pub(crate) struct TemplateMetrics {
     duration: Histogram,
     requests: [OnceLock<IntCounter>; COMMON_CODES.len()],
 }
@@ -91,7 +97,7 @@ impl TemplateMetrics {
     }
 
     /// Counts one request and observes its duration.
-    pub fn record(&self, metrics: &Metrics, app: &str, template: &str, status: http::StatusCode, secs: f64) {
+    pub(crate) fn record(&self, metrics: &Metrics, app: &str, template: &str, status: http::StatusCode, secs: f64) {
         self.duration.observe(secs);
         let code = status.as_u16();
         match COMMON_CODES.iter().position(|&c| c == code) {
@@ -104,32 +110,22 @@ impl TemplateMetrics {
 }
 
 impl App {
-    pub fn templates(&self) -> &[TemplateSpec] {
+    pub(crate) fn templates(&self) -> &[TemplateSpec] {
         &self.config.fdk.templates
     }
 
-    pub fn integration(&self, i: usize) -> &IntegrationSpec {
+    pub(crate) fn integration(&self, i: usize) -> &Arc<IntegrationSpec> {
         &self.config.fdk.integrations[i]
     }
 
-    pub fn integration_by_name(&self, name: &str) -> Option<(usize, &IntegrationSpec)> {
+    pub(crate) fn integration_by_name(&self, name: &str) -> Option<(usize, &Arc<IntegrationSpec>)> {
         self.config.fdk.integrations.iter().enumerate().find(|(_, i)| i.name == name)
     }
 }
 
 impl Snapshot {
-    /// Compiles `config`. `previous` lends its upstream client (and so its connection pool) when
-    /// the upstream settings did not change.
-    pub fn compile(
-        config: Config,
-        generation: u64,
-        metrics: &Metrics,
-        previous: Option<&Snapshot>,
-    ) -> Result<Snapshot, String> {
-        let upstream = match previous {
-            Some(p) if *p.upstream.config() == config.upstream => p.upstream.clone(),
-            _ => Arc::new(Upstream::new(&config.upstream)?),
-        };
+    /// Compiles `config`.
+    pub(crate) fn compile(config: Config, generation: u64, metrics: &Metrics) -> Snapshot {
         let apps: Vec<App> = config
             .apps
             .iter()
@@ -140,7 +136,7 @@ impl Snapshot {
                     .iter()
                     .map(|t| http::HeaderValue::from_str(&t.name).unwrap_or(http::HeaderValue::from_static("invalid")))
                     .collect();
-                let answer_lines = template_headers.iter().map(|v| crate::proxy::answer_lines(v, 1)).collect();
+                let answer_lines = template_headers.iter().map(|v| answer_lines(v, 1)).collect();
                 App {
                     name: a.name.as_str().into(),
                     by_name: templates.iter().enumerate().map(|(i, t)| (t.name.as_str().into(), i)).collect(),
@@ -158,19 +154,19 @@ impl Snapshot {
             })
             .collect();
         let by_name = apps.iter().enumerate().map(|(i, a)| (a.name.as_ref().into(), i)).collect();
-        Ok(Snapshot { generation, config: Arc::new(config), apps, by_name, upstream })
+        Snapshot { generation, config: Arc::new(config), apps, by_name }
     }
 
-    pub fn app(&self, name: &str) -> Option<&App> {
+    pub(crate) fn app(&self, name: &str) -> Option<&App> {
         self.by_name.get(name).map(|&i| &self.apps[i])
     }
 
-    pub fn app_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn app_index(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
     }
 
     /// The URL that starts authorization of an integration for an account.
-    pub fn authorize_url(&self, app: &str, integration: &str, account: &str) -> String {
+    pub(crate) fn authorize_url(&self, app: &str, integration: &str, account: &str) -> String {
         let mut u = format!("{}/auth/authorize/{app}/{integration}", self.config.admin.public_url);
         if account != crate::token::DEFAULT_ACCOUNT {
             u.push_str("?account=");
@@ -180,4 +176,28 @@ impl Snapshot {
         }
         u
     }
+}
+
+/// The `x-bearerd-attempts` value, without allocating for the usual counts.
+pub(crate) fn attempts_value(n: u32) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(n as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
+    }
+}
+
+/// `x-bearerd-template` and `x-bearerd-attempts` as header lines, for an answer whose other
+/// lines pass on raw. `template` is the template's `x-bearerd-template` value.
+pub(crate) fn answer_lines(template: &HeaderValue, attempts: u32) -> Bytes {
+    let mut w = Vec::with_capacity(64 + template.len());
+    put_header(&mut w, X_TEMPLATE.as_str().as_bytes(), template.as_bytes());
+    put_header(&mut w, X_ATTEMPTS.as_str().as_bytes(), attempts_value(attempts).as_bytes());
+    Bytes::from(w)
+}
+
+/// Whether `name` is one of the headers bearerd sets on every answer ([`answer_lines`]).
+pub(crate) fn is_answer_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(X_TEMPLATE.as_str().as_bytes())
+        || name.eq_ignore_ascii_case(X_ATTEMPTS.as_str().as_bytes())
 }

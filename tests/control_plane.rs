@@ -133,10 +133,10 @@ async fn shutdown_finishes_in_flight_requests() {
     while api.count() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let shared = b.running.as_ref().unwrap().shared.clone();
+    let admin = b.running.as_ref().unwrap().admin.clone();
     let stop = tokio::spawn(b.shutdown());
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!shared.is_ready(), "not ready while draining");
+    assert!(!admin.is_ready(), "not ready while draining");
     assert!(tokio::net::TcpStream::connect(data).await.is_err(), "no new connections while draining");
     let r = inflight.await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "done"));

@@ -119,9 +119,8 @@ async fn an_app_without_requests_json_can_still_be_authorized() {
         &oauth_one("gitlab.example.com", false)["integrations"]["api"].to_string(),
     );
     let cfg = yaml(&dir, None, "  - {name: old, path: apps/old}", "");
+    assert_eq!(bearerd::config::load(&cfg).unwrap().apps[0].fdk.templates.len(), 0);
     let b = start(&cfg).await;
-    let snap = b.running.as_ref().unwrap().shared.snapshot.load_full();
-    assert_eq!(snap.apps[0].templates().len(), 0);
     let r = b.admin("GET", "/auth/authorize/old/default", "").await;
     assert_eq!(r.status, 302);
     assert!(r.header("location").unwrap().starts_with("https://gitlab.example.com/authorize?response_type=code"));

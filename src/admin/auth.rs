@@ -11,17 +11,16 @@ use base64::Engine as _;
 use http::{HeaderValue, Response, StatusCode, header};
 use tokio::time::Instant;
 
-use super::query_param;
+use super::{Admin, query_param};
 use crate::config::Grant;
-use crate::proxy::ProxyBody;
 use crate::secret::Secret;
-use crate::server::Shared;
 use crate::snapshot::Snapshot;
-use crate::token::oauth::{self, GrantError};
+use crate::token::oauth::{self, GrantError, GrantRequest};
 use crate::token::{DEFAULT_ACCOUNT, TokenKey};
+use crate::upstream::Body;
 
 /// How long a started authorization may take.
-pub const STATE_TTL: Duration = Duration::from_secs(600);
+pub(crate) const STATE_TTL: Duration = Duration::from_secs(600);
 /// Started authorizations kept at most (the oldest are dropped beyond it).
 const MAX_PENDING: usize = 10_000;
 
@@ -33,7 +32,7 @@ struct Started {
 
 /// Authorizations started and not yet called back, by `state`.
 #[derive(Default)]
-pub struct Pending(Mutex<HashMap<String, Started>>);
+pub(crate) struct Pending(Mutex<HashMap<String, Started>>);
 
 impl Pending {
     fn insert(&self, state: String, s: Started) {
@@ -61,19 +60,19 @@ fn random_token() -> String {
 }
 
 /// PKCE S256: base64url(sha256(verifier)).
-pub fn challenge(verifier: &str) -> String {
+pub(crate) fn challenge(verifier: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
 }
 
 /// `GET /auth/authorize/<app>/<integration>[?account=]`
-pub fn authorize(
-    shared: &Shared,
+pub(crate) fn authorize(
+    admin: &Admin,
     snap: &Snapshot,
     app: &str,
     integration: &str,
     query: Option<&str>,
-) -> Response<ProxyBody> {
+) -> Response<Body> {
     let Some(a) = snap.app(app) else {
         return page(StatusCode::NOT_FOUND, "Unknown app", &format!("No app named {app}."));
     };
@@ -130,12 +129,12 @@ pub fn authorize(
             push(k, v);
         }
     }
-    shared.pending.insert(
+    admin.pending.insert(
         state,
         Started { key: TokenKey::new(app, integration, &account), verifier: Secret::new(verifier), at: Instant::now() },
     );
     tracing::info!(app, integration, "authorization started");
-    let mut r = Response::new(ProxyBody::Empty);
+    let mut r = Response::new(Body::Empty);
     *r.status_mut() = StatusCode::FOUND;
     if let Ok(v) = HeaderValue::from_str(&url) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -145,11 +144,12 @@ pub fn authorize(
 }
 
 /// `GET /auth/callback?code=&state=` (or `?error=&state=`).
-pub async fn callback(shared: &Shared, snap: &Snapshot, query: Option<&str>) -> Response<ProxyBody> {
+pub(crate) async fn callback(admin: &Admin, snap: &Snapshot, query: Option<&str>) -> Response<Body> {
+    let shared = &admin.state;
     let Some(state) = query_param(query, "state") else {
         return page(StatusCode::BAD_REQUEST, "Authorization failed", "The callback has no state.");
     };
-    let Some(started) = shared.pending.take(&state) else {
+    let Some(started) = admin.pending.take(&state) else {
         return page(
             StatusCode::BAD_REQUEST,
             "Authorization failed",
@@ -188,13 +188,13 @@ pub async fn callback(shared: &Shared, snap: &Snapshot, query: Option<&str>) -> 
         return page(StatusCode::BAD_REQUEST, "Authorization failed", "The callback has no code.");
     };
     let redirect_uri = format!("{}/auth/callback", snap.config.admin.public_url);
-    let deadline = Instant::now() + snap.upstream.config().timeout;
-    let grant = oauth::Grant::AuthorizationCode {
+    let deadline = Instant::now() + shared.upstream.timeout();
+    let grant = GrantRequest::AuthorizationCode {
         code: &code,
         redirect_uri: &redirect_uri,
         verifier: started.verifier.expose(),
     };
-    let mut token = match oauth::request_token(&snap.upstream, integ, grant, None, deadline).await {
+    let mut token = match oauth::request_token(&shared.upstream, integ, grant, None, deadline).await {
         Ok(t) => t,
         Err(e) => {
             counted(e.result_label());
@@ -222,13 +222,13 @@ pub async fn callback(shared: &Shared, snap: &Snapshot, query: Option<&str>) -> 
     page(StatusCode::OK, "Authorized", &text)
 }
 
-fn page(status: StatusCode, title: &str, text: &str) -> Response<ProxyBody> {
+fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{x}</p></body></html>\n",
         t = html_escape(title),
         x = html_escape(text)
     );
-    let mut r = Response::new(ProxyBody::full(body));
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

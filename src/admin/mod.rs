@@ -1,51 +1,91 @@
-//! The control plane: health, readiness, metrics, the token admin API, and the authorization
-//! flow ([`auth`]). `/admin/*` needs `Authorization: Bearer <admin.token>` when a token is
-//! configured.
+//! The control plane: health, readiness, metrics, the token admin API, reload, and the
+//! authorization flow ([`auth`]), whose pending authorizations it owns. `/admin/*` needs
+//! `Authorization: Bearer <admin.token>` when a token is configured.
 
-pub mod auth;
+pub(crate) mod auth;
 
-use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::proxy::ProxyBody;
+use crate::reload::Reloader;
 use crate::secret::Secret;
-use crate::server::Shared;
 use crate::snapshot::Snapshot;
+use crate::state::State;
 use crate::token::{DEFAULT_ACCOUNT, Token, TokenKey, TokenState, unix_now};
+use crate::upstream::Body;
 
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
+/// The control plane: the shared state it reads and changes, and what is its own.
+pub struct Admin {
+    pub(crate) state: Arc<State>,
+    reloader: Arc<Reloader>,
+    /// Authorizations started and not yet called back.
+    pending: auth::Pending,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Admin {
+    pub(crate) fn new(state: Arc<State>, reloader: Arc<Reloader>) -> Admin {
+        Admin {
+            state,
+            reloader,
+            pending: auth::Pending::default(),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// A configuration is loaded and both listeners are up.
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Shutdown has begun: `/readyz` answers 503 from now on.
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Ready: a configuration is loaded, both listeners are up, and shutdown has not begun
+    /// (public for the shutdown test).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
 /// Serves one control-plane request.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
+    let shared = &admin.state;
     let path = req.uri().path().to_string();
-    let resp = match (req.method(), path.as_str()) {
+    match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
-            if shared.is_ready() {
+            if admin.is_ready() {
                 text(StatusCode::OK, "text/plain", "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
             }
         }
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(ProxyBody::full(shared.metrics.render()));
+            let mut r = Response::new(Body::full(shared.metrics.render()));
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             r
         }
         (&Method::GET, "/auth/callback") => {
-            auth::callback(&shared, &shared.snapshot.load_full(), req.uri().query()).await
+            auth::callback(&admin, &shared.snapshot.load_full(), req.uri().query()).await
         }
         (&Method::GET, p) if p.starts_with("/auth/authorize/") => {
             let snap = shared.snapshot.load_full();
             match p["/auth/authorize/".len()..].split_once('/') {
                 Some((app, integration)) if !integration.contains('/') => {
-                    auth::authorize(&shared, &snap, app, integration, req.uri().query())
+                    auth::authorize(&admin, &snap, app, integration, req.uri().query())
                 }
                 _ => json(
                     StatusCode::NOT_FOUND,
@@ -53,16 +93,15 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
                 ),
             }
         }
-        (_, p) if p.starts_with("/admin/") => match authorized(&shared, &req) {
-            Ok(()) => admin(&shared, req).await,
+        (_, p) if p.starts_with("/admin/") => match authorized(shared, &req) {
+            Ok(()) => admin_api(&admin, req).await,
             Err(r) => *r,
         },
         _ => json(StatusCode::NOT_FOUND, serde_json::json!({"message": "not found"})),
-    };
-    Ok(resp)
+    }
 }
 
-fn authorized(shared: &Shared, req: &Request<Incoming>) -> Result<(), Box<Response<ProxyBody>>> {
+fn authorized(shared: &State, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
     let snap = shared.snapshot.load();
     let Some(token) = &snap.config.admin.token else {
         return Ok(());
@@ -82,13 +121,14 @@ fn authorized(shared: &Shared, req: &Request<Incoming>) -> Result<(), Box<Respon
     }
 }
 
-async fn admin(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn admin_api(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+    let shared = &admin.state;
     let snap = shared.snapshot.load_full();
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method().clone(), segs.as_slice()) {
         (Method::GET, ["admin", "tokens"]) => json(StatusCode::OK, list_tokens(shared, &snap)),
-        (Method::POST, ["admin", "reload"]) => match crate::reload::reload(shared, "admin").await {
+        (Method::POST, ["admin", "reload"]) => match admin.reloader.reload("admin").await {
             Ok(r) => json(
                 StatusCode::OK,
                 serde_json::json!({"generation": r.generation, "changed": r.changed, "notes": r.notes}),
@@ -163,7 +203,7 @@ fn token_key(
     app: &str,
     integration: &str,
     account: Option<&str>,
-) -> Result<(TokenKey, String), Box<Response<ProxyBody>>> {
+) -> Result<(TokenKey, String), Box<Response<Body>>> {
     let not_found = |m: String| Box::new(json(StatusCode::NOT_FOUND, serde_json::json!({ "message": m })));
     let Some(a) = snap.app(app) else {
         return Err(not_found(format!("no app named {app}")));
@@ -183,7 +223,7 @@ fn token_key(
 }
 
 /// Every configured (app, integration) with the accounts that have tokens.
-fn list_tokens(shared: &Shared, snap: &Snapshot) -> serde_json::Value {
+fn list_tokens(shared: &State, snap: &Snapshot) -> serde_json::Value {
     let stored = shared.tokens.list();
     let mut out = Vec::new();
     for app in &snap.apps {
@@ -214,37 +254,37 @@ fn entry(k: &TokenKey, t: Option<&Token>, binding: &str) -> serde_json::Value {
 }
 
 /// Formats Unix seconds as RFC 3339 UTC (`2026-11-29T10:00:00Z`).
-pub fn rfc3339(secs: u64) -> String {
-    let (y, m, d) = crate::http1::civil_date(secs / 86_400);
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let (y, m, d) = crate::http::write::civil_date(secs / 86_400);
     let rem = secs % 86_400;
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// The first value of `name` in a query string, percent-decoded.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == name).then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
     })
 }
 
-fn store_error(e: crate::token::StoreError) -> Response<ProxyBody> {
+fn store_error(e: crate::token::StoreError) -> Response<Body> {
     tracing::error!(error = %e, "token store write failed");
     json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"message": e.to_string()}))
 }
 
-fn bad(message: &str) -> Response<ProxyBody> {
+fn bad(message: &str) -> Response<Body> {
     json(StatusCode::BAD_REQUEST, serde_json::json!({ "message": message }))
 }
 
-pub fn json(status: StatusCode, v: serde_json::Value) -> Response<ProxyBody> {
+pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     let mut r = text(status, "application/json", "");
-    *r.body_mut() = ProxyBody::full(v.to_string());
+    *r.body_mut() = Body::full(v.to_string());
     r
 }
 
-pub fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::full(body));
+pub(crate) fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r

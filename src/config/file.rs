@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
     #[serde(default)]
@@ -29,7 +29,7 @@ fn default_listen() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminFile {
+pub(crate) struct AdminFile {
     #[serde(default = "default_admin_listen")]
     pub listen: String,
     #[serde(default = "default_public_url")]
@@ -54,7 +54,7 @@ fn default_public_url() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AppFile {
+pub(crate) struct AppFile {
     pub name: String,
     pub path: String,
     #[serde(default)]
@@ -70,7 +70,7 @@ pub struct AppFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StoreFile {
+pub(crate) struct StoreFile {
     #[serde(default)]
     pub file: Option<String>,
     #[serde(default)]
@@ -97,7 +97,7 @@ impl Default for StoreFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RefreshFile {
+pub(crate) struct RefreshFile {
     #[serde(default = "default_skew")]
     pub skew: String,
     #[serde(default = "default_on_status")]
@@ -124,7 +124,7 @@ fn default_replay_buffer() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamFile {
+pub(crate) struct UpstreamFile {
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: String,
     #[serde(default = "default_timeout")]
@@ -158,7 +158,7 @@ fn default_timeout() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReloadFile {
+pub(crate) struct ReloadFile {
     #[serde(default = "default_true")]
     pub watch: bool,
 }
@@ -175,7 +175,7 @@ fn default_true() -> bool {
 
 /// Replaces `${NAME}` in every string of `value` with the environment variable NAME
 /// (`${NAME:-default}` when it may be unset); `$${` stands for a literal `${`. Every unset variable is reported with its JSON path.
-pub fn expand_env(
+pub(crate) fn expand_env(
     value: &mut serde_json::Value,
     pointer: &mut String,
     env: &dyn Fn(&str) -> Option<String>,
@@ -248,7 +248,7 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<St
 }
 
 /// Parses `60s`, `500ms`, `2m`, `1h` (or a bare number of seconds).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -267,7 +267,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Parses `64KiB`, `1MiB`, `512B`, `10kB` (or a bare number of bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);

@@ -1,9 +1,15 @@
-//! Configuration: `bearerd.yaml` ([`file`]) and the FDK app folders it names ([`fdk`]), read,
+//! Configuration: `bearerd.yaml` ([`file`]) and the FDK app folders it names ([`fdk`]: one file
+//! per FDK file kind, [`manifest`], [`requests`], [`oauth_config`], [`iparams`]), read,
 //! validated and converted into the types below. Loading never panics and never stops at the
-//! first problem: it returns every error, each with its file and JSON path.
+//! first problem: it returns every error, each with its file and JSON path. The compiled
+//! template type is [`crate::template::TemplateSpec`]; configuration knows nothing that serves.
 
-pub mod fdk;
-pub mod file;
+pub(crate) mod fdk;
+pub(crate) mod file;
+mod iparams;
+mod manifest;
+mod oauth_config;
+mod requests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -13,7 +19,8 @@ use std::time::Duration;
 use crate::secret::Secret;
 use crate::template::escape::HostPattern;
 
-pub use fdk::{FdkApp, Grant, IntegrationSpec, PathTail, TemplateSpec, TokenAuth};
+pub use fdk::FdkApp;
+pub use oauth_config::{Grant, IntegrationSpec, TokenAuth};
 
 /// One problem in the configuration, located by file and JSON path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,11 +112,37 @@ pub struct Config {
     pub refresh: RefreshConfig,
     pub upstream: UpstreamConfig,
     pub reload_watch: bool,
-    /// The key that encrypts tokens at rest (base64 of 32 bytes), already validated.
-    pub store_key: Option<Secret>,
+    /// The key that encrypts tokens at rest.
+    pub store_key: Option<StoreKey>,
     /// Every file read to build this configuration (what a watcher must watch).
     pub files: Vec<PathBuf>,
     pub warnings: Vec<ConfigError>,
+}
+
+/// The 32-byte key that encrypts tokens at rest. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreKey([u8; 32]);
+
+impl StoreKey {
+    /// A key given as base64 of 32 bytes.
+    pub fn from_base64(text: &str) -> Result<StoreKey, String> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| "store.encryption_key must be base64 of 32 random bytes".to_string())?;
+        let n = bytes.len();
+        bytes.try_into().map(StoreKey).map_err(|_| format!("store.encryption_key must be 32 bytes; it has {n}"))
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(...)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -275,8 +308,8 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         },
         (None, None) => None,
     };
-    let store_key = store_key.and_then(|(k, p)| match crate::token::seal::Sealer::from_base64(&k) {
-        Ok(_) => Some(Secret::new(k.trim())),
+    let store_key = store_key.and_then(|(k, p)| match StoreKey::from_base64(&k) {
+        Ok(k) => Some(k),
         Err(e) => {
             d.error(&shown, p, e);
             None

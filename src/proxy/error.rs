@@ -1,15 +1,19 @@
 //! Data-plane errors and the one place where an error becomes a status and an FDK-shaped body:
 //! `{"status": 404, "message": "...", "errorSource": "APP"}`, with `x-bearerd-error: 1`.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 
-use super::body::ProxyBody;
+use super::Answer;
+use crate::http::{HttpError, ResponseHead};
+use crate::snapshot::Snapshot;
 use crate::template::RenderError;
+use crate::token::TokenError;
+use crate::upstream::{Body, UpstreamError};
 
 /// Everything that can go wrong on the data plane. Messages never carry a token, a secret, or a
 /// rendered path or query.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("Invalid request body: {0}")]
     BadInvokeBody(String),
     #[error("Request body is larger than {limit} bytes")]
@@ -30,22 +34,10 @@ pub enum ProxyError {
     Reauthorize { integration: String, account: String, authorize: String },
     #[error("No request template matches {method} {host}")]
     NoMatch { method: http::Method, host: String },
-    #[error("Host {0} is not allowed")]
-    HostNotAllowed(String),
-    #[error("Upstream {0} resolves to an address that is not allowed (loopback, private or link-local)")]
-    AddressNotAllowed(String),
     #[error("Request template not found: {0}")]
     TemplateNotFound(String),
-    #[error("Upstream connection to {host} failed: {reason}")]
-    UpstreamConnect { host: String, reason: String },
-    #[error("Upstream TLS handshake with {host} failed: {reason}")]
-    UpstreamTls { host: String, reason: String },
-    #[error("Upstream {host} failed: {reason}")]
-    Upstream { host: String, reason: String },
-    #[error("Upstream {host} closed the connection before answering")]
-    UpstreamClosed { host: String },
-    #[error("Upstream {host} did not answer within {secs} s")]
-    UpstreamTimeout { host: String, secs: u64 },
+    #[error(transparent)]
+    Upstream(UpstreamError),
     #[error("Token endpoint for integration {integration} failed: {reason}")]
     TokenEndpoint { integration: String, reason: String },
     #[error("Token endpoint for integration {integration} did not answer in time")]
@@ -56,7 +48,7 @@ pub enum ProxyError {
 
 /// Who is at fault, in FDK's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorSource {
+pub(crate) enum ErrorSource {
     App,
     Platform,
 }
@@ -72,7 +64,7 @@ impl ErrorSource {
 
 impl ProxyError {
     /// The status and error source of each error. Exhaustive: a new variant must be placed.
-    pub fn classify(&self) -> (StatusCode, ErrorSource) {
+    pub(crate) fn classify(&self) -> (StatusCode, ErrorSource) {
         use ErrorSource::*;
         match self {
             ProxyError::BadInvokeBody(_)
@@ -88,41 +80,64 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, App),
             ProxyError::NoToken { .. } | ProxyError::Reauthorize { .. } => (StatusCode::UNAUTHORIZED, Platform),
             ProxyError::NoMatch { .. }
-            | ProxyError::HostNotAllowed(_)
             | ProxyError::Render(RenderError::HostNotAllowed(_))
-            | ProxyError::AddressNotAllowed(_) => (StatusCode::FORBIDDEN, App),
+            | ProxyError::Upstream(UpstreamError::AddressNotAllowed(_)) => (StatusCode::FORBIDDEN, App),
             ProxyError::TemplateNotFound(_) => (StatusCode::NOT_FOUND, App),
-            ProxyError::UpstreamConnect { .. }
-            | ProxyError::UpstreamTls { .. }
-            | ProxyError::Upstream { .. }
-            | ProxyError::UpstreamClosed { .. }
+            ProxyError::Upstream(UpstreamError::RequestBody(_)) => (StatusCode::BAD_REQUEST, App),
+            ProxyError::Upstream(
+                UpstreamError::Connect { .. }
+                | UpstreamError::Tls { .. }
+                | UpstreamError::Protocol { .. }
+                | UpstreamError::Closed { .. },
+            )
             | ProxyError::TokenEndpoint { .. }
             | ProxyError::Store(_) => (StatusCode::BAD_GATEWAY, Platform),
-            ProxyError::UpstreamTimeout { .. } | ProxyError::TokenEndpointTimeout { .. } => {
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) | ProxyError::TokenEndpointTimeout { .. } => {
                 (StatusCode::GATEWAY_TIMEOUT, Platform)
             }
         }
     }
 
     /// The kind label of `upstream_errors_total`, for errors that are the upstream's.
-    pub fn upstream_kind(&self) -> Option<&'static str> {
+    pub(crate) fn upstream_kind(&self) -> Option<&'static str> {
         match self {
-            ProxyError::UpstreamConnect { .. } => Some("connect"),
-            ProxyError::UpstreamTls { .. } => Some("tls"),
-            ProxyError::Upstream { .. } => Some("protocol"),
-            ProxyError::UpstreamClosed { .. } => Some("closed"),
-            ProxyError::UpstreamTimeout { .. } => Some("timeout"),
+            ProxyError::Upstream(e) => e.kind(),
             _ => None,
+        }
+    }
+
+    /// The data-plane error for a token that could not be had; `snap` gives the URL where a
+    /// person authorizes.
+    pub(crate) fn from_token(e: TokenError, snap: &Snapshot) -> ProxyError {
+        match e {
+            TokenError::Missing(key) => ProxyError::NoToken {
+                integration: key.integration.to_string(),
+                account: key.account.to_string(),
+                authorize: snap.authorize_url(&key.app, &key.integration, &key.account),
+            },
+            TokenError::Reauthorize(key) => ProxyError::Reauthorize {
+                integration: key.integration.to_string(),
+                account: key.account.to_string(),
+                authorize: snap.authorize_url(&key.app, &key.integration, &key.account),
+            },
+            TokenError::Endpoint { integration, reason } => ProxyError::TokenEndpoint { integration, reason },
+            TokenError::EndpointTimeout { integration } => ProxyError::TokenEndpointTimeout { integration },
+            TokenError::Store(reason) => ProxyError::Store(reason),
         }
     }
 
     /// Whether the client connection must be closed after the answer.
     fn closes(&self) -> bool {
-        matches!(self, ProxyError::BadFraming(_) | ProxyError::HeadersTooLarge { .. })
+        matches!(
+            self,
+            ProxyError::BadFraming(_)
+                | ProxyError::HeadersTooLarge { .. }
+                | ProxyError::Upstream(UpstreamError::RequestBody(_))
+        )
     }
 
     /// The FDK-shaped answer.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub(crate) fn into_answer(self) -> Answer {
         let (status, source) = self.classify();
         let mut body = serde_json::json!({
             "status": status.as_u16(),
@@ -132,15 +147,29 @@ impl ProxyError {
         if let ProxyError::NoToken { authorize, .. } | ProxyError::Reauthorize { authorize, .. } = &self {
             body["authorize"] = serde_json::Value::String(authorize.clone());
         }
-        let mut resp = Response::new(ProxyBody::full(body.to_string()));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
+        let mut head = ResponseHead::new(status);
+        let h = &mut head.headers;
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert("x-bearerd-error", HeaderValue::from_static("1"));
         if self.closes() {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        resp
+        Answer { head, body: Body::full(body.to_string()) }
+    }
+}
+
+impl From<HttpError> for ProxyError {
+    fn from(e: HttpError) -> ProxyError {
+        match e {
+            HttpError::Malformed(m) => ProxyError::BadFraming(m),
+            HttpError::TooLarge { limit, count } => ProxyError::HeadersTooLarge { limit, count },
+        }
+    }
+}
+
+impl From<UpstreamError> for ProxyError {
+    fn from(e: UpstreamError) -> ProxyError {
+        ProxyError::Upstream(e)
     }
 }
 
@@ -151,11 +180,11 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     async fn body_of(e: ProxyError) -> (StatusCode, serde_json::Value, bool) {
-        let r = e.into_response();
-        let status = r.status();
-        assert_eq!(r.headers()["x-bearerd-error"], "1");
-        let close = r.headers().get("connection").is_some();
-        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        let r = e.into_answer();
+        let status = r.head.status;
+        assert_eq!(r.head.headers["x-bearerd-error"], "1");
+        let close = r.head.headers.get("connection").is_some();
+        let bytes = r.body.collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap(), close)
     }
 
@@ -190,20 +219,25 @@ mod tests {
                 "PLATFORM",
             ),
             (ProxyError::NoMatch { method: http::Method::GET, host: h() }, 403, "APP"),
-            (ProxyError::HostNotAllowed(h()), 403, "APP"),
-            (ProxyError::AddressNotAllowed(h()), 403, "APP"),
+            (ProxyError::Upstream(UpstreamError::AddressNotAllowed(h())), 403, "APP"),
             (ProxyError::TemplateNotFound("t".into()), 404, "APP"),
-            (ProxyError::UpstreamConnect { host: h(), reason: "r".into() }, 502, "PLATFORM"),
-            (ProxyError::UpstreamTls { host: h(), reason: "r".into() }, 502, "PLATFORM"),
-            (ProxyError::Upstream { host: h(), reason: "r".into() }, 502, "PLATFORM"),
-            (ProxyError::UpstreamClosed { host: h() }, 502, "PLATFORM"),
-            (ProxyError::UpstreamTimeout { host: h(), secs: 1 }, 504, "PLATFORM"),
+            (ProxyError::Upstream(UpstreamError::RequestBody("r".into())), 400, "APP"),
+            (ProxyError::Upstream(UpstreamError::Connect { host: h(), reason: "r".into() }), 502, "PLATFORM"),
+            (ProxyError::Upstream(UpstreamError::Tls { host: h(), reason: "r".into() }), 502, "PLATFORM"),
+            (ProxyError::Upstream(UpstreamError::Protocol { host: h(), reason: "r".into() }), 502, "PLATFORM"),
+            (ProxyError::Upstream(UpstreamError::Closed { host: h() }), 502, "PLATFORM"),
+            (ProxyError::Upstream(UpstreamError::Timeout { host: h(), secs: 1 }), 504, "PLATFORM"),
             (ProxyError::TokenEndpoint { integration: "i".into(), reason: "r".into() }, 502, "PLATFORM"),
             (ProxyError::TokenEndpointTimeout { integration: "i".into() }, 504, "PLATFORM"),
             (ProxyError::Store("s".into()), 502, "PLATFORM"),
         ];
         for (e, status, source) in cases {
-            let framing = matches!(e, ProxyError::BadFraming(_) | ProxyError::HeadersTooLarge { .. });
+            let framing = matches!(
+                e,
+                ProxyError::BadFraming(_)
+                    | ProxyError::HeadersTooLarge { .. }
+                    | ProxyError::Upstream(UpstreamError::RequestBody(_))
+            );
             let authorize = matches!(e, ProxyError::NoToken { .. } | ProxyError::Reauthorize { .. });
             let (s, body, close) = body_of(e).await;
             assert_eq!(s.as_u16(), status);

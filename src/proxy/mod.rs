@@ -1,44 +1,47 @@
-//! The data plane: match -> render -> token -> send -> stream back.
+//! The data plane, in named phases: select the app -> match the template -> get the token ->
+//! render the upstream request -> send it (again, as [`retry`] decides) -> respond.
 //!
 //! [`handle`] is the outer function: it loads the snapshot once, runs [`serve`], turns an error
-//! into its answer ([`error`]), and records metrics and one access-log line. [`serve`] is the
-//! path of one request, step by step.
+//! into its answer ([`error`], the one place where an error becomes a status and an FDK-shaped
+//! body), and records metrics and one access-log line. [`serve`] is the path of one request,
+//! phase by phase.
 
-pub mod body;
-pub mod error;
-pub mod h1;
-pub mod upstream;
+pub(crate) mod error;
+pub(crate) mod retry;
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, request::Parts};
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
 use tokio::time::Instant;
 
-use crate::config::TemplateSpec;
-use crate::server::Shared;
-use crate::snapshot::Snapshot;
-use crate::template::{Context, RenderError, RequestScope};
-use crate::token::refresh::Target;
-use crate::token::{DEFAULT_ACCOUNT, TokenKey};
-pub use body::ProxyBody;
-pub use error::ProxyError;
-use upstream::Target as UpstreamTarget;
+use crate::http::ResponseHead;
+use crate::snapshot::{App, Snapshot, X_ATTEMPTS, X_TEMPLATE, answer_lines, attempts_value};
+use crate::state::State;
+use crate::template::{Context, RenderError, RequestScope, TemplateSpec};
+use crate::token::{DEFAULT_ACCOUNT, Need, Token, TokenKey};
+use crate::upstream::{Body, Call, Target, UpstreamError};
+pub(crate) use error::ProxyError;
+use retry::{Next, Policy, Sent, Tally};
 
 /// The largest `/invoke` body.
-pub const MAX_INVOKE_BODY: usize = 1 << 20;
+pub(crate) const MAX_INVOKE_BODY: usize = 1 << 20;
 
 // Names, not strings: a lookup by `&str` parses the name every time.
 const X_APP: HeaderName = HeaderName::from_static("x-bearerd-app");
 const X_ACCOUNT: HeaderName = HeaderName::from_static("x-bearerd-account");
-const X_TEMPLATE: HeaderName = HeaderName::from_static("x-bearerd-template");
-const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-bearerd-attempts");
+
+/// An answer for the application: its head beside its body.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) head: ResponseHead,
+    pub(crate) body: Body,
+}
 
 /// What the access log and the metrics need to know about a request.
 #[derive(Default)]
@@ -59,32 +62,33 @@ impl Drop for InflightGuard<'_> {
 }
 
 /// Serves one data-plane request. Never fails: errors become FDK-shaped answers.
-pub async fn handle(shared: Arc<Shared>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, Infallible> {
+pub(crate) async fn handle(state: Arc<State>, req: Request<Body>) -> Answer {
     let start = Instant::now();
-    let snap = shared.snapshot.load_full();
-    shared.metrics.inflight.inc();
-    let _guard = InflightGuard(&shared.metrics.inflight);
+    let snap = state.snapshot.load_full();
+    let metrics = &state.metrics;
+    metrics.inflight.inc();
+    let _guard = InflightGuard(&metrics.inflight);
     let method = req.method().clone();
     let mut out = Outcome::default();
-    let resp = match serve(&shared, &snap, req, start, &mut out).await {
-        Ok(r) => r,
+    let answer = match serve(&state, &snap, req, start, &mut out).await {
+        Ok(a) => a,
         Err(e) => {
             if let Some(kind) = e.upstream_kind() {
                 let (app, template) = labels(&snap, &out);
-                shared.metrics.upstream_errors.with_label_values(&[app, template, kind]).inc();
+                metrics.upstream_errors.with_label_values(&[app, template, kind]).inc();
             }
             tracing::debug!(error = %e, "request failed");
-            e.into_response()
+            e.into_answer()
         }
     };
     let elapsed = start.elapsed();
     let (app, template) = labels(&snap, &out);
-    let status = resp.status();
+    let status = answer.head.status;
     match (out.app, out.template) {
         (Some(a), Some(t)) => {
-            snap.apps[a].template_metrics[t].record(&shared.metrics, app, template, status, elapsed.as_secs_f64());
+            snap.apps[a].template_metrics[t].record(metrics, app, template, status, elapsed.as_secs_f64());
         }
-        _ => shared.metrics.requests.with_label_values(&[app, template, status.as_str()]).inc(),
+        _ => metrics.requests.with_label_values(&[app, template, status.as_str()]).inc(),
     }
     tracing::info!(
         target: "bearerd::access",
@@ -96,7 +100,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<ProxyBody>) -> Result<Resp
         attempts = out.attempts,
         ms = elapsed.as_secs_f64() * 1000.0,
     );
-    Ok(resp)
+    answer
 }
 
 /// The upstream host for the access log: the template's literal host, or the one rendered.
@@ -115,121 +119,79 @@ fn labels<'a>(snap: &'a Snapshot, out: &Outcome) -> (&'a str, &'a str) {
     }
 }
 
+/// The template a request matched, what it carries for the upstream, and the context values it
+/// supplied.
+struct Matched<'r> {
+    template: usize,
+    body: Body,
+    /// The invoke body's `body` was JSON (the upstream gets `Content-Type: application/json`
+    /// unless the template sets one).
+    json_body: bool,
+    /// The transparent request's own query string, forwarded.
+    query: Option<&'r str>,
+}
+
+/// The token a request sends, and what refreshing it after a rejection needs.
+struct Auth {
+    key: TokenKey,
+    integration: usize,
+    token: Arc<Token>,
+}
+
 /// The path of one request.
 async fn serve(
-    shared: &Arc<Shared>,
+    state: &Arc<State>,
     snap: &Arc<Snapshot>,
-    req: Request<ProxyBody>,
+    req: Request<Body>,
     start: Instant,
     out: &mut Outcome,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Answer, ProxyError> {
     let (parts, body) = req.into_parts();
 
     // 1. Which app.
     let app_idx = select_app(snap, &parts.headers)?;
     out.app = Some(app_idx);
     let app = &snap.apps[app_idx];
-    let refresh = &snap.config.refresh;
 
-    // 2. Which template: by name, or by method + host + path.
+    // 2. Which template: by name, or by method + host + path; and the context it supplied.
     let invoke_json: serde_json::Map<String, serde_json::Value>;
     let mut ctx = Context::default();
-    let is_invoke =
-        parts.uri.authority().is_none() && parts.method == Method::POST && parts.uri.path().starts_with("/invoke/");
-    let (t_idx, body, json_body, request_query) = if is_invoke {
-        let name = &parts.uri.path()["/invoke/".len()..];
-        let idx = *app.by_name.get(name).ok_or_else(|| ProxyError::TemplateNotFound(truncate(name, 100)))?;
-        out.template = Some(idx);
-        let (map, body, is_json) = read_invoke(body, &parts.headers).await?;
-        invoke_json = map;
-        if let Some(serde_json::Value::Object(c)) = invoke_json.get("context") {
-            for (k, v) in c {
-                let v = match v {
-                    serde_json::Value::String(s) => Cow::Borrowed(s.as_str()),
-                    serde_json::Value::Number(n) => Cow::Owned(n.to_string()),
-                    serde_json::Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
-                    serde_json::Value::Null => continue,
-                    _ => {
-                        return Err(ProxyError::BadInvokeBody(format!(
-                            "context.{} must be a string, number or boolean",
-                            truncate(k, 100)
-                        )));
-                    }
-                };
-                ctx.insert(k.as_str(), v);
-            }
-        }
-        (idx, body, is_json, None)
+    let is_invoke = is_invoke(&parts);
+    let matched = if is_invoke {
+        let (matched, json) = match_invoke(app, &parts.uri, &parts.headers, body, out).await?;
+        invoke_json = json;
+        invoke_context(&invoke_json, &mut ctx)?;
+        matched
     } else {
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
-            .unwrap_or("");
-        let m = app
-            .router
-            .find(&parts.method, host, parts.uri.path())
-            .ok_or_else(|| ProxyError::NoMatch { method: parts.method.clone(), host: truncate(host, 255) })?;
-        out.template = Some(m.template);
-        for (k, v) in m.captures {
-            ctx.insert(k, v);
-        }
-        let body = read_transparent(body, refresh.replay_buffer).await?;
-        (m.template, body, false, parts.uri.query())
+        let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
+        match_transparent(app, method, uri, headers, body, snap.config.refresh.replay_buffer, &mut ctx, out).await?
     };
+    let t_idx = matched.template;
     let t = &app.templates()[t_idx];
 
     // 3. The token, when the template has an integration: fresh from memory, or refreshed once
     //    for all the requests that need it.
-    let deadline = start + snap.upstream.config().timeout;
+    let deadline = start + snap.config.upstream.timeout;
     let mut auth = match t.integration {
         None => None,
-        Some(i) => {
-            let integ = app.integration(i);
-            let account = match parts.headers.get(X_ACCOUNT) {
-                Some(v) => match v.to_str() {
-                    Ok(s) if !s.is_empty() && s.len() <= 256 => s,
-                    _ => {
-                        return Err(ProxyError::BadAppHeader(
-                            "x-bearerd-account must be 1-256 visible characters".into(),
-                        ));
-                    }
-                },
-                None if integ.agent => return Err(ProxyError::MissingAccount { integration: integ.name.clone() }),
-                None => DEFAULT_ACCOUNT,
-            };
-            let key = TokenKey {
-                app: app.name.clone(),
-                integration: app.integrations[i].clone(),
-                account: if account == DEFAULT_ACCOUNT { shared.default_account.clone() } else { account.into() },
-            };
-            let target = Target { app: app_idx, integration: i };
-            // A fresh token without an await; a refresh (rare, and a large future) boxed.
-            let token = match shared.refresher.fresh(shared, snap, target, &key)? {
-                Some(t) => t,
-                None => Box::pin(shared.refresher.token(shared, snap, target, &key, deadline)).await?,
-            };
-            Some((key, target, token))
-        }
+        Some(i) => Some(token(state, snap, app, i, &parts.headers, deadline).await?),
     };
 
     // 4. Render host, path, query and headers, each escaped for its position.
-    let scope = RequestScope { context: &ctx, token: auth.as_ref().map(|a| a.2.access_token.expose()) };
+    let scope = RequestScope { context: &ctx, token: auth.as_ref().map(|a| a.token.access_token.expose()) };
     let authority = t.render_host(&scope, &app.config.allow_hosts).map_err(ProxyError::Render)?;
     if let Cow::Owned(h) = &authority {
         out.host = Some(h.clone());
     }
-    snap.upstream.check_literal(&authority)?;
+    state.upstream.check_literal(&authority)?;
     let mut url = crate::reuse::take::<String>(authority.len() + parts.uri.path().len() + 64);
     let scheme = if t.https { "https://" } else { "http://" };
     url.push_str(scheme);
     url.push_str(&authority);
     let path_start = url.len();
-    t.render_path_and_query(&scope, request_query, &mut url).map_err(ProxyError::Render)?;
-    let target = UpstreamTarget::split(&url, t.https, scheme.len(), path_start)
-        .ok_or(ProxyError::Render(RenderError::InvalidHost))?;
-
+    t.render_path_and_query(&scope, matched.query, &mut url).map_err(ProxyError::Render)?;
+    let target =
+        Target::split(&url, t.https, scheme.len(), path_start).ok_or(ProxyError::Render(RenderError::InvalidHost))?;
     let mut headers = if is_invoke {
         crate::reuse::give_back(parts.headers);
         crate::reuse::take::<HeaderMap>(t.headers.len() + 2)
@@ -238,131 +200,229 @@ async fn serve(
         strip_request_headers(&mut h);
         h
     };
-    apply_template_headers(shared, app, t_idx, &scope, auth.as_ref().map(|(k, _, tok)| (k, tok)), &mut headers)?;
-    if json_body && !headers.contains_key(header::CONTENT_TYPE) {
+    apply_template_headers(state, app, t_idx, &scope, auth.as_ref(), &mut headers)?;
+    if matched.json_body && !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
 
-    // 5. Send. A status in refresh.on_status forces one refresh and one replay (which does not
-    //    use up maxAttempts); connect errors, 429 and 5xx are retried as the template allows.
-    let on_status = &snap.config.refresh.on_status;
-    let mut body = Some(body);
-    let mut attempts = 0u32;
-    let mut tries = 0u32;
-    let mut replayed = false;
-    let mut stale_retried = false;
-    // The template's method: for /invoke it is not the method of the invoke call.
-    let idempotent = matches!(t.method, Method::GET | Method::PUT | Method::DELETE);
-    let resp = loop {
-        attempts += 1;
-        tries += 1;
-        let may_retry = tries < u32::from(t.max_attempts);
-        let may_replay = auth.is_some() && !replayed && !on_status.is_empty();
-        let may_resend = idempotent && !stale_retried;
-        let (this_body, replayable) = match body.as_ref().and_then(ProxyBody::try_clone) {
-            Some(b) if may_retry || may_replay || may_resend => (b, true),
+    // 5. Send, and again as the retry policy decides.
+    let policy = Policy {
+        max_attempts: u32::from(t.max_attempts),
+        retry_delay: t.retry_delay,
+        on_status: &snap.config.refresh.on_status,
+        // The template's method: for /invoke it is not the method of the invoke call.
+        idempotent: matches!(t.method, Method::GET | Method::PUT | Method::DELETE),
+        has_token: auth.is_some(),
+    };
+    let mut body = Some(matched.body);
+    let mut tally = Tally::default();
+    let (head, body) = loop {
+        tally.start();
+        let (this_body, replayable) = match body.as_ref().and_then(Body::try_clone) {
+            Some(b) if policy.keep_body(&tally) => (b, true),
             _ => (body.take().unwrap_or_default(), false),
         };
-        let result = snap.upstream.send(&t.method, target, &headers, this_body, deadline).await;
-        if matches!(result, Err(ProxyError::UpstreamClosed { .. })) && replayable && may_resend {
-            // The pooled connection was stale: send an idempotent request once more, at once.
-            stale_retried = true;
-            tries -= 1;
-            continue;
-        }
-        if let (Ok(r), Some((key, target, token))) = (&result, auth.as_mut())
-            && !replayed
-            && on_status.contains(&r.status().as_u16())
-        {
-            replayed = true;
-            if replayable {
-                tracing::debug!(template = %t.name, status = r.status().as_u16(), "token rejected: refreshing and replaying");
-                drop(result);
-                *token =
-                    Box::pin(shared.refresher.after_rejection(shared, snap, *target, key, token.version, deadline))
-                        .await?;
-                let scope = RequestScope { context: &ctx, token: Some(token.access_token.expose()) };
-                apply_headers(t, &scope, &mut headers)?;
-                tries -= 1;
-                continue;
-            }
-        }
-        let wait = match &result {
-            Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() => {
-                Some(retry_after(r.headers()).unwrap_or(t.retry_delay).max(t.retry_delay))
-            }
-            Err(ProxyError::UpstreamConnect { .. }) => Some(t.retry_delay),
-            _ => None,
+        let call = Call { method: &t.method, target, headers: &headers, deadline };
+        let result = state.upstream.send(call, this_body).await;
+        let sent = match &result {
+            Ok((head, _)) => Sent::Answer(head.status, retry_after_of(head)),
+            Err(UpstreamError::Closed { .. }) => Sent::Closed,
+            Err(UpstreamError::Connect { .. }) => Sent::ConnectFailed,
+            Err(_) => Sent::Failed,
         };
-        match wait {
-            Some(wait) if replayable && may_retry && Instant::now() + wait < deadline => {
-                tracing::debug!(template = %t.name, attempts, "retrying");
+        match policy.next(&mut tally, sent, replayable, deadline.saturating_duration_since(Instant::now())) {
+            Next::Return => {
+                out.attempts = tally.sends;
+                break result?;
+            }
+            Next::Resend => {}
+            Next::RefreshAndReplay => {
+                drop(result);
+                if let Some(a) = auth.as_mut() {
+                    tracing::debug!(template = %t.name, "token rejected: refreshing and replaying");
+                    a.token = refreshed(state, snap, app, a, deadline).await?;
+                    let scope = RequestScope { context: &ctx, token: Some(a.token.access_token.expose()) };
+                    apply_headers(t, &scope, &mut headers)?;
+                }
+            }
+            Next::Retry(wait) => {
+                tracing::debug!(template = %t.name, attempts = tally.sends, "retrying");
                 drop(result);
                 tokio::time::sleep(wait).await;
             }
-            _ => {
-                out.attempts = attempts;
-                break result?;
-            }
         }
     };
-
-    // 6. Stream the answer back, with bearerd's own headers: behind the upstream's header lines
-    //    when those pass on raw (no map is built for them), in the map otherwise.
     crate::reuse::give_back(headers);
     crate::reuse::give_back(url);
-    let (mut rparts, mut rbody) = resp.into_parts();
-    match rbody.raw_head_mut() {
+
+    // 6. Respond, with bearerd's own headers: behind the upstream's header lines when those pass
+    //    on raw (no map is built for them), in the map otherwise.
+    Ok(respond(app, t_idx, tally.sends, head, body))
+}
+
+/// Whether a request is `POST /invoke/<name>`.
+fn is_invoke(parts: &Parts) -> bool {
+    parts.uri.authority().is_none() && parts.method == Method::POST && parts.uri.path().starts_with("/invoke/")
+}
+
+/// Phase 1: the app of a request.
+fn select_app(snap: &Snapshot, headers: &HeaderMap) -> Result<usize, ProxyError> {
+    match headers.get(X_APP) {
+        Some(v) => {
+            let name = v.to_str().unwrap_or("");
+            snap.app_index(name)
+                .ok_or_else(|| ProxyError::BadAppHeader(format!("x-bearerd-app names no app: {}", truncate(name, 100))))
+        }
+        None if snap.apps.len() == 1 => Ok(0),
+        None => {
+            Err(ProxyError::BadAppHeader("several apps are configured: name one in the x-bearerd-app header".into()))
+        }
+    }
+}
+
+/// Phase 2, by name: `POST /invoke/<name>` and its JSON body.
+async fn match_invoke(
+    app: &App,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+    out: &mut Outcome,
+) -> Result<(Matched<'static>, serde_json::Map<String, serde_json::Value>), ProxyError> {
+    let name = &uri.path()["/invoke/".len()..];
+    let template = *app.by_name.get(name).ok_or_else(|| ProxyError::TemplateNotFound(truncate(name, 100)))?;
+    out.template = Some(template);
+    let (json, body, json_body) = read_invoke(body, headers).await?;
+    Ok((Matched { template, body, json_body, query: None }, json))
+}
+
+/// The invoke body's `context` values, as text.
+fn invoke_context<'j>(
+    json: &'j serde_json::Map<String, serde_json::Value>,
+    ctx: &mut Context<'j>,
+) -> Result<(), ProxyError> {
+    let Some(serde_json::Value::Object(c)) = json.get("context") else { return Ok(()) };
+    for (k, v) in c {
+        let v = match v {
+            serde_json::Value::String(s) => Cow::Borrowed(s.as_str()),
+            serde_json::Value::Number(n) => Cow::Owned(n.to_string()),
+            serde_json::Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+            serde_json::Value::Null => continue,
+            _ => {
+                return Err(ProxyError::BadInvokeBody(format!(
+                    "context.{} must be a string, number or boolean",
+                    truncate(k, 100)
+                )));
+            }
+        };
+        ctx.insert(k.as_str(), v);
+    }
+    Ok(())
+}
+
+/// Phase 2, transparently: method + host + path, the path's context values captured.
+#[allow(clippy::too_many_arguments)]
+async fn match_transparent<'r>(
+    app: &'r App,
+    method: &Method,
+    uri: &'r http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+    replay_buffer: usize,
+    ctx: &mut Context<'r>,
+    out: &mut Outcome,
+) -> Result<Matched<'r>, ProxyError> {
+    let host = uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    let m = app
+        .router
+        .find(method, host, uri.path())
+        .ok_or_else(|| ProxyError::NoMatch { method: method.clone(), host: truncate(host, 255) })?;
+    out.template = Some(m.template);
+    for (k, v) in m.captures {
+        ctx.insert(k, v);
+    }
+    let body = read_transparent(body, replay_buffer).await?;
+    Ok(Matched { template: m.template, body, json_body: false, query: uri.query() })
+}
+
+/// Phase 3: the token for the template's integration and the account the request names.
+async fn token(
+    state: &Arc<State>,
+    snap: &Snapshot,
+    app: &App,
+    integration: usize,
+    headers: &HeaderMap,
+    deadline: Instant,
+) -> Result<Auth, ProxyError> {
+    let integ = app.integration(integration);
+    let account = match headers.get(X_ACCOUNT) {
+        Some(v) => match v.to_str() {
+            Ok(s) if !s.is_empty() && s.len() <= 256 => s,
+            _ => return Err(ProxyError::BadAppHeader("x-bearerd-account must be 1-256 visible characters".into())),
+        },
+        None if integ.agent => return Err(ProxyError::MissingAccount { integration: integ.name.clone() }),
+        None => DEFAULT_ACCOUNT,
+    };
+    let key = TokenKey {
+        app: app.name.clone(),
+        integration: app.integrations[integration].clone(),
+        account: if account == DEFAULT_ACCOUNT { state.default_account.clone() } else { account.into() },
+    };
+    let need = Need { key: &key, integration: integ, skew: snap.config.refresh.skew };
+    // A fresh token without an await; a refresh (rare, and a large future) boxed.
+    let token = match state.refresher.fresh(need).map_err(|e| ProxyError::from_token(e, snap))? {
+        Some(t) => t,
+        None => Box::pin(state.refresher.token(need, deadline)).await.map_err(|e| ProxyError::from_token(e, snap))?,
+    };
+    Ok(Auth { key, integration, token })
+}
+
+/// The token that replaces `auth`'s after the upstream rejected it.
+async fn refreshed(
+    state: &Arc<State>,
+    snap: &Snapshot,
+    app: &App,
+    auth: &Auth,
+    deadline: Instant,
+) -> Result<Arc<Token>, ProxyError> {
+    let need = Need { key: &auth.key, integration: app.integration(auth.integration), skew: snap.config.refresh.skew };
+    Box::pin(state.refresher.after_rejection(need, auth.token.version, deadline))
+        .await
+        .map_err(|e| ProxyError::from_token(e, snap))
+}
+
+/// Phase 6: the upstream's answer with `x-bearerd-template` and `x-bearerd-attempts`.
+fn respond(app: &App, t_idx: usize, attempts: u32, mut head: ResponseHead, body: Body) -> Answer {
+    match head.raw.as_mut() {
         Some(raw) if attempts == 1 => raw.set_extra(app.answer_lines[t_idx].clone()),
         Some(raw) => raw.set_extra(answer_lines(&app.template_headers[t_idx], attempts)),
         None => {
-            strip_hop_by_hop(&mut rparts.headers);
-            rparts.headers.insert(X_TEMPLATE, app.template_headers[t_idx].clone());
-            rparts.headers.insert(X_ATTEMPTS, attempts_value(attempts));
+            strip_hop_by_hop(&mut head.headers);
+            head.headers.insert(X_TEMPLATE, app.template_headers[t_idx].clone());
+            head.headers.insert(X_ATTEMPTS, attempts_value(attempts));
         }
     }
-    Ok(Response::from_parts(rparts, rbody))
-}
-
-/// The `x-bearerd-attempts` value, without allocating for the usual counts.
-fn attempts_value(n: u32) -> HeaderValue {
-    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    match SMALL.get(n as usize) {
-        Some(s) => HeaderValue::from_static(s),
-        None => HeaderValue::from(n),
-    }
-}
-
-/// Whether `name` is one of the headers bearerd sets on every answer ([`answer_lines`]).
-pub fn is_answer_header(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(X_TEMPLATE.as_str().as_bytes())
-        || name.eq_ignore_ascii_case(X_ATTEMPTS.as_str().as_bytes())
-}
-
-/// `x-bearerd-template` and `x-bearerd-attempts` as header lines, for an answer whose other
-/// lines pass on raw. `template` is the template's `x-bearerd-template` value.
-pub fn answer_lines(template: &HeaderValue, attempts: u32) -> Bytes {
-    let mut w = Vec::with_capacity(64 + template.len());
-    crate::http1::put_header(&mut w, X_TEMPLATE.as_str().as_bytes(), template.as_bytes());
-    crate::http1::put_header(&mut w, X_ATTEMPTS.as_str().as_bytes(), attempts_value(attempts).as_bytes());
-    Bytes::from(w)
+    Answer { head, body }
 }
 
 /// Renders template `t_idx`'s headers into `headers`. With the default account's token they come
 /// from the template's [`crate::snapshot::HeaderCache`] when this exact token rendered them
 /// before, and are kept there otherwise.
 fn apply_template_headers(
-    shared: &Shared,
-    app: &crate::snapshot::App,
+    state: &State,
+    app: &App,
     t_idx: usize,
     scope: &RequestScope<'_>,
-    auth: Option<(&TokenKey, &Arc<crate::token::Token>)>,
+    auth: Option<&Auth>,
     headers: &mut HeaderMap,
 ) -> Result<(), ProxyError> {
     let t = &app.templates()[t_idx];
     let cache = &app.header_cache[t_idx];
     let token = match auth {
-        Some((key, token)) if cache.enabled() && Arc::ptr_eq(&key.account, &shared.default_account) => token,
+        Some(a) if cache.enabled() && Arc::ptr_eq(&a.key.account, &state.default_account) => &a.token,
         _ => return apply_headers(t, scope, headers),
     };
     if let Some(cached) = cache.get(token) {
@@ -388,25 +448,11 @@ fn apply_headers(t: &TemplateSpec, scope: &RequestScope<'_>, headers: &mut Heade
     .map_err(ProxyError::Render)
 }
 
-fn select_app(snap: &Snapshot, headers: &HeaderMap) -> Result<usize, ProxyError> {
-    match headers.get(X_APP) {
-        Some(v) => {
-            let name = v.to_str().unwrap_or("");
-            snap.app_index(name)
-                .ok_or_else(|| ProxyError::BadAppHeader(format!("x-bearerd-app names no app: {}", truncate(name, 100))))
-        }
-        None if snap.apps.len() == 1 => Ok(0),
-        None => {
-            Err(ProxyError::BadAppHeader("several apps are configured: name one in the x-bearerd-app header".into()))
-        }
-    }
-}
-
 /// Reads an `/invoke` body: `{"context": {...}, "body": "<string>" | <json>}`.
 async fn read_invoke(
-    body: ProxyBody,
+    body: Body,
     headers: &HeaderMap,
-) -> Result<(serde_json::Map<String, serde_json::Value>, ProxyBody, bool), ProxyError> {
+) -> Result<(serde_json::Map<String, serde_json::Value>, Body, bool), ProxyError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_INVOKE_BODY as u64) {
@@ -420,7 +466,7 @@ async fn read_invoke(
         Err(e) => return Err(ProxyError::BadFraming(e.to_string())),
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok((serde_json::Map::new(), ProxyBody::Empty, false));
+        return Ok((serde_json::Map::new(), Body::Empty, false));
     }
     let mut map = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(m)) => m,
@@ -436,20 +482,20 @@ async fn read_invoke(
         }
     }
     let (body, is_json) = match map.remove("body") {
-        None | Some(serde_json::Value::Null) => (ProxyBody::Empty, false),
-        Some(serde_json::Value::String(s)) => (ProxyBody::full(s), false),
-        Some(v) => (ProxyBody::full(v.to_string()), true),
+        None | Some(serde_json::Value::Null) => (Body::Empty, false),
+        Some(serde_json::Value::String(s)) => (Body::full(s), false),
+        Some(v) => (Body::full(v.to_string()), true),
     };
     Ok((map, body, is_json))
 }
 
 /// Buffers a transparent request body up to `limit` (so it can be replayed, and so a malformed
 /// one is refused before anything is sent); a larger body is streamed.
-async fn read_transparent(mut body: ProxyBody, limit: usize) -> Result<ProxyBody, ProxyError> {
+async fn read_transparent(mut body: Body, limit: usize) -> Result<Body, ProxyError> {
     if body.is_end_stream() {
-        return Ok(ProxyBody::Empty);
+        return Ok(Body::Empty);
     }
-    if matches!(body, ProxyBody::Full(_)) || body.size_hint().exact().is_some_and(|n| n > limit as u64) {
+    if matches!(body, Body::Full(_)) || body.size_hint().exact().is_some_and(|n| n > limit as u64) {
         return Ok(body);
     }
     let mut buf = BytesMut::new();
@@ -458,11 +504,11 @@ async fn read_transparent(mut body: ProxyBody, limit: usize) -> Result<ProxyBody
         if let Ok(data) = frame.into_data() {
             buf.extend_from_slice(&data);
             if buf.len() > limit {
-                return Ok(ProxyBody::Prefixed(Some(buf.freeze()), Box::new(body)));
+                return Ok(Body::Prefixed(Some(buf.freeze()), Box::new(body)));
             }
         }
     }
-    Ok(ProxyBody::full(Bytes::from(buf)))
+    Ok(Body::full(Bytes::from(buf)))
 }
 
 /// Removes what must not travel from the application to the upstream: hop-by-hop headers,
@@ -480,12 +526,12 @@ fn strip_request_headers(h: &mut HeaderMap) {
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    crate::http1::is_hop_by_hop(name.as_str().as_bytes())
+    crate::http::is_hop_by_hop(name.as_str().as_bytes())
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`. Costs one pass over the
 /// names when there are none, as is usual.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
@@ -503,9 +549,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not honoured).
-fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = h.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+/// `Retry-After` in seconds, for the answers the retry policy reads it on (429 and 5xx); the
+/// HTTP-date form is not honoured.
+fn retry_after_of(head: &ResponseHead) -> Option<Duration> {
+    if head.status != http::StatusCode::TOO_MANY_REQUESTS && !head.status.is_server_error() {
+        return None;
+    }
+    let secs: u64 = head.headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs.min(3600)))
 }
 

@@ -1,8 +1,9 @@
-//! The process: shared state, the two listeners, the per-connection watchdog and graceful
-//! shutdown. The data listener speaks HTTP/1.1 itself ([`h1`]); the admin listener and HTTP/2
+//! The process: it builds the shared state, the control plane and the reloader, binds the two
+//! listeners, and runs the per-connection watchdog and graceful shutdown. The data listener
+//! speaks HTTP/1.1 itself ([`h1`], with [`crate::http::server`]); the admin listener and HTTP/2
 //! clients are served by hyper.
 
-pub mod h1;
+pub(crate) mod h1;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -10,10 +11,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,46 +22,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::admin::Admin;
 use crate::config::{Config, StoreConfig};
 use crate::metrics::Metrics;
-use crate::proxy::ProxyBody;
+use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
+use crate::state::State;
 use crate::token::{FileStore, TokenStore, Tokens};
+use crate::upstream::{Body, Upstream};
 
 /// How long in-flight requests may take to finish at shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The accept queue of each listener (capped by the kernel's `net.core.somaxconn`).
-pub const LISTEN_BACKLOG: u32 = 4096;
-/// Request headers larger than this, or more than [`MAX_HEADERS`] of them, are answered 431.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-pub const MAX_HEADERS: usize = 100;
+const LISTEN_BACKLOG: u32 = 4096;
+/// Request headers larger than this, or more than [`crate::http::MAX_HEADERS`] of them, are
+/// answered 431.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// A connection on which no request begins for this long (a request head arriving too slowly,
 /// or an idle keep-alive connection) is closed, within half as long again.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// State shared by both listeners.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub tokens: Tokens,
-    pub metrics: Metrics,
-    /// Single flight and back-off of token refreshes.
-    pub refresher: crate::token::refresh::Refresher,
-    /// Authorizations started and not yet called back.
-    pub pending: crate::admin::auth::Pending,
-    /// Serialises reloads.
-    pub reloader: crate::reload::Reloader,
-    /// The `default` account name, shared so the hot path does not allocate it.
-    pub default_account: Arc<str>,
-    ready: AtomicBool,
-    draining: AtomicBool,
-}
-
-impl Shared {
-    /// Ready: a configuration is loaded, both listeners are up, and shutdown has not begun.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
-    }
-}
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -77,7 +56,12 @@ pub enum StartError {
 pub struct Running {
     pub data_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    /// The shared state (public for benches and tests that store a token before they run).
+    pub state: Arc<State>,
+    /// The control plane (public for tests that watch readiness).
+    pub admin: Arc<Admin>,
+    /// Reloads the configuration (SIGHUP).
+    pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -85,7 +69,7 @@ pub struct Running {
 impl Running {
     /// Stops accepting, lets in-flight requests finish (up to [`SHUTDOWN_GRACE`]), then returns.
     pub async fn shutdown(self) {
-        self.shared.draining.store(true, Ordering::Release);
+        self.admin.set_draining();
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -95,11 +79,8 @@ impl Running {
 
 /// Opens the token store, compiles the configuration, binds both listeners and serves.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let metrics = Metrics::new();
-    let sealer = match &config.store_key {
-        Some(k) => Some(Arc::new(crate::token::seal::Sealer::from_base64(k.expose()).map_err(StartError::Compile)?)),
-        None => None,
-    };
+    let metrics = Arc::new(Metrics::new());
+    let sealer = config.store_key.as_ref().map(|k| Arc::new(crate::token::seal::Sealer::new(k)));
     let store: Arc<dyn TokenStore> = match &config.store {
         StoreConfig::File(path) => Arc::new(FileStore::open(path, sealer)?),
         StoreConfig::Redis { url, prefix } => Arc::new(
@@ -114,51 +95,47 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ),
     };
     let changes = store.changes();
-    let tokens = Tokens::open(store).await?;
+    let tokens = Arc::new(Tokens::open(store).await?);
+    let upstream = Upstream::new(&config.upstream, crate::snapshot::is_answer_header).map_err(StartError::Compile)?;
     let data_addr = config.listen;
     let admin_addr = config.admin.listen;
-    let reloader = crate::reload::Reloader::new(&config);
     let watch_files = config.reload_watch && config.source.is_some();
-    let snapshot = Snapshot::compile(config, 1, &metrics, None).map_err(StartError::Compile)?;
+    let files = config.files.clone();
+    let snapshot = Snapshot::compile(config, 1, &metrics);
     metrics.config_generation.set(1);
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(snapshot),
-        tokens,
-        metrics,
-        refresher: Default::default(),
-        pending: Default::default(),
-        reloader,
-        default_account: crate::token::DEFAULT_ACCOUNT.into(),
-        ready: AtomicBool::new(false),
-        draining: AtomicBool::new(false),
-    });
+    let state = Arc::new(State::new(snapshot, tokens, Arc::new(upstream), metrics));
+    let reloader = Arc::new(Reloader::new(state.clone(), &files));
+    let admin = Arc::new(Admin::new(state.clone(), reloader.clone()));
     let bind = |addr| listen(addr).map_err(|source| StartError::Bind { addr, source });
     let data = bind(data_addr)?;
-    let admin = bind(admin_addr)?;
+    let control = bind(admin_addr)?;
     let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: data_addr, source })?;
-    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: admin_addr, source })?;
+    let admin_addr = control.local_addr().map_err(|source| StartError::Bind { addr: admin_addr, source })?;
     if let Some(mut changes) = changes {
         // Another replica changed a token: bring this one's copy up to date.
-        let s = shared.clone();
+        let tokens = state.tokens.clone();
         tokio::spawn(async move {
             while let Some(change) = changes.recv().await {
-                if let Err(e) = s.tokens.sync(change).await {
+                if let Err(e) = tokens.sync(change).await {
                     tracing::warn!(error = %e, "cannot read a changed token from the store");
                 }
             }
         });
     }
     let (stop, stop_rx) = watch::channel(false);
-    let s = shared.clone();
+    let s = state.clone();
     let handler = move |req| crate::proxy::handle(s.clone(), req);
     let data_task =
         tokio::spawn(accept(data, stop_rx.clone(), move |stream, stop| h1::serve(stream, handler.clone(), stop)));
-    let s = shared.clone();
-    let handler = move |req| crate::admin::handle(s.clone(), req);
+    let a = admin.clone();
+    let handler = move |req| {
+        let answer = crate::admin::handle(a.clone(), req);
+        async move { Ok::<_, Infallible>(answer.await) }
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(MAX_HEADER_BYTES);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
-    let admin_task = tokio::spawn(accept(admin, stop_rx.clone(), move |stream, stop| {
+    let admin_task = tokio::spawn(accept(control, stop_rx.clone(), move |stream, stop| {
         let activity = Arc::new(Activity::default());
         let service = counted(activity.clone(), handler.clone());
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
@@ -166,11 +143,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }));
     let mut tasks = vec![data_task, admin_task];
     if watch_files {
-        tasks.extend(crate::reload::spawn_watcher(shared.clone(), stop_rx));
+        tasks.extend(crate::reload::spawn_watcher(reloader.clone(), stop_rx));
     }
-    shared.ready.store(true, Ordering::Release);
+    admin.set_ready();
     tracing::info!(%data_addr, %admin_addr, "bearerd is serving");
-    Ok(Running { data_addr, admin_addr, shared, stop, tasks })
+    Ok(Running { data_addr, admin_addr, state, admin, reloader, stop, tasks })
 }
 
 /// Binds `addr` with an accept queue of [`LISTEN_BACKLOG`] (the default 128 overflows when
@@ -236,7 +213,7 @@ fn counted<F, Fut>(
 + 'static
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+    Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let service = move |req| {
         let busy = Busy::new(&activity);
@@ -274,13 +251,13 @@ impl Drop for Busy {
 
 /// An answer body that keeps its request counted as open until it is finished or dropped.
 struct Counted {
-    body: ProxyBody,
+    body: Body,
     _busy: Busy,
 }
 
 impl hyper::body::Body for Counted {
     type Data = bytes::Bytes;
-    type Error = crate::proxy::body::BoxError;
+    type Error = crate::http::BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,

@@ -1,18 +1,20 @@
-//! Request templates: the expression language ([`expr`]), escaping per position ([`escape`]),
-//! matching a request to a template ([`route`]) and rendering a template into the parts of an
-//! upstream request (this file).
+//! Request templates: the compiled template ([`spec`]), the expression language ([`expr`]),
+//! escaping per position ([`escape`]), matching a request to a template ([`route`]) and
+//! rendering a template into the parts of an upstream request (this file). Templates know
+//! nothing of configuration files or of serving.
 
 pub mod escape;
 pub mod expr;
 pub mod route;
+pub mod spec;
 
 use std::borrow::Cow;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::config::{PathTail, TemplateSpec};
 use escape::{HostPattern, Refused};
 use expr::Scope;
+pub use spec::{PathTail, TemplateSpec};
 
 /// The request-time values a template is rendered with.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use http::Method;
 
 use super::escape::{decode_segment, split_port};
 use super::expr::{Bound, Part, Parts};
-use crate::config::{PathTail, TemplateSpec};
+use super::{PathTail, TemplateSpec};
 
 /// A matcher for the templates of one app.
 #[derive(Debug, Default)]

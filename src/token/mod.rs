@@ -1,12 +1,14 @@
 //! Tokens: what is stored per (app, integration, account), the store it lives in ([`store`]:
-//! the embedded file store; [`redis_store`]: shared by several replicas), and [`Tokens`], the
-//! in-memory view the data plane reads without locks.
+//! the embedded file store; [`redis_store`]: shared by several replicas; [`seal`]: encryption at
+//! rest), [`Tokens`], the in-memory view the data plane reads without locks, the token-endpoint
+//! client ([`oauth`]) and single-flight refresh ([`refresh`]). It knows no proxy, server or
+//! admin: its callers hand it the integration a token is for, and get a [`TokenError`].
 
-pub mod oauth;
-pub mod redis_store;
-pub mod refresh;
-pub mod seal;
-pub mod store;
+pub(crate) mod oauth;
+pub(crate) mod redis_store;
+pub(crate) mod refresh;
+pub(crate) mod seal;
+pub(crate) mod store;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,10 +17,28 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
+pub(crate) use refresh::{Need, Refresher};
 pub use store::{Cas, Change, FileStore, Lease, StoreError, TokenStore};
 
 /// The account used when a request names none.
 pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// Why no usable token could be had. Messages never carry a token or a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum TokenError {
+    /// No token is stored and none can be obtained without a person: authorize first.
+    #[error("no token for {0}: authorize it first")]
+    Missing(TokenKey),
+    /// The token can no longer be refreshed (`invalid_grant`, or bound to other settings).
+    #[error("the token for {0} can no longer be refreshed: authorize again")]
+    Reauthorize(TokenKey),
+    #[error("Token endpoint for integration {integration} failed: {reason}")]
+    Endpoint { integration: String, reason: String },
+    #[error("Token endpoint for integration {integration} did not answer in time")]
+    EndpointTimeout { integration: String },
+    #[error("Token store failed: {0}")]
+    Store(String),
+}
 
 /// Which token: one per (app, integration, account).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -9,33 +9,32 @@ use tokio::time::Instant;
 
 use super::{Token, unix_now};
 use crate::config::{IntegrationSpec, TokenAuth};
-use crate::proxy::upstream::{Target, Upstream};
-use crate::proxy::{ProxyBody, ProxyError};
 use crate::secret::Secret;
+use crate::upstream::{Body, Call, Target, Upstream, UpstreamError};
 
 /// The largest token-endpoint answer bearerd reads.
 const MAX_TOKEN_RESPONSE: usize = 1 << 20;
 
 /// A grant sent to the token endpoint.
-pub enum Grant<'a> {
+pub(crate) enum GrantRequest<'a> {
     AuthorizationCode { code: &'a str, redirect_uri: &'a str, verifier: &'a str },
     RefreshToken(&'a Secret),
     ClientCredentials,
 }
 
-impl Grant<'_> {
+impl GrantRequest<'_> {
     fn name(&self) -> &'static str {
         match self {
-            Grant::AuthorizationCode { .. } => "authorization_code",
-            Grant::RefreshToken(_) => "refresh_token",
-            Grant::ClientCredentials => "client_credentials",
+            GrantRequest::AuthorizationCode { .. } => "authorization_code",
+            GrantRequest::RefreshToken(_) => "refresh_token",
+            GrantRequest::ClientCredentials => "client_credentials",
         }
     }
 }
 
 /// Why a grant failed.
 #[derive(Debug, thiserror::Error)]
-pub enum GrantError {
+pub(crate) enum GrantError {
     /// The provider refused the grant itself (`invalid_grant`): the refresh token or code is dead.
     #[error("the provider answered invalid_grant{}", .0.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     InvalidGrant(Option<String>),
@@ -46,16 +45,8 @@ pub enum GrantError {
 }
 
 impl GrantError {
-    /// The data-plane error for a request that needed this grant.
-    pub fn to_proxy(&self, integration: &str) -> ProxyError {
-        match self {
-            GrantError::Timeout => ProxyError::TokenEndpointTimeout { integration: integration.to_string() },
-            e => ProxyError::TokenEndpoint { integration: integration.to_string(), reason: e.to_string() },
-        }
-    }
-
     /// The `result` label of the refresh and authorization counters.
-    pub fn result_label(&self) -> &'static str {
+    pub(crate) fn result_label(&self) -> &'static str {
         match self {
             GrantError::InvalidGrant(_) => "invalid_grant",
             GrantError::Timeout => "timeout",
@@ -77,22 +68,22 @@ struct TokenResponse {
 
 /// Sends one grant to the integration's token endpoint and returns the new token. A refresh
 /// that returns no refresh token keeps `previous_refresh`.
-pub async fn request_token(
+pub(crate) async fn request_token(
     upstream: &Upstream,
     integ: &IntegrationSpec,
-    grant: Grant<'_>,
+    grant: GrantRequest<'_>,
     previous_refresh: Option<&Secret>,
     deadline: Instant,
 ) -> Result<Token, GrantError> {
     let mut form = form_urlencoded(&[("grant_type", grant.name())]);
     match &grant {
-        Grant::AuthorizationCode { code, redirect_uri, verifier } => {
+        GrantRequest::AuthorizationCode { code, redirect_uri, verifier } => {
             form_push(&mut form, "code", code);
             form_push(&mut form, "redirect_uri", redirect_uri);
             form_push(&mut form, "code_verifier", verifier);
         }
-        Grant::RefreshToken(rt) => form_push(&mut form, "refresh_token", rt.expose()),
-        Grant::ClientCredentials => {
+        GrantRequest::RefreshToken(rt) => form_push(&mut form, "refresh_token", rt.expose()),
+        GrantRequest::ClientCredentials => {
             if let Some(scope) = integ.option("scope") {
                 form_push(&mut form, "scope", scope);
             }
@@ -128,17 +119,14 @@ pub async fn request_token(
             h.insert(name.clone(), v);
         }
     }
-    let resp =
-        upstream.send(&Method::POST, target, &h, ProxyBody::full(form), deadline).await.map_err(|e| match e {
-            ProxyError::UpstreamTimeout { .. } => GrantError::Timeout,
-            e => GrantError::Failed(e.to_string()),
-        })?;
-    let status = resp.status();
-    let body = match tokio::time::timeout_at(
-        deadline,
-        http_body_util::Limited::new(resp.into_body(), MAX_TOKEN_RESPONSE).collect(),
-    )
-    .await
+    let call = Call { method: &Method::POST, target, headers: &h, deadline };
+    let (head, body) = upstream.send(call, Body::full(form)).await.map_err(|e| match e {
+        UpstreamError::Timeout { .. } => GrantError::Timeout,
+        e => GrantError::Failed(e.to_string()),
+    })?;
+    let status = head.status;
+    let body = match tokio::time::timeout_at(deadline, http_body_util::Limited::new(body, MAX_TOKEN_RESPONSE).collect())
+        .await
     {
         Err(_) => return Err(GrantError::Timeout),
         Ok(Err(e)) => return Err(GrantError::Failed(format!("reading the answer failed: {e}"))),

@@ -44,7 +44,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     lease_ttl: Duration,
@@ -58,7 +58,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Connects (failing after a few seconds if Redis does not answer) and subscribes to changes.
-    pub async fn connect(
+    pub(crate) async fn connect(
         url: &str,
         prefix: &str,
         lease_ttl: Duration,

@@ -10,6 +10,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
 use super::store::StoreError;
 use super::{Token, TokenKey};
+use crate::config::StoreKey;
 use crate::secret::Secret;
 
 const PREFIX: &str = "enc:v1:";
@@ -24,16 +25,11 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// A key given as base64 of 32 bytes.
-    pub fn from_base64(text: &str) -> Result<Sealer, String> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| "store.encryption_key must be base64 of 32 random bytes".to_string())?;
-        if bytes.len() != 32 {
-            return Err(format!("store.encryption_key must be 32 bytes; it has {}", bytes.len()));
-        }
-        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| "invalid AES-256 key".to_string())?;
-        Ok(Sealer(LessSafeKey::new(key)))
+    /// The sealer of `key`.
+    pub(crate) fn new(key: &StoreKey) -> Sealer {
+        // Any 32 bytes are an AES-256 key.
+        let key = UnboundKey::new(&AES_256_GCM, key.bytes()).unwrap_or_else(|_| unreachable!("32-byte key"));
+        Sealer(LessSafeKey::new(key))
     }
 
     fn seal(&self, aad: &str, plain: &str) -> String {
@@ -66,7 +62,7 @@ fn aad(key: &TokenKey, field: &str) -> String {
 }
 
 /// The record as it is written: secrets sealed when there is a key.
-pub fn seal_token(sealer: Option<&Sealer>, key: &TokenKey, t: &Token) -> Token {
+pub(crate) fn seal_token(sealer: Option<&Sealer>, key: &TokenKey, t: &Token) -> Token {
     let Some(s) = sealer else { return t.clone() };
     let mut out = t.clone();
     out.access_token = Secret::new(s.seal(&aad(key, "access_token"), t.access_token.expose()));
@@ -76,7 +72,12 @@ pub fn seal_token(sealer: Option<&Sealer>, key: &TokenKey, t: &Token) -> Token {
 
 /// The record as it was read: sealed secrets opened. A sealed value without a key, or one the
 /// key cannot open, is an error (never a silently dropped token).
-pub fn open_token(sealer: Option<&Sealer>, key: &TokenKey, mut t: Token, place: &str) -> Result<Token, StoreError> {
+pub(crate) fn open_token(
+    sealer: Option<&Sealer>,
+    key: &TokenKey,
+    mut t: Token,
+    place: &str,
+) -> Result<Token, StoreError> {
     let open = |field: &str, v: &Secret| -> Result<Secret, StoreError> {
         if !v.expose().starts_with(PREFIX) {
             return Ok(v.clone());
@@ -111,7 +112,7 @@ mod tests {
     #[test]
     fn seal_open_and_refuse() {
         let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        let s = Sealer::from_base64(&key).unwrap();
+        let s = Sealer::new(&StoreKey::from_base64(&key).unwrap());
         let k = TokenKey::new("a", "i", "default");
         let sealed = seal_token(Some(&s), &k, &token());
         assert!(sealed.access_token.expose().starts_with(PREFIX));
@@ -120,13 +121,14 @@ mod tests {
         assert_eq!(sealed.version, 3, "metadata stays readable");
         assert_eq!(open_token(Some(&s), &k, sealed.clone(), "t").unwrap(), token());
         // Another key, another token's place, or no key at all: an error, not a lost token.
-        let other = Sealer::from_base64(&base64::engine::general_purpose::STANDARD.encode([8u8; 32])).unwrap();
+        let other =
+            Sealer::new(&StoreKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([8u8; 32])).unwrap());
         assert!(matches!(open_token(Some(&other), &k, sealed.clone(), "t"), Err(StoreError::Key(_))));
         assert!(open_token(Some(&s), &TokenKey::new("a", "i", "other"), sealed.clone(), "t").is_err());
         assert!(open_token(None, &k, sealed, "t").is_err());
         // Plain records (written before a key was set) are read as they are.
         assert_eq!(open_token(Some(&s), &k, token(), "t").unwrap(), token());
-        assert!(Sealer::from_base64("c2hvcnQ=").is_err());
-        assert!(Sealer::from_base64("not base64!").is_err());
+        assert!(StoreKey::from_base64("c2hvcnQ=").is_err());
+        assert!(StoreKey::from_base64("not base64!").is_err());
     }
 }

@@ -1,6 +1,5 @@
-//! HTTP/1.1 message framing, shared by the upstream client ([`crate::proxy::h1`]) and the data
-//! listener's server ([`crate::server::h1`]): how a body is delimited (RFC 9112 6), reading one
-//! from a buffer as bytes arrive, and the numbers both writers format.
+//! How an HTTP/1.1 message body is delimited (RFC 9112 6) and read as its bytes arrive: the
+//! framing a message declares, the chunked decoder, and one body reader for both sides.
 
 use std::io;
 use std::pin::Pin;
@@ -15,7 +14,7 @@ const MAX_LINE: usize = 4096;
 
 /// How a message body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// No body, or all of it has been read.
     Empty,
     /// This many bytes are still to come.
@@ -27,7 +26,7 @@ pub enum Framing {
 
 impl Framing {
     /// What is known of the remaining length.
-    pub fn size_hint(self) -> hyper::body::SizeHint {
+    pub(crate) fn size_hint(self) -> hyper::body::SizeHint {
         match self {
             Framing::Empty => hyper::body::SizeHint::with_exact(0),
             Framing::Length(n) => hyper::body::SizeHint::with_exact(n),
@@ -38,7 +37,7 @@ impl Framing {
 
 /// Where the chunked decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunk {
+pub(crate) enum Chunk {
     Size,
     Data(u64),
     DataEnd,
@@ -49,13 +48,13 @@ pub enum Chunk {
 /// or `None` when it has neither. Both together, a transfer coding that does not end in
 /// `chunked` (`close_delimited` false: a request) and conflicting or malformed lengths are
 /// refused.
-pub fn declared(headers: &HeaderMap, close_delimited: bool) -> Result<Option<Framing>, &'static str> {
+pub(crate) fn declared(headers: &HeaderMap, close_delimited: bool) -> Result<Option<Framing>, &'static str> {
     let te = headers.get(header::TRANSFER_ENCODING).map(|v| v.as_bytes());
     declared_by(te, headers.get_all(header::CONTENT_LENGTH).iter().map(|v| v.as_bytes()), close_delimited)
 }
 
 /// [`declared`], from the raw values of `Transfer-Encoding` and of every `Content-Length`.
-pub fn declared_by<'a>(
+pub(crate) fn declared_by<'a>(
     te: Option<&[u8]>,
     lengths: impl Iterator<Item = &'a [u8]>,
     close_delimited: bool,
@@ -89,25 +88,9 @@ pub fn declared_by<'a>(
     Ok(length.map(|n| if n == 0 { Framing::Empty } else { Framing::Length(n) }))
 }
 
-/// Hop-by-hop headers (RFC 9110 7.6.1), and the non-standard ones that act like them, in any
-/// case.
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-    match name.len() {
-        2 => is(b"te"),
-        7 => is(b"trailer") || is(b"upgrade"),
-        10 => is(b"connection") || is(b"keep-alive"),
-        16 => is(b"proxy-connection"),
-        17 => is(b"transfer-encoding"),
-        18 => is(b"proxy-authenticate"),
-        19 => is(b"proxy-authorization"),
-        _ => false,
-    }
-}
-
 /// What [`decode`] found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     Data(Bytes),
     /// The body is over (`framing` is now [`Framing::Empty`]).
     End,
@@ -117,7 +100,7 @@ pub enum Decoded {
 }
 
 /// Takes the next piece of a body framed as `framing` off the front of `buf`, sharing its bytes.
-pub fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, &'static str> {
+pub(crate) fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, &'static str> {
     loop {
         match *framing {
             Framing::Empty => return Ok(Decoded::End),
@@ -219,7 +202,7 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
 /// `chunk`) when `buf` holds too little. `Ok(None)` at the end of the body (then `framing` is
 /// [`Framing::Empty`]); a malformed body, or a connection that ends before the body does, is an
 /// error.
-pub fn poll_body<R: AsyncRead + Unpin>(
+pub(crate) fn poll_body<R: AsyncRead + Unpin>(
     framing: &mut Framing,
     buf: &mut BytesMut,
     io: &mut R,
@@ -244,34 +227,9 @@ pub fn poll_body<R: AsyncRead + Unpin>(
     }
 }
 
-/// What a `Connection` header value says.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionTokens {
-    pub close: bool,
-    pub keep_alive: bool,
-    /// It names other headers, which are then hop-by-hop too.
-    pub names_others: bool,
-}
-
-/// Reads the comma-separated tokens of a `Connection` value (case-insensitive).
-pub fn connection_tokens(value: &[u8]) -> ConnectionTokens {
-    let mut c = ConnectionTokens::default();
-    for token in value.split(|&b| b == b',') {
-        let token = token.trim_ascii();
-        if token.eq_ignore_ascii_case(b"close") {
-            c.close = true;
-        } else if token.eq_ignore_ascii_case(b"keep-alive") {
-            c.keep_alive = true;
-        } else if !token.is_empty() {
-            c.names_others = true;
-        }
-    }
-    c
-}
-
 /// Where a body read with [`poll_frame`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyState {
+pub(crate) enum BodyState {
     Reading,
     /// Its last bytes are out: the connection can be handed on before the caller polls again.
     Over,
@@ -282,7 +240,7 @@ pub enum BodyState {
 /// [`poll_body`] as a body frame (what `http_body::Body::poll_frame` returns), and where the body
 /// is after it.
 #[allow(clippy::type_complexity)]
-pub fn poll_frame<R: AsyncRead + Unpin>(
+pub(crate) fn poll_frame<R: AsyncRead + Unpin>(
     framing: &mut Framing,
     buf: &mut BytesMut,
     io: &mut R,
@@ -302,7 +260,7 @@ pub fn poll_frame<R: AsyncRead + Unpin>(
 /// Reads what is available into `buf`, growing it by `chunk` when less than a quarter of that is
 /// free. An empty buffer is first rewound to its start once nothing refers to what was read
 /// before, so each exchange reuses the same few cache lines.
-pub fn poll_fill<R: AsyncRead + Unpin>(
+pub(crate) fn poll_fill<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
     chunk: usize,
@@ -315,108 +273,6 @@ pub fn poll_fill<R: AsyncRead + Unpin>(
         buf.reserve(chunk);
     }
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
-}
-
-/// Appends one header line.
-pub fn put_header(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    w.extend_from_slice(name);
-    w.extend_from_slice(b": ");
-    w.extend_from_slice(value);
-    w.extend_from_slice(b"\r\n");
-}
-
-/// Appends `content-length: n` or `transfer-encoding: chunked` (when `n` is unknown).
-pub fn put_length(w: &mut Vec<u8>, n: Option<u64>) {
-    match n {
-        Some(n) => put_header(w, b"content-length", itoa(n, &mut [0u8; 20])),
-        None => w.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-}
-
-/// Appends a chunk's size line.
-pub fn put_chunk_size(w: &mut Vec<u8>, len: usize) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = len;
-    loop {
-        i -= 1;
-        buf[i] = b"0123456789abcdef"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    w.extend_from_slice(&buf[i..]);
-    w.extend_from_slice(b"\r\n");
-}
-
-/// The last chunk and an empty trailer.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
-/// The current time as an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted once a second
-/// per thread.
-pub fn date_now() -> [u8; 29] {
-    thread_local!(static CACHE: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((0, [0; 29])) });
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    CACHE.with(|c| {
-        let (at, date) = c.get();
-        if at == now {
-            return date;
-        }
-        let date = http_date(now);
-        c.set((now, date));
-        date
-    })
-}
-
-/// `secs` since the Unix epoch as an HTTP-date (RFC 9110 5.6.7).
-fn http_date(secs: u64) -> [u8; 29] {
-    const DAYS: [&[u8; 3]; 7] = [b"Sun", b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat"];
-    const MONTHS: [&[u8; 3]; 12] =
-        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_date(days);
-    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
-    out[..3].copy_from_slice(DAYS[((days + 4) % 7) as usize]);
-    let two = |out: &mut [u8; 29], at: usize, n: u64| {
-        out[at] = b'0' + (n / 10 % 10) as u8;
-        out[at + 1] = b'0' + (n % 10) as u8;
-    };
-    two(&mut out, 5, day);
-    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
-    two(&mut out, 12, year / 100);
-    two(&mut out, 14, year % 100);
-    two(&mut out, 17, rem / 3600);
-    two(&mut out, 20, rem / 60 % 60);
-    two(&mut out, 23, rem % 60);
-    out
-}
-
-/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01 (Howard
-/// Hinnant's civil-from-days). Also used for the RFC 3339 times of the admin API.
-pub fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + u64::from(month <= 2), month, day)
-}
-
-pub fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 #[cfg(test)]
@@ -442,14 +298,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn connection_tokens_are_read_case_insensitively_and_name_other_headers() {
-        let c = connection_tokens(b" Keep-Alive , X-Hop,,CLOSE");
-        assert_eq!(c, ConnectionTokens { close: true, keep_alive: true, names_others: true });
-        assert_eq!(connection_tokens(b"keep-alive"), ConnectionTokens { keep_alive: true, ..Default::default() });
-        assert_eq!(connection_tokens(b""), ConnectionTokens::default());
     }
 
     #[test]
@@ -494,23 +342,5 @@ mod tests {
         assert_eq!(declared(&h(&[("transfer-encoding", "gzip, chunked")]), false), Ok(chunked));
         assert_eq!(declared(&h(&[("transfer-encoding", "gzip")]), true), Ok(Some(Framing::Close)));
         assert!(declared(&h(&[("transfer-encoding", "gzip")]), false).is_err());
-    }
-
-    #[test]
-    fn http_dates() {
-        assert_eq!(&http_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(&http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
-        assert_eq!(&http_date(1_795_996_799), b"Sun, 29 Nov 2026 23:59:59 GMT");
-        assert_eq!(date_now().len(), 29);
-    }
-
-    #[test]
-    fn numbers() {
-        let mut w = Vec::new();
-        put_chunk_size(&mut w, 0x1a2f);
-        put_length(&mut w, Some(1234));
-        put_length(&mut w, None);
-        assert_eq!(w, b"1a2f\r\ncontent-length: 1234\r\ntransfer-encoding: chunked\r\n");
     }
 }

@@ -1,8 +1,13 @@
-//! The upstream client: HTTP/1.1 driven by the request's own task ([`super::h1`]) over plain
-//! TCP or rustls, and HTTP/2 (hyper) where TLS negotiates h2; pooled connections, connect and
-//! total timeouts, and the address check that keeps bearerd from reaching loopback, private or
-//! link-local addresses. Trust: webpki roots + system roots + `upstream.ca_file`; SNI; ALPN
-//! h2/http1.1.
+//! The upstream client: HTTP/1.1 driven by the request's own task ([`h1`]) over plain TCP or
+//! rustls, and HTTP/2 (hyper) where TLS negotiates h2; pooled connections ([`pool`]), connect
+//! and total timeouts, and the address check that keeps bearerd from reaching loopback, private
+//! or link-local addresses. Trust: webpki roots + system roots + `upstream.ca_file`; SNI; ALPN
+//! h2/http1.1. One client serves the process (the data plane and the token endpoint calls); a
+//! reload that changes the upstream settings reconfigures it in place.
+
+pub(crate) mod body;
+pub(crate) mod h1;
+pub(crate) mod pool;
 
 use std::collections::HashMap;
 use std::io;
@@ -11,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{HeaderMap, Method, Request, Response, Uri};
+use arc_swap::ArcSwap;
+use http::{HeaderMap, Method, Request, Uri};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject as _;
@@ -19,11 +25,49 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::body::ProxyBody;
-use super::error::ProxyError;
-use super::h1::{self, Checkout, Conn, Io, SendError};
+pub(crate) use body::Body;
+use h1::{Conn, Io, SendError};
+use pool::{Checkout, Pool, WaitTicket};
+
 use crate::config::UpstreamConfig;
+use crate::http::ResponseHead;
 use crate::template::escape::split_port;
+
+/// Why an upstream request failed. Messages name the upstream host, never a path or a query.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("Upstream connection to {host} failed: {reason}")]
+    Connect { host: String, reason: String },
+    #[error("Upstream TLS handshake with {host} failed: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("Upstream {host} failed: {reason}")]
+    Protocol { host: String, reason: String },
+    /// A pooled connection the upstream had closed while it was idle: an idempotent request may
+    /// be sent again at once.
+    #[error("Upstream {host} closed the connection before answering")]
+    Closed { host: String },
+    #[error("Upstream {host} did not answer within {secs} s")]
+    Timeout { host: String, secs: u64 },
+    #[error("Upstream {0} resolves to an address that is not allowed (loopback, private or link-local)")]
+    AddressNotAllowed(String),
+    /// The request body being sent failed on the application's side.
+    #[error("Malformed request body: {0}")]
+    RequestBody(String),
+}
+
+impl UpstreamError {
+    /// The kind label of `upstream_errors_total`, for failures that are the upstream's.
+    pub(crate) fn kind(&self) -> Option<&'static str> {
+        match self {
+            UpstreamError::Connect { .. } => Some("connect"),
+            UpstreamError::Tls { .. } => Some("tls"),
+            UpstreamError::Protocol { .. } => Some("protocol"),
+            UpstreamError::Closed { .. } => Some("closed"),
+            UpstreamError::Timeout { .. } => Some("timeout"),
+            UpstreamError::AddressNotAllowed(_) | UpstreamError::RequestBody(_) => None,
+        }
+    }
+}
 
 /// How long an unused keep-alive connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,16 +80,26 @@ const MAX_CONNECTING_PER_ORIGIN: usize = 32;
 /// Where a request goes: `origin` is `scheme://authority` (the pool key), `path_and_query` the
 /// origin-form target.
 #[derive(Debug, Clone, Copy)]
-pub struct Target<'a> {
-    pub https: bool,
-    pub origin: &'a str,
-    pub authority: &'a str,
-    pub path_and_query: &'a str,
+pub(crate) struct Target<'a> {
+    pub(crate) https: bool,
+    pub(crate) origin: &'a str,
+    pub(crate) authority: &'a str,
+    pub(crate) path_and_query: &'a str,
+}
+
+/// One request to send, less its body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) target: Target<'a>,
+    pub(crate) headers: &'a HeaderMap,
+    /// The answer's head must arrive by then.
+    pub(crate) deadline: Instant,
 }
 
 impl<'a> Target<'a> {
     /// Splits an absolute `http(s)://authority/path?query` URL.
-    pub fn parse(url: &'a str) -> Option<Target<'a>> {
+    pub(crate) fn parse(url: &'a str) -> Option<Target<'a>> {
         let (https, rest) =
             if let Some(r) = url.strip_prefix("https://") { (true, r) } else { (false, url.strip_prefix("http://")?) };
         let scheme_len = url.len() - rest.len();
@@ -55,7 +109,7 @@ impl<'a> Target<'a> {
 
     /// The target of an absolute URL whose authority is known to start at `authority_start` and
     /// end at `path_start` (as when it was just written).
-    pub fn split(url: &'a str, https: bool, authority_start: usize, path_start: usize) -> Option<Target<'a>> {
+    pub(crate) fn split(url: &'a str, https: bool, authority_start: usize, path_start: usize) -> Option<Target<'a>> {
         let authority = url.get(authority_start..path_start)?;
         if authority.is_empty() || authority.contains(['/', '?', '#']) {
             return None;
@@ -65,22 +119,37 @@ impl<'a> Target<'a> {
 }
 
 /// The upstream client with bearerd's policies.
-pub struct Upstream {
+pub(crate) struct Upstream {
+    settings: ArcSwap<Settings>,
+    h1: Arc<Pool>,
+    h2: Mutex<HashMap<Arc<str>, http2::SendRequest<Body>>>,
+    sweeping: AtomicBool,
+    /// Answer header lines the caller sets itself: left out of raw lines.
+    leave_out: fn(&[u8]) -> bool,
+}
+
+/// What the configuration decides: timeouts, trust, the address policy.
+struct Settings {
     config: UpstreamConfig,
     tls: tokio_rustls::TlsConnector,
-    h1: Arc<h1::Pool>,
-    h2: Mutex<HashMap<Arc<str>, http2::SendRequest<ProxyBody>>>,
-    sweeping: AtomicBool,
+}
+
+impl Settings {
+    fn new(config: &UpstreamConfig) -> Result<Settings, String> {
+        let mut tls = tls_config(config.ca_file.as_deref())?;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Settings { config: config.clone(), tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
+    }
 }
 
 /// A new connection: HTTP/1.1, or an HTTP/2 sender when TLS negotiated h2.
 enum Connected {
     H1(Box<Conn>),
-    H2(http2::SendRequest<ProxyBody>),
+    H2(http2::SendRequest<Body>),
 }
 
 /// False for loopback, private, link-local, unspecified, shared and multicast addresses.
-pub fn is_public(ip: IpAddr) -> bool {
+pub(crate) fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
@@ -108,7 +177,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 /// Builds the rustls client configuration: webpki roots, system roots, and `ca_file`.
-pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -135,60 +204,67 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientCon
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
-        let mut tls = tls_config(config.ca_file.as_deref())?;
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    /// A client for `config`. `leave_out` names the answer header lines the caller sets itself:
+    /// an upstream's own lines of those names are not passed on raw.
+    pub(crate) fn new(config: &UpstreamConfig, leave_out: fn(&[u8]) -> bool) -> Result<Upstream, String> {
         Ok(Upstream {
-            config: config.clone(),
-            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
-            h1: Arc::new(h1::Pool::new(IDLE_TIMEOUT, MAX_IDLE_PER_ORIGIN, MAX_CONNECTING_PER_ORIGIN)),
+            settings: ArcSwap::from_pointee(Settings::new(config)?),
+            h1: Arc::new(Pool::new(IDLE_TIMEOUT, MAX_IDLE_PER_ORIGIN, MAX_CONNECTING_PER_ORIGIN)),
             h2: Mutex::new(HashMap::new()),
             sweeping: AtomicBool::new(false),
+            leave_out,
         })
     }
 
-    pub fn config(&self) -> &UpstreamConfig {
-        &self.config
+    /// Takes new settings, if they differ: connections opened under the old ones are closed (at
+    /// once when idle, when their answer ends otherwise). `Ok(false)` when nothing changed.
+    pub(crate) fn reconfigure(&self, config: &UpstreamConfig) -> Result<bool, String> {
+        if self.settings.load().config == *config {
+            return Ok(false);
+        }
+        self.settings.store(Arc::new(Settings::new(config)?));
+        self.h1.clear();
+        self.h2.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(true)
+    }
+
+    /// The whole-request timeout (`upstream.timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.settings.load().config.timeout
     }
 
     /// Refuses an IP-literal host that the policy does not allow (names are checked when they
     /// are resolved).
-    pub fn check_literal(&self, authority: &str) -> Result<(), ProxyError> {
-        if self.config.allow_private_ips {
+    pub(crate) fn check_literal(&self, authority: &str) -> Result<(), UpstreamError> {
+        if self.settings.load().config.allow_private_ips {
             return Ok(());
         }
         let (host, _) = split_port(authority);
         let host = host.trim_start_matches('[').trim_end_matches(']');
         match host.parse::<IpAddr>() {
-            Ok(ip) if !is_public(ip) => Err(ProxyError::AddressNotAllowed(authority.to_string())),
+            Ok(ip) if !is_public(ip) => Err(UpstreamError::AddressNotAllowed(authority.to_string())),
             _ => Ok(()),
         }
     }
 
-    /// Sends one request; the response head must arrive before `deadline`. A request on a
-    /// pooled connection that the upstream had closed fails with [`ProxyError::UpstreamClosed`]
-    /// (the caller may send an idempotent one again).
-    pub async fn send(
-        &self,
-        method: &Method,
-        target: Target<'_>,
-        headers: &HeaderMap,
-        body: ProxyBody,
-        deadline: Instant,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    /// Sends one request; the answer's head must arrive by the call's deadline. A request on a
+    /// pooled connection that the upstream had closed fails with [`UpstreamError::Closed`] (the
+    /// caller may send an idempotent one again).
+    pub(crate) async fn send(&self, call: Call<'_>, body: Body) -> Result<(ResponseHead, Body), UpstreamError> {
+        let target = call.target;
         if target.path_and_query.bytes().any(|b| b <= b' ' || b == 0x7f) || !target.path_and_query.starts_with('/') {
             // Rendering escapes every value: this is a bug, never something to send.
-            return Err(ProxyError::Upstream {
+            return Err(UpstreamError::Protocol {
                 host: target.authority.to_string(),
                 reason: "refusing to send an invalid request target".into(),
             });
         }
-        let timeout =
-            || ProxyError::UpstreamTimeout { host: target.authority.to_string(), secs: self.config.timeout.as_secs() };
+        let timeout = || UpstreamError::Timeout { host: target.authority.to_string(), secs: self.timeout().as_secs() };
         // A pooled HTTP/1 connection keeps the deadline with its own timer; waiting for one,
         // connecting and HTTP/2 (all boxed: their futures are large, and the pooled path should
         // not carry their size) are bounded here.
-        let mut waited: Option<h1::WaitTicket> = None;
+        let deadline = call.deadline;
+        let mut waited: Option<WaitTicket> = None;
         let conn = loop {
             if target.https
                 && let Some(sender) = self.h2_sender(target.origin)
@@ -196,7 +272,7 @@ impl Upstream {
                 if let Some(ticket) = waited.take() {
                     ticket.pass_on();
                 }
-                let send = self.send_h2(sender, method, target, headers, body, true);
+                let send = self.send_h2(sender, &call, body, true);
                 return Box::pin(tokio::time::timeout_at(deadline, send)).await.unwrap_or_else(|_| Err(timeout()));
             }
             let checkout = self.h1.checkout(target.origin);
@@ -210,7 +286,7 @@ impl Upstream {
                     match connected.map_err(|_| timeout())?? {
                         Connected::H1(c) => break c,
                         Connected::H2(sender) => {
-                            let send = self.send_h2(sender, method, target, headers, body, false);
+                            let send = self.send_h2(sender, &call, body, false);
                             return Box::pin(tokio::time::timeout_at(deadline, send))
                                 .await
                                 .unwrap_or_else(|_| Err(timeout()));
@@ -224,17 +300,17 @@ impl Upstream {
             }
         };
         let host = || target.authority.to_string();
-        match conn.send(&self.h1, method, target.path_and_query, target.authority, headers, body, deadline).await {
-            Ok(resp) => Ok(resp),
-            Err((SendError::Closed, true)) => Err(ProxyError::UpstreamClosed { host: host() }),
+        match conn.send(&self.h1, &call, body, self.leave_out).await {
+            Ok(answer) => Ok(answer),
+            Err((SendError::Closed, true)) => Err(UpstreamError::Closed { host: host() }),
             Err((SendError::Timeout, _)) => Err(timeout()),
-            Err((SendError::Body(e), _)) => Err(ProxyError::BadFraming(format!("request body: {e}"))),
-            Err((e, _)) => Err(ProxyError::Upstream { host: host(), reason: e.to_string() }),
+            Err((SendError::Body(e), _)) => Err(UpstreamError::RequestBody(e.to_string())),
+            Err((e, _)) => Err(UpstreamError::Protocol { host: host(), reason: e.to_string() }),
         }
     }
 
     /// A live HTTP/2 connection to `origin`, if there is one.
-    fn h2_sender(&self, origin: &str) -> Option<http2::SendRequest<ProxyBody>> {
+    fn h2_sender(&self, origin: &str) -> Option<http2::SendRequest<Body>> {
         let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(origin) {
             Some(s) if !s.is_closed() => Some(s.clone()),
@@ -248,30 +324,34 @@ impl Upstream {
 
     async fn send_h2(
         &self,
-        mut sender: http2::SendRequest<ProxyBody>,
-        method: &Method,
-        target: Target<'_>,
-        headers: &HeaderMap,
-        body: ProxyBody,
+        mut sender: http2::SendRequest<Body>,
+        call: &Call<'_>,
+        body: Body,
         reused: bool,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<(ResponseHead, Body), UpstreamError> {
+        let target = call.target;
         let host = target.authority;
         let uri = Uri::builder()
             .scheme("https")
             .authority(target.authority)
             .path_and_query(target.path_and_query)
             .build()
-            .map_err(|e| ProxyError::Upstream { host: host.to_string(), reason: e.to_string() })?;
+            .map_err(|e| UpstreamError::Protocol { host: host.to_string(), reason: e.to_string() })?;
         let mut req = Request::new(body);
-        *req.method_mut() = method.clone();
+        *req.method_mut() = call.method.clone();
         *req.uri_mut() = uri;
-        *req.headers_mut() = headers.clone();
+        *req.headers_mut() = call.headers.clone();
         let result = match sender.ready().await {
             Ok(()) => sender.send_request(req).await,
             Err(e) => Err(e),
         };
         match result {
-            Ok(resp) => Ok(resp.map(ProxyBody::Hyper)),
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                let head =
+                    ResponseHead { status: parts.status, version: parts.version, headers: parts.headers, raw: None };
+                Ok((head, Body::Hyper(body)))
+            }
             Err(e) => {
                 let closed = e.is_canceled() || e.is_closed() || e.is_incomplete_message();
                 if sender.is_closed() {
@@ -281,9 +361,9 @@ impl Upstream {
                     }
                 }
                 if closed && reused {
-                    Err(ProxyError::UpstreamClosed { host: host.to_string() })
+                    Err(UpstreamError::Closed { host: host.to_string() })
                 } else {
-                    Err(ProxyError::Upstream { host: host.to_string(), reason: chain(&e) })
+                    Err(UpstreamError::Protocol { host: host.to_string(), reason: chain(&e) })
                 }
             }
         }
@@ -291,71 +371,72 @@ impl Upstream {
 
     /// Resolves (with the address policy), connects (with the connect timeout) and, for https,
     /// runs the TLS handshake.
-    async fn connect(&self, target: Target<'_>) -> Result<Connected, ProxyError> {
+    async fn connect(&self, target: Target<'_>) -> Result<Connected, UpstreamError> {
         self.start_sweeping();
+        let settings = self.settings.load_full();
+        let config = &settings.config;
+        let generation = self.h1.generation();
         let host = || target.authority.to_string();
         let (name, port) = split_port(target.authority);
         let port = match port {
             Some(p) => {
-                p.parse::<u16>().map_err(|_| ProxyError::UpstreamConnect { host: host(), reason: "bad port".into() })?
+                p.parse::<u16>().map_err(|_| UpstreamError::Connect { host: host(), reason: "bad port".into() })?
             }
             None if target.https => 443,
             None => 80,
         };
         let name = name.trim_start_matches('[').trim_end_matches(']');
-        let connect_error = |e: io::Error| ProxyError::UpstreamConnect { host: host(), reason: e.to_string() };
+        let connect_error = |e: io::Error| UpstreamError::Connect { host: host(), reason: e.to_string() };
+        let connect_timeout = || UpstreamError::Timeout { host: host(), secs: config.connect_timeout.as_secs() };
         let all: Vec<SocketAddr> = match name.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::time::timeout(self.config.connect_timeout, tokio::net::lookup_host((name, port)))
+            Err(_) => tokio::time::timeout(config.connect_timeout, tokio::net::lookup_host((name, port)))
                 .await
-                .map_err(|_| ProxyError::UpstreamTimeout { host: host(), secs: self.config.connect_timeout.as_secs() })?
+                .map_err(|_| connect_timeout())?
                 .map_err(connect_error)?
                 .collect(),
         };
-        let allowed = all.iter().copied().filter(|a| self.config.allow_private_ips || is_public(a.ip()));
+        let allowed = all.iter().copied().filter(|a| config.allow_private_ips || is_public(a.ip()));
         let mut last = None;
         let mut tcp = None;
         for addr in allowed {
-            match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
+            match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
                     tcp = Some(s);
                     break;
                 }
                 Ok(Err(e)) => last = Some(connect_error(e)),
-                Err(_) => {
-                    last =
-                        Some(ProxyError::UpstreamTimeout { host: host(), secs: self.config.connect_timeout.as_secs() })
-                }
+                Err(_) => last = Some(connect_timeout()),
             }
         }
         let Some(tcp) = tcp else {
             return Err(match last {
                 Some(e) => e,
-                None if !all.is_empty() => ProxyError::AddressNotAllowed(host()),
-                None => ProxyError::UpstreamConnect { host: host(), reason: "the name has no address".into() },
+                None if !all.is_empty() => UpstreamError::AddressNotAllowed(host()),
+                None => UpstreamError::Connect { host: host(), reason: "the name has no address".into() },
             });
         };
         let _ = tcp.set_nodelay(true);
         let _ = socket2::SockRef::from(&tcp)
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
         if !target.https {
-            return Ok(Connected::H1(Conn::new(Io::Plain(tcp), target.origin.into())));
+            return Ok(Connected::H1(Conn::new(Io::Plain(tcp), target.origin.into(), generation)));
         }
         let server_name = ServerName::try_from(name.to_string())
-            .map_err(|e| ProxyError::UpstreamTls { host: host(), reason: e.to_string() })?;
-        let tls = self.tls.connect(server_name, tcp).await.map_err(|e| {
+            .map_err(|e| UpstreamError::Tls { host: host(), reason: e.to_string() })?;
+        let tls = settings.tls.connect(server_name, tcp).await.map_err(|e| {
             match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                Some(t) => ProxyError::UpstreamTls { host: host(), reason: t.to_string() },
-                None => ProxyError::UpstreamConnect { host: host(), reason: e.to_string() },
+                Some(t) => UpstreamError::Tls { host: host(), reason: t.to_string() },
+                None => UpstreamError::Connect { host: host(), reason: e.to_string() },
             }
         })?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Ok(Connected::H1(Conn::new(Io::Tls(Box::new(tls)), target.origin.into())));
+            return Ok(Connected::H1(Conn::new(Io::Tls(Box::new(tls)), target.origin.into(), generation)));
         }
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| ProxyError::Upstream { host: host(), reason: chain(&e) })?;
+            .map_err(|e| UpstreamError::Protocol { host: host(), reason: chain(&e) })?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -383,7 +464,7 @@ impl Upstream {
 }
 
 /// The error and its causes, joined.
-pub fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -1,0 +1,325 @@
+//! The server side of an HTTP/1.1 connection: request heads taken off the read buffer, request
+//! bodies read as they are polled ([`ClientBody`]), and answer heads written.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use http::{Method, Request, StatusCode, Uri, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::oneshot;
+
+use super::answer::ResponseHead;
+use super::framing::{self, BodyState, Framing};
+use super::write::{Delimit, put_delimit, put_header};
+use super::{BoxError, HttpError, MAX_HEADERS, Ranges, connection_tokens, fill_map, keeps_alive};
+
+/// A request head taken off the read buffer.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub(crate) req: Request<()>,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+}
+
+/// Takes a complete request head off the front of `buf`, if one is there. A head over
+/// `max_bytes` or with more than [`MAX_HEADERS`] lines is [`HttpError::TooLarge`], also while it
+/// is still arriving. The header values share the head's bytes; the map comes from `new_map`,
+/// given the number of lines.
+pub(crate) fn parse_request(
+    buf: &mut BytesMut,
+    max_bytes: usize,
+    new_map: impl FnOnce(usize) -> HeaderMap,
+) -> Result<Option<RequestHead>, HttpError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let too_large = || HttpError::TooLarge { limit: max_bytes, count: MAX_HEADERS };
+    let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut ranges: Ranges = [(0, 0, 0, 0); MAX_HEADERS];
+    let (len, method, target, version, count, tokens, mut expect_continue, mut framed);
+    {
+        let mut req = httparse::Request::new(&mut []);
+        len = match req.parse_with_uninit_headers(buf, &mut raw) {
+            Ok(httparse::Status::Complete(n)) if n <= max_bytes => n,
+            Ok(httparse::Status::Partial) if buf.len() <= max_bytes => return Ok(None),
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
+            Err(e) => return Err(HttpError::malformed(format!("bad request head ({e})"))),
+        };
+        method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+            .map_err(|_| HttpError::malformed("bad method"))?;
+        version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        expect_continue = false;
+        framed = false;
+        count = req.headers.len();
+        let base = buf.as_ptr() as usize;
+        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        let path = req.path.unwrap_or_default().as_bytes();
+        target = (offset(path), offset(path) + path.len() as u32);
+        let mut t = super::ConnectionTokens::default();
+        for (h, r) in req.headers.iter().zip(ranges.iter_mut()) {
+            if h.name.eq_ignore_ascii_case("connection") {
+                let c = connection_tokens(h.value);
+                t.close |= c.close;
+                t.keep_alive |= c.keep_alive;
+            } else if h.name.eq_ignore_ascii_case("expect") {
+                expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+            } else if h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding")
+            {
+                framed = true;
+            }
+            let (n, v) = (offset(h.name.as_bytes()), offset(h.value));
+            *r = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+        }
+        tokens = t;
+    }
+    let bytes = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(bytes.slice(target.0 as usize..target.1 as usize))
+        .map_err(|_| HttpError::malformed("bad request target"))?;
+    let mut headers = new_map(count);
+    fill_map(&mut headers, &bytes, &ranges[..count], |_| false)?;
+    // A request without either framing header (most) has no body: no map lookups for them.
+    let framing = match framed {
+        true => framing::declared(&headers, false).map_err(HttpError::malformed)?.unwrap_or(Framing::Empty),
+        false => Framing::Empty,
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    Ok(Some(RequestHead { req, framing, keep_alive: keeps_alive(version, tokens), expect_continue }))
+}
+
+/// The read side of a client connection and what has been read from it.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    io: OwnedReadHalf,
+    pub(crate) buf: BytesMut,
+    chunk: usize,
+}
+
+impl Reader {
+    /// Reads with a buffer that grows by `chunk`.
+    pub(crate) fn new(io: OwnedReadHalf, chunk: usize) -> Reader {
+        Reader { io, buf: BytesMut::new(), chunk }
+    }
+
+    /// Reads what is available into the buffer; `Ok(0)` at the end of the connection.
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        framing::poll_fill(&mut self.io, &mut self.buf, self.chunk, cx)
+    }
+
+    /// The socket, for putting the connection back together.
+    pub(crate) fn into_parts(self) -> (OwnedReadHalf, BytesMut) {
+        (self.io, self.buf)
+    }
+}
+
+/// A request body read from the application's connection as it is polled. At its end the read
+/// side goes back to the connection for the next request; a body dropped before its end takes
+/// the read side with it, and the connection closes after the answer.
+pub(crate) struct ClientBody {
+    reader: Option<Reader>,
+    framing: Framing,
+    back: Option<oneshot::Sender<Reader>>,
+}
+
+impl std::fmt::Debug for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBody").field("framing", &self.framing).finish_non_exhaustive()
+    }
+}
+
+impl ClientBody {
+    /// The body framed as `framing` that `reader` delivers; the reader comes back through the
+    /// receiver when the body has been read to its end.
+    pub(crate) fn new(reader: Reader, framing: Framing) -> (ClientBody, oneshot::Receiver<Reader>) {
+        let (back, lent) = oneshot::channel();
+        (ClientBody { reader: Some(reader), framing, back: Some(back) }, lent)
+    }
+
+    fn give_back(&mut self) {
+        if let (Some(reader), Some(back)) = (self.reader.take(), self.back.take()) {
+            let _ = back.send(reader);
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(r) = this.reader.as_mut() else { return Poll::Ready(None) };
+        let (frame, state) = ready!(framing::poll_frame(&mut this.framing, &mut r.buf, &mut r.io, r.chunk, cx));
+        match state {
+            BodyState::Reading => {}
+            BodyState::Over => this.give_back(),
+            BodyState::Failed => {
+                this.reader = None;
+                this.back = None;
+            }
+        }
+        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Empty
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.framing.size_hint()
+    }
+}
+
+/// How an answer goes out after [`put_answer_head`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sending {
+    /// The body's delimitation (none for a bodiless answer).
+    pub(crate) delimit: Delimit,
+    /// Whether the connection stays open after it.
+    pub(crate) keep_alive: bool,
+}
+
+/// Writes an answer's head into `w`: its raw header lines, then its map (less `Connection` and,
+/// unless bodiless, the framing headers), `Date` when it has none, its framing and `Connection`.
+/// `size` is the body's exact length when known; `head_request` and `http10` describe the
+/// request; `keep_alive` whether the connection may stay open (a `close` in the map closes it).
+pub(crate) fn put_answer_head(
+    w: &mut Vec<u8>,
+    head: &ResponseHead,
+    size: Option<u64>,
+    head_request: bool,
+    http10: bool,
+    mut keep_alive: bool,
+    date: &[u8],
+) -> Sending {
+    let status = head.status;
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    w.extend_from_slice(b"HTTP/1.1 ");
+    w.extend_from_slice(status.as_str().as_bytes());
+    w.push(b' ');
+    w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    w.extend_from_slice(b"\r\n");
+    let mut dated = false;
+    if let Some(raw) = &head.raw {
+        raw.put_lines(w);
+        dated = raw.dated();
+    }
+    for (name, value) in &head.headers {
+        if name == header::CONNECTION {
+            keep_alive &= !connection_tokens(value.as_bytes()).close;
+            continue;
+        }
+        if !bodiless && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
+            continue;
+        }
+        dated |= name == header::DATE;
+        put_header(w, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !dated {
+        put_header(w, b"date", date);
+    }
+    let delimit = match (bodiless, size) {
+        (true, _) => Delimit::None,
+        (false, Some(n)) => Delimit::Length(n),
+        (false, None) if !http10 => Delimit::Chunked,
+        // HTTP/1.0 has no chunks: the body ends with the connection.
+        (false, None) => {
+            keep_alive = false;
+            Delimit::Close
+        }
+    };
+    put_delimit(w, delimit);
+    if !keep_alive {
+        w.extend_from_slice(b"connection: close\r\n");
+    } else if http10 {
+        w.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    w.extend_from_slice(b"\r\n");
+    Sending { delimit, keep_alive }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 64 * 1024;
+
+    fn take(raw: &[u8]) -> (Result<Option<RequestHead>, HttpError>, usize) {
+        let mut buf = BytesMut::from(raw);
+        let head = parse_request(&mut buf, MAX, HeaderMap::with_capacity);
+        (head, buf.len())
+    }
+
+    #[test]
+    fn heads_framing_and_keep_alive() {
+        let (head, rest) = take(b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET");
+        let head = head.unwrap().unwrap();
+        assert_eq!(
+            (head.req.method(), head.req.uri().path(), head.req.uri().query()),
+            (&Method::POST, "/a", Some("b=1"))
+        );
+        assert_eq!((head.framing, head.keep_alive, rest), (Framing::Length(3), true, 6));
+        assert_eq!(head.req.headers()["host"], "x");
+        let ka = |raw: &[u8]| take(raw).0.unwrap().unwrap().keep_alive;
+        assert!(!ka(b"GET / HTTP/1.1\r\nConnection: te, Close\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        let head =
+            take(b"PUT http://api.x.com/p HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let head = head.0.unwrap().unwrap();
+        assert_eq!(head.req.uri().authority().map(|a| a.as_str()), Some("api.x.com"));
+        assert!(head.expect_continue && matches!(head.framing, Framing::Chunked(_)));
+        assert!(take(b"GET / HTTP/1.1\r\nHost: x\r\n").0.unwrap().is_none(), "partial");
+    }
+
+    #[test]
+    fn bad_and_oversized_heads_are_refused() {
+        let err = |raw: &[u8]| take(raw).0.err();
+        let malformed = |raw: &[u8]| matches!(err(raw), Some(HttpError::Malformed(_)));
+        let too_large = |raw: &[u8]| matches!(err(raw), Some(HttpError::TooLarge { .. }));
+        assert!(malformed(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        assert!(malformed(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"));
+        assert!(malformed(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"));
+        assert!(malformed(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"));
+        assert!(malformed(b"GET / HTTP/3.0\r\n\r\n"));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(MAX_HEADERS + 1));
+        assert!(too_large(many.as_bytes()));
+        let long = format!("GET / HTTP/1.1\r\nx: {}", "a".repeat(MAX));
+        assert!(too_large(long.as_bytes()), "partial, but already too long");
+    }
+
+    #[test]
+    fn answer_heads() {
+        let mut head = ResponseHead::new(StatusCode::OK);
+        head.headers.insert("x-a", "1".parse().unwrap());
+        head.headers.insert("content-length", "9".parse().unwrap());
+        let write = |head: &ResponseHead, size, head_request, http10, keep_alive| {
+            let mut w = Vec::new();
+            let s = put_answer_head(&mut w, head, size, head_request, http10, keep_alive, b"D");
+            (String::from_utf8(w).unwrap(), s)
+        };
+        let (w, s) = write(&head, Some(2), false, false, true);
+        assert_eq!(w, "HTTP/1.1 200 OK\r\nx-a: 1\r\ndate: D\r\ncontent-length: 2\r\n\r\n");
+        assert_eq!(s, Sending { delimit: Delimit::Length(2), keep_alive: true });
+        let (w, s) = write(&head, None, false, true, true);
+        assert!(w.ends_with("date: D\r\nconnection: close\r\n\r\n"), "{w}");
+        assert_eq!(s, Sending { delimit: Delimit::Close, keep_alive: false });
+        let (w, s) = write(&head, None, true, false, true);
+        assert!(w.contains("content-length: 9\r\n"), "a HEAD answer keeps its length: {w}");
+        assert_eq!(s.delimit, Delimit::None);
+        head.headers.insert("connection", "close".parse().unwrap());
+        assert!(!write(&head, Some(0), false, false, true).1.keep_alive);
+    }
+}

@@ -1,0 +1,274 @@
+//! Writing HTTP/1.1: header lines, lengths and chunks, the date, and one body writer for both
+//! sides (a request body to an upstream, an answer body to an application).
+
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::Bytes;
+use hyper::body::Body;
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+
+use super::BoxError;
+
+/// How a message body is delimited on the wire, as its head declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delimit {
+    /// No body and no framing header.
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// The body ends when the connection does (an HTTP/1.0 answer of unknown length).
+    Close,
+}
+
+/// Why writing a body failed.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// The connection failed.
+    Io(io::Error),
+    /// The body being sent failed (its own source broke, or it was not the declared length).
+    Body(BoxError),
+}
+
+impl From<WriteError> for io::Error {
+    fn from(e: WriteError) -> io::Error {
+        match e {
+            WriteError::Io(e) => e,
+            WriteError::Body(e) => io::Error::other(e),
+        }
+    }
+}
+
+/// Writes what `wbuf` holds (a head), then `body`, delimited as `delimit` says, then flushes.
+/// What the body has ready at once joins the buffered head, up to `coalesce` bytes in all, so a
+/// small message goes out in one write; when the body has nothing ready, what is buffered goes
+/// out before waiting for it.
+pub(crate) async fn write_body<W, B>(
+    io: &mut W,
+    wbuf: &mut Vec<u8>,
+    body: &mut B,
+    delimit: Delimit,
+    coalesce: usize,
+) -> Result<(), WriteError>
+where
+    W: AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let chunked = delimit == Delimit::Chunked;
+    let declared = match delimit {
+        Delimit::Length(n) => Some(n),
+        Delimit::None => Some(0),
+        _ => None,
+    };
+    let mut sent = 0u64;
+    loop {
+        let frame = match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !wbuf.is_empty() {
+                    io.write_all(wbuf).await.map_err(WriteError::Io)?;
+                    wbuf.clear();
+                }
+                std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+            Some(Err(e)) => return Err(WriteError::Body(e.into())),
+        };
+        sent += data.len() as u64;
+        if declared.is_some_and(|n| sent > n) {
+            return Err(WriteError::Body("the body is longer than its content-length".into()));
+        }
+        if chunked {
+            put_chunk_size(wbuf, data.len());
+        }
+        if wbuf.len() + data.len() <= coalesce {
+            wbuf.extend_from_slice(&data);
+        } else {
+            if !wbuf.is_empty() {
+                io.write_all(wbuf).await.map_err(WriteError::Io)?;
+                wbuf.clear();
+            }
+            io.write_all(&data).await.map_err(WriteError::Io)?;
+        }
+        if chunked {
+            wbuf.extend_from_slice(b"\r\n");
+        }
+    }
+    if declared.is_some_and(|n| sent != n) {
+        return Err(WriteError::Body("the body is shorter than its content-length".into()));
+    }
+    if chunked {
+        wbuf.extend_from_slice(LAST_CHUNK);
+    }
+    if !wbuf.is_empty() {
+        io.write_all(wbuf).await.map_err(WriteError::Io)?;
+        wbuf.clear();
+    }
+    io.flush().await.map_err(WriteError::Io)
+}
+
+/// Appends the framing header `delimit` needs, if any.
+pub(crate) fn put_delimit(w: &mut Vec<u8>, delimit: Delimit) {
+    match delimit {
+        Delimit::Length(n) => put_length(w, Some(n)),
+        Delimit::Chunked => put_length(w, None),
+        Delimit::None | Delimit::Close => {}
+    }
+}
+
+/// Appends one header line.
+pub(crate) fn put_header(w: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    w.extend_from_slice(name);
+    w.extend_from_slice(b": ");
+    w.extend_from_slice(value);
+    w.extend_from_slice(b"\r\n");
+}
+
+/// Appends `content-length: n` or `transfer-encoding: chunked` (when `n` is unknown).
+pub(crate) fn put_length(w: &mut Vec<u8>, n: Option<u64>) {
+    match n {
+        Some(n) => put_header(w, b"content-length", itoa(n, &mut [0u8; 20])),
+        None => w.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+}
+
+/// Appends a chunk's size line.
+pub(crate) fn put_chunk_size(w: &mut Vec<u8>, len: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    w.extend_from_slice(&buf[i..]);
+    w.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk and an empty trailer.
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// The current time as an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted once a second
+/// per thread.
+pub(crate) fn date_now() -> [u8; 29] {
+    thread_local!(static CACHE: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((0, [0; 29])) });
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let (at, date) = c.get();
+        if at == now {
+            return date;
+        }
+        let date = http_date(now);
+        c.set((now, date));
+        date
+    })
+}
+
+/// `secs` since the Unix epoch as an HTTP-date (RFC 9110 5.6.7).
+fn http_date(secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Sun", b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat"];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_date(days);
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[((days + 4) % 7) as usize]);
+    let two = |out: &mut [u8; 29], at: usize, n: u64| {
+        out[at] = b'0' + (n / 10 % 10) as u8;
+        out[at + 1] = b'0' + (n % 10) as u8;
+    };
+    two(&mut out, 5, day);
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    two(&mut out, 12, year / 100);
+    two(&mut out, 14, year % 100);
+    two(&mut out, 17, rem / 3600);
+    two(&mut out, 20, rem / 60 % 60);
+    two(&mut out, 23, rem % 60);
+    out
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01 (Howard
+/// Hinnant's civil-from-days). Also used for the RFC 3339 times of the admin API.
+pub(crate) fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + u64::from(month <= 2), month, day)
+}
+
+pub(crate) fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(&http_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(&http_date(1_795_996_799), b"Sun, 29 Nov 2026 23:59:59 GMT");
+        assert_eq!(date_now().len(), 29);
+    }
+
+    #[test]
+    fn numbers() {
+        let mut w = Vec::new();
+        put_chunk_size(&mut w, 0x1a2f);
+        put_length(&mut w, Some(1234));
+        put_length(&mut w, None);
+        assert_eq!(w, b"1a2f\r\ncontent-length: 1234\r\ntransfer-encoding: chunked\r\n");
+    }
+
+    #[tokio::test]
+    async fn bodies_are_delimited_as_declared() {
+        let write = |delimit, parts: &'static [&'static [u8]]| async move {
+            let mut out = Vec::new();
+            let mut wbuf = b"HEAD\r\n\r\n".to_vec();
+            let frames = parts
+                .iter()
+                .map(|p| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(p))));
+            let mut body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+            write_body(&mut out, &mut wbuf, &mut body, delimit, 16 * 1024).await.map(|()| out)
+        };
+        assert_eq!(write(Delimit::Length(5), &[b"he", b"llo"]).await.unwrap(), b"HEAD\r\n\r\nhello");
+        assert_eq!(
+            write(Delimit::Chunked, &[b"he", b"llo"]).await.unwrap(),
+            b"HEAD\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n"
+        );
+        assert_eq!(write(Delimit::Close, &[b"x"]).await.unwrap(), b"HEAD\r\n\r\nx");
+        assert!(matches!(write(Delimit::Length(4), &[b"hello"]).await, Err(WriteError::Body(_))), "longer");
+        assert!(matches!(write(Delimit::Length(6), &[b"hello"]).await, Err(WriteError::Body(_))), "shorter");
+        assert!(matches!(write(Delimit::None, &[b"x"]).await, Err(WriteError::Body(_))), "no body declared");
+    }
+}

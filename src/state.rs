@@ -1,0 +1,47 @@
+//! What every request shares: the current configuration snapshot, the tokens and their
+//! refresher, the upstream client and the metrics. Nothing of the control plane lives here:
+//! readiness, pending authorizations and reloads belong to [`crate::admin`] and
+//! [`crate::reload`], which hold this state, never the other way round.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::token::{Refresher, Tokens};
+use crate::upstream::Upstream;
+
+/// The process's shared state.
+pub struct State {
+    /// The current configuration; a request loads it once and keeps it to its end.
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    /// The tokens (public for benches that store one before they run).
+    pub tokens: Arc<Tokens>,
+    /// Single flight and back-off of token refreshes.
+    pub(crate) refresher: Arc<Refresher>,
+    /// The one upstream client: data plane and token endpoints.
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// The `default` account name, shared so the hot path does not allocate it.
+    pub(crate) default_account: Arc<str>,
+}
+
+impl State {
+    pub(crate) fn new(
+        snapshot: Snapshot,
+        tokens: Arc<Tokens>,
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+    ) -> State {
+        let refresher = Arc::new(Refresher::new(tokens.clone(), upstream.clone(), &metrics));
+        State {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            tokens,
+            refresher,
+            upstream,
+            metrics,
+            default_account: crate::token::DEFAULT_ACCOUNT.into(),
+        }
+    }
+}

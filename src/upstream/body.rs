@@ -1,0 +1,96 @@
+//! The one body type of the data path, in both directions: empty, a buffered body (replayable),
+//! a body streamed by hyper (HTTP/2 in either direction), a request body read from the
+//! application's HTTP/1.1 connection, an answer body read from a pooled upstream connection, or
+//! any of the streamed ones after a prefix that was already read.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+
+use super::h1::UpstreamBody;
+use crate::http::BoxError;
+use crate::http::server::ClientBody;
+
+/// A body on its way through bearerd.
+#[derive(Debug, Default)]
+pub(crate) enum Body {
+    #[default]
+    Empty,
+    Full(Option<Bytes>),
+    Hyper(Incoming),
+    Client(ClientBody),
+    Upstream(UpstreamBody),
+    /// A streamed body whose first bytes were read already (to see whether it fits the replay
+    /// buffer).
+    Prefixed(Option<Bytes>, Box<Body>),
+}
+
+impl Body {
+    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        if b.is_empty() { Body::Empty } else { Body::Full(Some(b)) }
+    }
+
+    /// A copy for a replay, when the body is buffered.
+    pub(crate) fn try_clone(&self) -> Option<Body> {
+        match self {
+            Body::Empty => Some(Body::Empty),
+            Body::Full(b) => Some(Body::Full(b.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Client(b) => Pin::new(b).poll_frame(cx),
+            Body::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Body::Prefixed(prefix, rest) => {
+                if let Some(p) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(p))));
+                }
+                Pin::new(rest.as_mut()).poll_frame(cx)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(b) => b.is_none(),
+            Body::Hyper(b) => b.is_end_stream(),
+            Body::Client(b) => b.is_end_stream(),
+            Body::Upstream(b) => b.is_end_stream(),
+            Body::Prefixed(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Hyper(b) => b.size_hint(),
+            Body::Client(b) => b.size_hint(),
+            Body::Upstream(b) => b.size_hint(),
+            Body::Prefixed(prefix, rest) => {
+                let p = prefix.as_ref().map_or(0, |b| b.len() as u64);
+                let h = rest.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + p);
+                if let Some(u) = h.upper() {
+                    out.set_upper(u + p);
+                }
+                out
+            }
+        }
+    }
+}
