@@ -5,7 +5,7 @@ mod support;
 use serde_json::json;
 use support::*;
 
-async fn setup(extra: &str) -> (TempDir, MockApi, Bearerd) {
+async fn setup() -> (TempDir, MockApi, Bearerd) {
     let ca = test_ca();
     let api = MockApi::tls(&ca).await;
     let dir = TempDir::new();
@@ -15,14 +15,14 @@ async fn setup(extra: &str) -> (TempDir, MockApi, Bearerd) {
             "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
         Some(&oauth_one(&api.host(), false)),
     );
-    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", extra);
+    let cfg = config(&dir, Some(&ca), "demo");
     let b = start(&cfg).await;
     (dir, api, b)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_readiness_and_token_api() {
-    let (dir, api, b) = setup("").await;
+    let (dir, api, b) = setup().await;
     assert_eq!(b.admin("GET", "/healthz", "").await.status, 200);
     assert_eq!(b.admin("GET", "/readyz", "").await.status, 200);
     let r = b.admin("GET", "/admin/tokens", "").await;
@@ -67,7 +67,7 @@ async fn health_readiness_and_token_api() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_token_protects_admin_endpoints_only() {
-    let (_dir, _api, b) = setup("").await;
+    let (_dir, _api, b) = setup().await;
     b.shutdown().await;
     let dir = TempDir::new();
     dir.app("demo", &json!({}), Some(&oauth_one("auth.example.com", false)));
@@ -93,7 +93,7 @@ async fn admin_token_protects_admin_endpoints_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_after_known_traffic() {
-    let (_dir, _api, b) = setup("").await;
+    let (_dir, _api, b) = setup().await;
     b.put_token("demo", "api", "", json!({"access_token": "t"})).await;
     for _ in 0..3 {
         assert_eq!(b.invoke("get", json!({})).await.status, 200);
@@ -125,19 +125,19 @@ async fn shutdown_finishes_in_flight_requests() {
             .await;
     let dir = TempDir::new();
     dir.app("demo", &json!({"slow": {"schema": {"method": "GET", "host": api.host(), "path": "/"}}}), None);
-    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
+    let cfg = config(&dir, Some(&ca), "demo");
     let b = start(&cfg).await;
     let data = b.data;
     let inflight =
         tokio::spawn(async move { send(data, request("POST", "/invoke/slow", &[("host", "b")], "{}")).await });
-    while api.count() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(5), "the request reached the API", || async { api.count() > 0 }).await;
     let admin = b.running.as_ref().unwrap().admin.clone();
     let stop = tokio::spawn(b.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!admin.is_ready(), "not ready while draining");
-    assert!(tokio::net::TcpStream::connect(data).await.is_err(), "no new connections while draining");
+    eventually(Duration::from_secs(2), "not ready while draining", || async { !admin.is_ready() }).await;
+    eventually(Duration::from_secs(2), "no new connections while draining", || async {
+        tokio::net::TcpStream::connect(data).await.is_err()
+    })
+    .await;
     let r = inflight.await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "done"));
     stop.await.unwrap();

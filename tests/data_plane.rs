@@ -12,7 +12,7 @@ use support::*;
 async fn setup(requests: serde_json::Value, agent: bool) -> (TempDir, TestCa, MockApi, Bearerd) {
     let ca = test_ca();
     let api = MockApi::tls(&ca).await;
-    let (dir, b) = setup_with(&ca, &api, requests, agent, "", "").await;
+    let (dir, b) = setup_with(&ca, &api, requests, agent, &[]).await;
     (dir, ca, api, b)
 }
 
@@ -21,19 +21,14 @@ async fn setup_with(
     api: &MockApi,
     requests: serde_json::Value,
     agent: bool,
-    app_extra: &str,
-    extra: &str,
+    allow_hosts: &[&str],
 ) -> (TempDir, Bearerd) {
     let dir = TempDir::new();
     let text = requests.to_string().replace("API_HOST", &api.host());
     let requests: serde_json::Value = serde_json::from_str(&text).unwrap();
     dir.app("demo", &requests, Some(&oauth_one(&api.host(), agent)));
-    let cfg = yaml(
-        &dir,
-        Some(ca),
-        &format!("  - name: demo\n    path: apps/demo\n    iparams: {{ api_key: k3y, tenant: acme }}\n{app_extra}"),
-        extra,
-    );
+    let app = App::new("demo").iparam("api_key", "k3y").iparam("tenant", "acme");
+    let cfg = Config::new().ca(ca).app(allow_hosts.iter().fold(app, |a, h| a.allow_host(h))).write(&dir);
     let b = start(&cfg).await;
     (dir, b)
 }
@@ -270,8 +265,7 @@ async fn context_in_host_only_against_allow_hosts() {
     let ca = test_ca();
     let api = MockApi::tls(&ca).await;
     let requests = json!({"dyn": {"schema": {"method": "GET", "host": "<%= context.domain %>", "path": "/ping"}}});
-    let (_d, b) =
-        setup_with(&ca, &api, requests, false, "    allow_hosts: [\"localhost:*\", \"*.allowed.test\"]\n", "").await;
+    let (_d, b) = setup_with(&ca, &api, requests, false, &["localhost:*", "*.allowed.test"]).await;
     let r = b.invoke("dyn", json!({"context": {"domain": "evil.test"}})).await;
     assert_eq!(r.status, 403, "{}", r.text());
     let r = b.invoke("dyn", json!({"context": {"domain": "evil.test/x"}})).await;
@@ -303,7 +297,7 @@ async fn private_addresses_and_tls_failures() {
     let other = test_ca();
     let dir2 = TempDir::new();
     dir2.app("demo", &json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/"}}}), None);
-    let cfg = yaml(&dir2, Some(&other), "  - {name: demo, path: apps/demo}", "");
+    let cfg = config(&dir2, Some(&other), "demo");
     let b = start(&cfg).await;
     let r = b.invoke("get", json!({})).await;
     assert_eq!(r.status, 502, "{}", r.text());
@@ -341,7 +335,7 @@ async fn connect_errors_timeouts_and_retries() {
         "slow": {"schema": {"method": "GET", "host": "API_HOST", "path": "/slow"}},
         "dead": {"schema": {"method": "GET", "host": format!("localhost:{dead_port}"), "path": "/"}, "options": {"maxAttempts": 2}},
     });
-    let (_d, b) = setup_with(&ca, &api, requests, false, "", "").await;
+    let (_d, b) = setup_with(&ca, &api, requests, false, &[]).await;
     let r = b.invoke("flaky", json!({})).await;
     assert_eq!((r.status, r.text().as_str()), (200, "finally"));
     assert_eq!(r.header("x-bearerd-attempts"), Some("3"));
@@ -357,9 +351,7 @@ async fn connect_errors_timeouts_and_retries() {
     // Total timeout: 1 s against a 3 s upstream.
     let dir = TempDir::new();
     dir.app("demo", &json!({"slow": {"schema": {"method": "GET", "host": api.host(), "path": "/slow"}}}), None);
-    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("timeout: 5s", "timeout: 1s");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = Config::new().ca(&ca).app(App::new("demo")).upstream_timeout("1s").write(&dir);
     let b = start(&cfg).await;
     let t0 = std::time::Instant::now();
     let r = b.invoke("slow", json!({})).await;
@@ -377,7 +369,7 @@ async fn apps_and_agent_accounts_are_selected_by_header() {
                     "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}});
     dir.app("one", &t, Some(&oauth_one(&api.host(), true)));
     dir.app("two", &t, Some(&oauth_one(&api.host(), false)));
-    let cfg = yaml(&dir, Some(&ca), "  - {name: one, path: apps/one}\n  - {name: two, path: apps/two}", "");
+    let cfg = Config::new().ca(&ca).app(App::new("one")).app(App::new("two")).write(&dir);
     let b = start(&cfg).await;
     let r = b.invoke("who", json!({})).await;
     assert_eq!(r.status, 400, "several apps need x-bearerd-app");
@@ -693,7 +685,7 @@ async fn tls_upstreams_without_h2_get_http1_with_host() {
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     let api = MockApi::start(Some(Arc::new(server)), Arc::new(|_, _| Reply::ok(r#"{"ok":true}"#))).await;
     let requests = json!({"get": tpl("GET", "/v1/<%= context.id %>", json!({"Authorization": "Bearer <%= access_token %>"}), true)});
-    let (_d, b) = setup_with(&ca, &api, requests, false, "", "").await;
+    let (_d, b) = setup_with(&ca, &api, requests, false, &[]).await;
     b.put_token("demo", "api", "", json!({"access_token": "tok-h1", "expires_in": 3600})).await;
     for id in ["a", "b"] {
         let r = b.invoke("get", json!({"context": {"id": id}})).await;

@@ -24,18 +24,16 @@ async fn endpoint_urls_supply_current_host() {
             "headers": {"Authorization": "Token token=<%= iparam.api_key %>"}}}}),
         None,
     );
-    let apps = format!(
-        "  - name: crm\n    path: apps/crm\n    iparams: {{api_key: k}}\n    endpoint_urls: {{freshworks_crm: \"https://{}/\"}}",
-        api.host()
-    );
-    let b = start(&yaml(&dir, Some(&ca), &apps, "")).await;
+    let crm =
+        App::new("crm").iparam("api_key", "k").endpoint_url("freshworks_crm", &format!("https://{}/", api.host()));
+    let b = start(&Config::new().ca(&ca).app(crm).write(&dir)).await;
     let r = b.invoke("getDeal", json!({"context": {"deal_id": 7}})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(api.requests()[0].path_and_query, "/crm/sales/api/deals/7?include=contacts");
     assert_eq!(api.requests()[0].header("authorization"), Some("Token token=k"));
     b.shutdown().await;
     // Without a value it is a load error that names the key.
-    let cfg = yaml(&dir, None, "  - name: crm\n    path: apps/crm\n    iparams: {api_key: k}", "");
+    let cfg = Config::new().app(App::new("crm").iparam("api_key", "k")).write(&dir);
     let e = bearerd::config::load(&cfg).unwrap_err().to_string();
     assert!(e.contains("/getDeal/schema/host: endpoint URL \"freshworks_crm\" is referenced but has no value"), "{e}");
 }
@@ -50,12 +48,11 @@ fn the_same_oauth_iparam_name_in_two_integrations() {
                "oauth_iparams": {"domain": {"type": "text", "required": true}}})
     };
     dir.app("two", &json!({}), Some(&json!({"integrations": {"asana": integ("a"), "github": integ("g")}})));
-    let cfg = yaml(
-        &dir,
-        None,
-        "  - name: two\n    path: apps/two\n    oauth_iparams:\n      asana: {domain: app.asana.com}\n      github: {domain: github.com, client_id: gh-id}",
-        "",
-    );
+    let two = App::new("two")
+        .oauth_iparam_for("asana", "domain", "app.asana.com")
+        .oauth_iparam_for("github", "domain", "github.com")
+        .oauth_iparam_for("github", "client_id", "gh-id");
+    let cfg = Config::new().app(two).write(&dir);
     let c = bearerd::config::load(&cfg).unwrap();
     let ints = &c.apps[0].fdk.integrations;
     assert_eq!(ints[0].token_url, "https://app.asana.com/a/token");
@@ -63,12 +60,7 @@ fn the_same_oauth_iparam_name_in_two_integrations() {
     assert_eq!(ints[1].token_url, "https://github.com/g/token");
     assert_eq!(ints[1].client_id, "gh-id");
     // Missing for one integration: named with the integration.
-    let cfg = yaml(
-        &dir,
-        None,
-        "  - name: two\n    path: apps/two\n    oauth_iparams:\n      asana: {domain: app.asana.com}",
-        "",
-    );
+    let cfg = Config::new().app(App::new("two").oauth_iparam_for("asana", "domain", "app.asana.com")).write(&dir);
     let e = bearerd::config::load(&cfg).unwrap_err().to_string();
     assert!(
         e.contains("config/oauth_config.json: /integrations/github/token_url: oauth_iparam \"domain\" is referenced but has no value (set apps[].oauth_iparams.github.domain)"),
@@ -93,19 +85,19 @@ fn iparams_declarations_defaults_secure_and_undeclared() {
     );
     // `domain` is not declared but has a value; `delay` comes from its default; `unused` is
     // required but not referenced; `repo` is secure and in a path (a warning).
-    let cfg = yaml(&dir, None, "  - name: a\n    path: apps/a\n    iparams: {domain: x.example.com, repo: o/r}", "");
+    let a = || App::new("a").iparam("domain", "x.example.com");
+    let cfg = Config::new().app(a().iparam("repo", "o/r")).write(&dir);
     let c = bearerd::config::load(&cfg).unwrap();
     let t = &c.apps[0].fdk.templates[0];
     assert_eq!(t.host.as_literal(), Some("x.example.com"));
     assert_eq!(t.path.as_literal(), Some("/repos/o/r/x"));
     assert_eq!(t.query[0].1.as_literal(), Some("10"));
     assert!(c.warnings.iter().any(|w| w.to_string().contains("secure iparam \"repo\" is used in the path")));
-    let cfg = yaml(&dir, None, "  - name: a\n    path: apps/a\n    iparams: {domain: x.example.com}", "");
+    let cfg = Config::new().app(a()).write(&dir);
     let e = bearerd::config::load(&cfg).unwrap_err().to_string();
     assert!(e.contains("/t/schema/path: iparam \"repo\" is referenced but has no value"), "{e}");
     // An iparam value that would climb the path is refused at load.
-    let cfg =
-        yaml(&dir, None, "  - name: a\n    path: apps/a\n    iparams: {domain: x.example.com, repo: ../admin}", "");
+    let cfg = Config::new().app(a().iparam("repo", "../admin")).write(&dir);
     let e = bearerd::config::load(&cfg).unwrap_err().to_string();
     assert!(e.contains("the path contains a `.` or `..` segment"), "{e}");
 }
@@ -118,7 +110,7 @@ async fn an_app_without_requests_json_can_still_be_authorized() {
         "apps/old/config/oauth_config.json",
         &oauth_one("gitlab.example.com", false)["integrations"]["api"].to_string(),
     );
-    let cfg = yaml(&dir, None, "  - {name: old, path: apps/old}", "");
+    let cfg = config(&dir, None, "old");
     assert_eq!(bearerd::config::load(&cfg).unwrap().apps[0].fdk.templates.len(), 0);
     let b = start(&cfg).await;
     let r = b.admin("GET", "/auth/authorize/old/default", "").await;
@@ -143,7 +135,7 @@ async fn secrets_in_paths_never_reach_the_log() {
         }),
         Some(&oauth_one(&api.host(), false)),
     );
-    let cfg = yaml(&dir, Some(&ca), "  - {name: bot, path: apps/bot}", "");
+    let cfg = config(&dir, Some(&ca), "bot");
     let mut child = Command::new(env!("CARGO_BIN_EXE_bearerd"))
         .args(["run", "--config"])
         .arg(&cfg)

@@ -26,12 +26,8 @@ async fn quirks_of_real_apps_render_as_the_platform_would() {
         "gluedPath": {"schema": {"method": "GET", "host": h, "path": "/v1.0<%= context.path %>"}},
     });
     dir.app("demo", &requests, Some(&oauth_one(&h, false)));
-    let cfg = yaml(
-        &dir,
-        Some(&ca),
-        "  - name: demo\n    path: apps/demo\n    iparams: { api_key: k3y, repo: acme/widgets }",
-        "",
-    );
+    let cfg =
+        Config::new().ca(&ca).app(App::new("demo").iparam("api_key", "k3y").iparam("repo", "acme/widgets")).write(&dir);
     let b = start(&cfg).await;
     b.put_token("demo", "api", "", json!({"access_token": "AT"})).await;
     let calls = [
@@ -96,12 +92,8 @@ async fn mustache_oauth_iparams_and_legacy_configs_load() {
         r#"{"client_id": "{{ oauth_iparams.client_id }}", "client_secret": "s", "authorize_url": "https://{{oauth_iparams.domain}}/authorize",
             "token_url": "https://<%= oauth_iparams.domain %>/token", "token_type": "account"}"#,
     );
-    let cfg = yaml(
-        &dir,
-        None,
-        "  - name: legacy\n    path: apps/legacy\n    oauth_iparams: { client_id: my-id, domain: auth.example.com }",
-        "",
-    );
+    let legacy = App::new("legacy").oauth_iparam("client_id", "my-id").oauth_iparam("domain", "auth.example.com");
+    let cfg = Config::new().app(legacy).write(&dir);
     let c = bearerd::config::load(&cfg).unwrap();
     let i = &c.apps[0].fdk.integrations[0];
     assert_eq!(i.client_id, "my-id");

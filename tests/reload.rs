@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use support::*;
@@ -14,24 +14,12 @@ fn template(host: &str, path: &str) -> serde_json::Value {
     json!({"schema": {"method": "GET", "host": host, "path": path}})
 }
 
-/// Polls `f` until it is true or `within` has passed; returns the time it took.
-async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < within {
-        if f().await {
-            return Some(t0.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    None
-}
-
 async fn setup() -> (TempDir, MockApi, Bearerd) {
     let ca = test_ca();
     let api = MockApi::tls(&ca).await;
     let dir = TempDir::new();
     dir.app("demo", &json!({"first": template(&api.host(), "/first")}), None);
-    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
+    let cfg = config(&dir, Some(&ca), "demo");
     let b = start(&cfg).await;
     (dir, api, b)
 }
@@ -45,8 +33,10 @@ async fn a_new_template_is_served_within_two_seconds() {
         &json!({"first": template(&api.host(), "/first"), "second": template(&api.host(), "/second")}),
         None,
     );
-    let took = eventually(Duration::from_secs(2), async || b.invoke("second", json!({})).await.status == 200).await;
-    assert!(took.is_some(), "the new template was not served within 2 s");
+    let took = eventually(Duration::from_secs(2), "the new template served", async || {
+        b.invoke("second", json!({})).await.status == 200
+    })
+    .await;
     let m = b.admin("GET", "/metrics", "").await.text();
     assert!(m.contains("bearerd_config_generation 2"), "{m}");
     assert!(m.contains("bearerd_config_reloads_total{result=\"ok\"} 1"));
@@ -65,8 +55,10 @@ async fn rename_on_save_is_seen() {
         json!({"platform-version": "3.0", "modules": {"common": {"requests": {"first": {}, "renamed": {}}}}});
     let tmp = dir.write("apps/demo/manifest.json.new", &manifest.to_string());
     std::fs::rename(&tmp, dir.path().join("apps/demo/manifest.json")).unwrap();
-    let ok = eventually(Duration::from_secs(3), async || b.invoke("renamed", json!({})).await.status == 200).await;
-    assert!(ok.is_some());
+    eventually(Duration::from_secs(3), "the renamed file seen", async || {
+        b.invoke("renamed", json!({})).await.status == 200
+    })
+    .await;
     b.shutdown().await;
 }
 
@@ -92,14 +84,16 @@ async fn a_kubernetes_configmap_symlink_swap_is_seen() {
     std::os::unix::fs::symlink("..v1", app.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/manifest.json", app.join("manifest.json")).unwrap();
     std::os::unix::fs::symlink("..data/config", app.join("config")).unwrap();
-    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
+    let cfg = config(&dir, Some(&ca), "demo");
     let b = start(&cfg).await;
     assert_eq!(b.invoke("first", json!({})).await.status, 200);
     write_version("..v2", &["first", "swapped"]);
     std::os::unix::fs::symlink("..v2", app.join("..data_tmp")).unwrap();
     std::fs::rename(app.join("..data_tmp"), app.join("..data")).unwrap();
-    let ok = eventually(Duration::from_secs(3), async || b.invoke("swapped", json!({})).await.status == 200).await;
-    assert!(ok.is_some(), "the symlink swap was not seen");
+    eventually(Duration::from_secs(3), "the symlink swap seen", async || {
+        b.invoke("swapped", json!({})).await.status == 200
+    })
+    .await;
     b.shutdown().await;
 }
 
@@ -107,11 +101,10 @@ async fn a_kubernetes_configmap_symlink_swap_is_seen() {
 async fn a_broken_file_keeps_the_old_configuration_serving() {
     let (dir, api, b) = setup().await;
     dir.write("apps/demo/config/requests.json", "{ \"first\": {\"schema\": {\"method\": \"FETCH\"");
-    let r = eventually(Duration::from_secs(3), async || {
+    eventually(Duration::from_secs(3), "the failed reload counted", async || {
         b.admin("GET", "/metrics", "").await.text().contains("bearerd_config_reloads_total{result=\"error\"} 1")
     })
     .await;
-    assert!(r.is_some(), "the failed reload was not counted");
     assert_eq!(b.invoke("first", json!({})).await.status, 200, "the old configuration keeps serving");
     assert_eq!(b.admin("GET", "/readyz", "").await.status, 200);
     let r = b.admin("POST", "/admin/reload", "").await;
@@ -120,12 +113,11 @@ async fn a_broken_file_keeps_the_old_configuration_serving() {
     assert!(errors[0].as_str().unwrap().contains("config/requests.json: not valid JSON"), "{errors}");
     // Fixed: the next reload applies, and an explicit reload of unchanged files changes nothing.
     dir.app("demo", &json!({"first": template(&api.host(), "/first")}), None);
-    let ok = eventually(Duration::from_secs(3), async || {
+    eventually(Duration::from_secs(3), "the fixed file reloaded", async || {
         let r = b.admin("POST", "/admin/reload", "").await;
         r.status == 200 && r.json()["changed"] == json!(false)
     })
     .await;
-    assert!(ok.is_some());
     b.shutdown().await;
 }
 
@@ -136,8 +128,8 @@ async fn restart_only_settings_are_reported_and_tokens_follow_their_integration(
     let dir = TempDir::new();
     let t = json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/x", "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}});
     dir.app("demo", &t, Some(&oauth_one(&api.host(), false)));
-    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "reload: {watch: false}\n");
-    let b = start(&cfg).await;
+    let config = Config::new().ca(&ca).app(App::new("demo")).watch(false);
+    let b = start(&config.clone().write(&dir)).await;
     b.put_token("demo", "api", "", json!({"access_token": "tok"})).await;
     // A template change: the token survives.
     dir.app("demo", &json!({"get": t["get"], "also": t["get"]}), Some(&oauth_one(&api.host(), false)));
@@ -145,8 +137,7 @@ async fn restart_only_settings_are_reported_and_tokens_follow_their_integration(
     assert_eq!((r.status, r.json()["generation"].clone()), (200, json!(2)));
     assert_eq!(b.invoke("also", json!({})).await.status, 200);
     // listen changes are not half-applied.
-    let y = std::fs::read_to_string(&cfg).unwrap().replacen("listen: 127.0.0.1:0", "listen: 127.0.0.1:1", 1);
-    std::fs::write(&cfg, y).unwrap();
+    config.listen("127.0.0.1:1").write(&dir);
     let r = b.admin("POST", "/admin/reload", "").await;
     assert_eq!(r.status, 200);
     assert!(r.json()["notes"][0].as_str().unwrap().contains("listen changed to 127.0.0.1:1: restart bearerd"));
@@ -205,7 +196,12 @@ async fn twenty_reloads_under_load_lose_no_request() {
         dir.app("demo", &serde_json::Value::Object(reqs), None);
         let r = b.admin("POST", "/admin/reload", "").await;
         assert_eq!(r.status, 200, "{}", r.text());
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Every reload lands under load: the clients get 16 more answers before the next one.
+        let before = ok.load(Ordering::Relaxed);
+        eventually(Duration::from_secs(5), "requests between reloads", async || {
+            ok.load(Ordering::Relaxed) >= before + 16 || failed.load(Ordering::Relaxed) > 0
+        })
+        .await;
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {

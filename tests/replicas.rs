@@ -34,8 +34,7 @@ async fn cluster(n: usize) -> Cluster {
                 "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
             Some(&oauth_one(&provider.host(), false)),
         );
-        let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", "");
-        redis.use_in(&cfg);
+        let cfg = Config::new().ca(&ca).app(App::new("demo")).redis(redis.port).write(&dir);
         replicas.push(start(&cfg).await);
         dirs.push(dir);
     }
@@ -50,13 +49,20 @@ async fn put_expired(c: &Cluster, account: &str) {
         .await;
 }
 
-/// Waits until every replica has seen the token put through replica 0.
-async fn settle(c: &Cluster) {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// Waits until every replica lists `account`'s token in `state` (a put on one replica is seen
+/// by the others within a second).
+async fn seen_everywhere(c: &Cluster, account: &str, state: &str) {
     for b in &c.replicas {
-        let list = b.admin("GET", "/admin/tokens", "").await.json();
-        assert_eq!(list[0]["state"], "expired", "a put on one replica is seen by the others");
+        eventually(Duration::from_secs(1), &format!("{account}: {state} on every replica"), || async {
+            let list = b.admin("GET", "/admin/tokens", "").await.json();
+            list.as_array().unwrap().iter().any(|e| e["account"] == account && e["state"] == state)
+        })
+        .await;
     }
+}
+
+async fn settle(c: &Cluster) {
+    seen_everywhere(c, "default", "expired").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,7 +106,8 @@ async fn unreachable_redis_keeps_valid_tokens_serving_and_fails_refreshes_cleanl
     let at = c.provider.with(|s| s.make_access_token());
     c.replicas[0].put_token("demo", "api", "", json!({"access_token": at, "expires_in": 3600})).await;
     put_expired(&c, "agent-b").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    seen_everywhere(&c, "default", "valid").await;
+    seen_everywhere(&c, "agent-b", "expired").await;
     c.redis.signal("-STOP");
     for b in &c.replicas {
         let r = b.invoke("get", json!({})).await;
@@ -131,7 +138,7 @@ async fn a_revoke_on_one_replica_is_seen_by_the_others_within_a_second() {
     let c = cluster(3).await;
     let at = c.provider.with(|s| s.make_access_token());
     c.replicas[0].put_token("demo", "api", "", json!({"access_token": at})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    seen_everywhere(&c, "default", "valid").await;
     for b in &c.replicas {
         assert_eq!(b.invoke("get", json!({})).await.status, 200);
     }

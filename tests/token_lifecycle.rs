@@ -52,7 +52,7 @@ struct World {
 
 /// App `demo`, integration `api` (token endpoint: the provider), template `get` (GET /data on
 /// the API with the access token) and `post` (POST /data). `oauth` adjusts the integration.
-async fn world(store: Store, oauth: impl FnOnce(&mut serde_json::Value), extra: &str) -> World {
+async fn world(store: Store, oauth: impl FnOnce(&mut serde_json::Value)) -> World {
     let ca = test_ca();
     let provider = Provider::start(&ca).await;
     let api = MockApi::start(Some(ca.server.clone()), provider.api_responder()).await;
@@ -69,16 +69,15 @@ async fn world(store: Store, oauth: impl FnOnce(&mut serde_json::Value), extra: 
         }),
         Some(&o),
     );
-    let cfg = yaml(&dir, Some(&ca), "  - {name: demo, path: apps/demo}", extra);
     let redis = match store {
         Store::File => None,
-        Store::Redis => {
-            let r = Redis::start();
-            r.use_in(&cfg);
-            Some(r)
-        }
+        Store::Redis => Some(Redis::start()),
     };
-    let b = start(&cfg).await;
+    let mut cfg = Config::new().ca(&ca).app(App::new("demo"));
+    if let Some(r) = &redis {
+        cfg = cfg.redis(r.port);
+    }
+    let b = start(&cfg.write(&dir)).await;
     World { _redis: redis, _dir: dir, provider, api, b }
 }
 
@@ -99,7 +98,7 @@ async fn metric(b: &Bearerd, line_prefix: &str) -> Option<u64> {
 }
 
 async fn authorization_code_flow_with_pkce_and_single_use_state(store: Store) {
-    let w = world(store, |i| i["options"]["resource"] = json!("https://api.example/"), "").await;
+    let w = world(store, |i| i["options"]["resource"] = json!("https://api.example/")).await;
     let r = w.b.admin("GET", "/auth/authorize/demo/api", "").await;
     assert_eq!(r.status, 302);
     let loc = url_params(r.header("location").unwrap());
@@ -156,7 +155,7 @@ async fn authorization_code_flow_with_pkce_and_single_use_state(store: Store) {
 }
 
 async fn basic_client_auth_and_custom_headers(store: Store) {
-    let w = world(store, |i| i["token_auth"] = json!("client_secret_basic"), "").await;
+    let w = world(store, |i| i["token_auth"] = json!("client_secret_basic")).await;
     w.provider.with(|s| s.basic = true);
     put_stale(&w, 0).await;
     let r = w.b.invoke("get", json!({})).await;
@@ -167,11 +166,9 @@ async fn basic_client_auth_and_custom_headers(store: Store) {
     assert_eq!(w.provider.with(|s| s.bad_client_auth), 0);
 
     // customHeaders go on token requests; an Authorization among them replaces client auth.
-    let w = world(
-        store,
-        |i| i["options"]["customHeaders"] = json!({"Authorization": "Basic Y2lkOmNzZWNyZXQ=", "X-Extra": "1"}),
-        "",
-    )
+    let w = world(store, |i| {
+        i["options"]["customHeaders"] = json!({"Authorization": "Basic Y2lkOmNzZWNyZXQ=", "X-Extra": "1"})
+    })
     .await;
     w.provider.with(|s| s.basic = true);
     put_stale(&w, 0).await;
@@ -181,7 +178,7 @@ async fn basic_client_auth_and_custom_headers(store: Store) {
 }
 
 async fn two_hundred_requests_on_an_expired_token_make_one_refresh(store: Store) {
-    let w = world(store, |_| {}, "").await;
+    let w = world(store, |_| {}).await;
     w.provider.with(|s| s.delay = Duration::from_millis(300));
     put_stale(&w, 0).await;
     let mut ok = 0;
@@ -202,7 +199,7 @@ async fn two_hundred_requests_on_an_expired_token_make_one_refresh(store: Store)
 }
 
 async fn a_rejection_with_100_in_flight_makes_one_refresh_and_100_replays(store: Store) {
-    let w = world(store, |_| {}, "").await;
+    let w = world(store, |_| {}).await;
     w.provider.with(|s| s.delay = Duration::from_millis(200));
     put_stale(&w, -1).await; // no expiry: used until the API rejects it
     let data = w.b.data;
@@ -227,7 +224,7 @@ async fn a_rejection_with_100_in_flight_makes_one_refresh_and_100_replays(store:
 }
 
 async fn a_second_rejection_is_returned_as_it_is(store: Store) {
-    let w = world(store, |_| {}, "").await;
+    let w = world(store, |_| {}).await;
     put_stale(&w, -1).await;
     // The API rejects every token, even fresh ones.
     w.provider.with(|s| s.reject_all = true);
@@ -239,7 +236,7 @@ async fn a_second_rejection_is_returned_as_it_is(store: Store) {
 }
 
 async fn rotated_refresh_tokens_are_never_sent_twice(store: Store) {
-    let w = world(store, |_| {}, "").await;
+    let w = world(store, |_| {}).await;
     // Every new token is already within the skew: each round of requests refreshes again.
     w.provider.with(|s| s.expires_in = Some(30));
     put_stale(&w, 0).await;
@@ -260,7 +257,7 @@ async fn rotated_refresh_tokens_are_never_sent_twice(store: Store) {
 }
 
 async fn a_dead_refresh_token_asks_for_authorization_and_is_not_hammered(store: Store) {
-    let w = world(store, |_| {}, "").await;
+    let w = world(store, |_| {}).await;
     w.b.put_token(
         "demo",
         "api",
@@ -285,7 +282,7 @@ async fn a_dead_refresh_token_asks_for_authorization_and_is_not_hammered(store: 
 }
 
 async fn failures_back_off_and_a_valid_token_keeps_serving(store: Store) {
-    let w = world(store, |_| {}, "").await;
+    let w = world(store, |_| {}).await;
     w.provider.with(|s| s.fail_status = Some(500));
     put_stale(&w, 0).await;
     let r = w.b.invoke("get", json!({})).await;
@@ -309,7 +306,7 @@ async fn failures_back_off_and_a_valid_token_keeps_serving(store: Store) {
 }
 
 async fn a_slow_token_endpoint_delays_only_requests_for_that_key(store: Store) {
-    let w = world(store, |_| {}, "").await;
+    let w = world(store, |_| {}).await;
     let slow_rt = w.provider.issue_refresh_token();
     w.provider.with(|s| {
         s.slow.insert(slow_rt.clone());
@@ -344,7 +341,7 @@ async fn a_slow_token_endpoint_delays_only_requests_for_that_key(store: Store) {
 }
 
 async fn token_endpoint_timeout_is_504(store: Store) {
-    let w = world(store, |_| {}, "").await;
+    let w = world(store, |_| {}).await;
     w.provider.with(|s| s.delay = Duration::from_secs(7));
     put_stale(&w, 0).await;
     let t0 = Instant::now();
@@ -354,14 +351,10 @@ async fn token_endpoint_timeout_is_504(store: Store) {
 }
 
 async fn client_credentials_are_fetched_once_on_first_need(store: Store) {
-    let w = world(
-        store,
-        |i| {
-            i["grant_type"] = json!("client_credentials");
-            i.as_object_mut().unwrap().remove("authorize_url");
-        },
-        "",
-    )
+    let w = world(store, |i| {
+        i["grant_type"] = json!("client_credentials");
+        i.as_object_mut().unwrap().remove("authorize_url");
+    })
     .await;
     for r in invoke_concurrently(&[w.b.data], "get", 50).await {
         assert_eq!(r.status, 200);

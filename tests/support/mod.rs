@@ -231,19 +231,158 @@ impl Drop for TempDir {
     }
 }
 
-/// A config for tests: ports 0, the test CA trusted, loopback upstreams allowed. `apps` is the
-/// YAML list under `apps:`; `extra` is appended at the top level.
-pub fn yaml(dir: &TempDir, ca: Option<&TestCa>, apps: &str, extra: &str) -> PathBuf {
-    let mut upstream = String::from("upstream:\n  allow_private_ips: true\n  timeout: 5s\n");
-    if let Some(ca) = ca {
-        dir.write("ca.pem", &ca.ca_pem);
-        upstream.push_str("  ca_file: ca.pem\n");
+/// bearerd.yaml for a test, built from types rather than glued YAML: ports 0, the token file
+/// `state/tokens.json` in the test's folder (or a Redis), loopback upstreams allowed with a 5 s
+/// timeout, the test CA trusted when given. It is written as JSON, which YAML reads as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    ca_pem: Option<String>,
+    apps: Vec<App>,
+    watch: Option<bool>,
+    redis_port: Option<u16>,
+    timeout: Option<&'static str>,
+    listen: Option<&'static str>,
+}
+
+/// One entry of `apps:`, for the app folder `apps/<name>` (see [`TempDir::app`]).
+#[derive(Debug, Clone)]
+pub struct App {
+    name: String,
+    iparams: serde_json::Map<String, Value>,
+    oauth_iparams: serde_json::Map<String, Value>,
+    endpoint_urls: serde_json::Map<String, Value>,
+    allow_hosts: Vec<String>,
+}
+
+impl Config {
+    pub fn new() -> Config {
+        Config::default()
     }
-    let text = format!(
-        "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  public_url: http://bearerd.test:10001\n\
-         store:\n  file: state/tokens.json\n{upstream}{extra}\napps:\n{apps}\n"
-    );
-    dir.write("bearerd.yaml", &text)
+
+    /// Trust `ca` for upstream TLS.
+    pub fn ca(mut self, ca: &TestCa) -> Config {
+        self.ca_pem = Some(ca.ca_pem.clone());
+        self
+    }
+
+    pub fn app(mut self, app: App) -> Config {
+        self.apps.push(app);
+        self
+    }
+
+    /// `reload.watch`.
+    pub fn watch(mut self, on: bool) -> Config {
+        self.watch = Some(on);
+        self
+    }
+
+    /// The data listener's address (`127.0.0.1:0` unless set).
+    pub fn listen(mut self, addr: &'static str) -> Config {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// `upstream.timeout` (5s unless set).
+    pub fn upstream_timeout(mut self, timeout: &'static str) -> Config {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Tokens in the Redis at `port` instead of the token file.
+    pub fn redis(mut self, port: u16) -> Config {
+        self.redis_port = Some(port);
+        self
+    }
+
+    /// Writes `bearerd.yaml` (and the CA) into `dir`; its path.
+    pub fn write(&self, dir: &TempDir) -> PathBuf {
+        let mut upstream = json!({"allow_private_ips": true, "timeout": self.timeout.unwrap_or("5s")});
+        if let Some(pem) = &self.ca_pem {
+            dir.write("ca.pem", pem);
+            upstream["ca_file"] = json!("ca.pem");
+        }
+        let store = match self.redis_port {
+            Some(port) => json!({"redis": format!("redis://127.0.0.1:{port}/0")}),
+            None => json!({"file": "state/tokens.json"}),
+        };
+        let apps: Vec<Value> = self.apps.iter().map(App::to_json).collect();
+        let mut config = json!({
+            "listen": self.listen.unwrap_or("127.0.0.1:0"),
+            "admin": {"listen": "127.0.0.1:0", "public_url": "http://bearerd.test:10001"},
+            "store": store,
+            "upstream": upstream,
+            "apps": apps,
+        });
+        if let Some(watch) = self.watch {
+            config["reload"] = json!({"watch": watch});
+        }
+        dir.write("bearerd.yaml", &serde_json::to_string_pretty(&config).unwrap())
+    }
+}
+
+impl App {
+    pub fn new(name: &str) -> App {
+        App {
+            name: name.into(),
+            iparams: Default::default(),
+            oauth_iparams: Default::default(),
+            endpoint_urls: Default::default(),
+            allow_hosts: Vec::new(),
+        }
+    }
+
+    pub fn iparam(mut self, key: &str, value: &str) -> App {
+        self.iparams.insert(key.into(), json!(value));
+        self
+    }
+
+    /// An oauth_iparam for every integration.
+    pub fn oauth_iparam(mut self, key: &str, value: &str) -> App {
+        self.oauth_iparams.insert(key.into(), json!(value));
+        self
+    }
+
+    /// An oauth_iparam for one integration.
+    pub fn oauth_iparam_for(mut self, integration: &str, key: &str, value: &str) -> App {
+        let entry = self.oauth_iparams.entry(integration.to_string()).or_insert_with(|| json!({}));
+        entry[key] = json!(value);
+        self
+    }
+
+    /// A value for `current_host.endpoint_urls.<key>`.
+    pub fn endpoint_url(mut self, key: &str, url: &str) -> App {
+        self.endpoint_urls.insert(key.into(), json!(url));
+        self
+    }
+
+    pub fn allow_host(mut self, pattern: &str) -> App {
+        self.allow_hosts.push(pattern.into());
+        self
+    }
+
+    fn to_json(&self) -> Value {
+        let mut app = json!({"name": self.name, "path": format!("apps/{}", self.name)});
+        for (key, map) in
+            [("iparams", &self.iparams), ("oauth_iparams", &self.oauth_iparams), ("endpoint_urls", &self.endpoint_urls)]
+        {
+            if !map.is_empty() {
+                app[key] = Value::Object(map.clone());
+            }
+        }
+        if !self.allow_hosts.is_empty() {
+            app["allow_hosts"] = json!(self.allow_hosts);
+        }
+        app
+    }
+}
+
+/// The usual test configuration: the app `name`, the test CA when given.
+pub fn config(dir: &TempDir, ca: Option<&TestCa>, name: &str) -> PathBuf {
+    let mut c = Config::new().app(App::new(name));
+    if let Some(ca) = ca {
+        c = c.ca(ca);
+    }
+    c.write(dir)
 }
 
 /// An OAuth config with one integration named `api` pointing at `token_host`.
@@ -365,4 +504,16 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits until `check` holds, looking again every 10 ms: for state that another task or process
+/// changes (a replica's copy of a token, a reloaded template, a listener going away). Panics
+/// naming `what` after `within`; else how long it took.
+pub async fn eventually(within: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let t0 = tokio::time::Instant::now();
+    while !check().await {
+        assert!(t0.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t0.elapsed()
 }

@@ -25,15 +25,6 @@ impl Redis {
         Redis { child, port }
     }
 
-    /// Points a test bearerd.yaml (see `support::yaml`) at this Redis instead of a token file.
-    pub fn use_in(&self, cfg: &std::path::Path) {
-        let text = std::fs::read_to_string(cfg).unwrap().replace(
-            "store:\n  file: state/tokens.json\n",
-            &format!("store:\n  redis: redis://127.0.0.1:{}/0\n", self.port),
-        );
-        std::fs::write(cfg, text).unwrap();
-    }
-
     pub fn signal(&self, sig: &str) {
         assert!(Command::new("kill").arg(sig).arg(self.child.id().to_string()).status().unwrap().success());
     }
