@@ -72,7 +72,7 @@ pub struct Diag {
 }
 
 impl Diag {
-    pub fn for_app(app: &str) -> Self {
+    pub(crate) fn for_app(app: &str) -> Self {
         Diag { app: Some(app.to_string()), ..Default::default() }
     }
 
@@ -96,7 +96,7 @@ impl Diag {
 }
 
 /// Escapes one JSON pointer token.
-pub fn ptr(token: &str) -> String {
+pub(crate) fn ptr(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
@@ -125,7 +125,7 @@ pub struct StoreKey([u8; 32]);
 
 impl StoreKey {
     /// A key given as base64 of 32 bytes.
-    pub fn from_base64(text: &str) -> Result<StoreKey, String> {
+    pub(crate) fn from_base64(text: &str) -> Result<StoreKey, String> {
         use base64::Engine as _;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
@@ -427,7 +427,7 @@ fn duration(d: &mut Diag, file: &str, pointer: &str, s: &str) -> Duration {
 }
 
 /// Renders a YAML scalar as the string a template would substitute.
-pub fn scalar_text(v: &serde_json::Value) -> Option<String> {
+pub(crate) fn scalar_text(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),

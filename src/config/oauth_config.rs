@@ -50,11 +50,12 @@ pub struct IntegrationSpec {
 
 impl IntegrationSpec {
     /// The authorize parameter `name` (`scope`, `resource`, ...), if set.
-    pub fn option(&self, name: &str) -> Option<&str> {
+    pub(crate) fn option(&self, name: &str) -> Option<&str> {
         self.authorize_params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
+/// Reads oauth_config.json; returns the integrations and, for the legacy shape, the index of the
 /// single legacy integration.
 pub(super) fn load_integrations(
     oauth: Option<&Value>,
@@ -292,5 +293,74 @@ fn check_url(u: &str, allow_http: bool, p: &str, d: &mut Diag) {
             _ => d.error(OAUTH, p, format!("`{u}` is not an https URL")),
         },
         _ => d.error(OAUTH, p, format!("`{u}` is not an absolute URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn load(oauth: Value, values: &AppValues) -> (Vec<IntegrationSpec>, Option<usize>, Diag) {
+        let mut d = Diag::default();
+        let (ints, legacy) = load_integrations(Some(&oauth), values, &UpstreamConfig::default(), &mut d);
+        (ints, legacy, d)
+    }
+
+    fn integration(extra: Value) -> Value {
+        let mut i = json!({"client_id": "cid", "client_secret": "s", "authorize_url": "https://auth.example.com/authorize",
+            "token_url": "https://auth.example.com/token", "options": {"scope": "read", "customHeaders": {"X-A": "1"}}});
+        i.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        i
+    }
+
+    #[test]
+    fn both_shapes_and_the_extensions() {
+        let (ints, legacy, d) = load(integration(json!({})), &AppValues::default());
+        assert_eq!((ints.len(), legacy, d.errors.len()), (1, Some(0), 0));
+        assert_eq!(ints[0].name, LEGACY_INTEGRATION);
+        assert_eq!(ints[0].option("scope"), Some("read"));
+        assert_eq!(ints[0].custom_headers[0].0, "x-a");
+        let two = json!({"integrations": {
+            "a": integration(json!({"token_type": "agent"})),
+            "m2m": integration(json!({"grant_type": "client_credentials", "token_auth": "client_secret_basic"})),
+        }});
+        let (ints, legacy, d) = load(two, &AppValues::default());
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        assert_eq!(legacy, None);
+        assert!(ints[0].agent && ints[0].grant == Grant::AuthorizationCode);
+        assert_eq!((ints[1].grant, ints[1].token_auth), (Grant::ClientCredentials, TokenAuth::ClientSecretBasic));
+        assert_ne!(ints[0].binding, "", "tokens are bound to token_url and client_id");
+    }
+
+    #[test]
+    fn every_problem_is_named_by_its_path() {
+        let bad = json!({"integrations": {
+            "a": integration(json!({"token_type": "agent"})),
+            "b": integration(json!({"token_type": "agent"})),
+            "c": {"client_secret": "s", "token_url": "http://plain.example.com/token"},
+        }});
+        let (_, _, d) = load(bad, &AppValues::default());
+        let pointers: Vec<&str> = d.errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert!(pointers.contains(&"/integrations"), "two agent integrations: {pointers:?}");
+        assert!(pointers.iter().any(|p| p.starts_with("/integrations/c")), "{pointers:?}");
+        assert!(d.errors.iter().all(|e| e.file == OAUTH));
+    }
+
+    #[test]
+    fn oauth_iparams_are_folded_in_per_integration() {
+        let oauth = json!({"integrations": {"gh": integration(json!({
+            "token_url": "https://<%= oauth_iparams.domain %>/token",
+            "oauth_iparams": {"domain": {"type": "text", "required": true}}
+        }))}});
+        let mut values = AppValues::default();
+        values
+            .oauth_iparams_by_integration
+            .insert("gh".into(), [("domain".to_string(), "github.com".to_string())].into());
+        let (ints, _, d) = load(oauth.clone(), &values);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        assert_eq!(ints[0].token_url, "https://github.com/token");
+        let (_, _, d) = load(oauth, &AppValues::default());
+        assert!(d.errors[0].message.contains("oauth_iparam \"domain\""), "{:?}", d.errors);
     }
 }
