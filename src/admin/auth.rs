@@ -263,6 +263,24 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn states_expire_after_ten_minutes() {
+        let p = Pending::default();
+        let started =
+            || Started { key: TokenKey::new("a", "i", "default"), verifier: Secret::new("v"), at: Instant::now() };
+        p.insert("late".into(), started());
+        p.insert("in-time".into(), started());
+        tokio::time::advance(STATE_TTL - Duration::from_secs(1)).await;
+        assert!(p.take("in-time").is_some(), "within ten minutes");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(p.take("late").is_none(), "expired");
+        // Expired states are dropped when the next one is started.
+        p.insert("old".into(), started());
+        tokio::time::advance(STATE_TTL).await;
+        p.insert("new".into(), started());
+        assert_eq!(p.0.lock().unwrap().len(), 1);
+    }
+
     #[test]
     fn states_are_single_use() {
         let p = Pending::default();

@@ -36,18 +36,18 @@ pub(crate) fn put_request_head(
     w.extend_from_slice(b"\r\n");
 }
 
-/// An answer head taken off the read buffer.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // returned once per answer and taken apart at once
+/// What [`parse_response`] took off the read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Parsed {
     /// A 1xx informational head: the real answer follows.
     Informational,
-    /// The answer's head, how its body is delimited, and whether the connection may carry
-    /// another request after it.
-    Final { head: ResponseHead, framing: Framing, keep_alive: bool },
+    /// The answer's head (written into the caller's), how its body is delimited, and whether the
+    /// connection may carry another request after it.
+    Final { framing: Framing, keep_alive: bool },
 }
 
-/// Takes a complete answer head off the front of `buf`, if one is there. The header values share
+/// Takes a complete answer head off the front of `buf`, if one is there, into `head` (written in
+/// place: an answer head is large, and is not moved from call to call). The header values share
 /// the head's bytes. An answer with a body (`head_request` false, 2xx or 3xx, not 204 or 304)
 /// whose lines can be passed on as they are keeps them raw, less hop-by-hop lines,
 /// `Content-Length` and the lines `leave_out` names; any other gets a header map, without
@@ -57,6 +57,7 @@ pub(crate) fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
     leave_out: impl Fn(&[u8]) -> bool,
+    head: &mut ResponseHead,
 ) -> Result<Option<Parsed>, HttpError> {
     if buf.is_empty() {
         return Ok(None);
@@ -82,12 +83,12 @@ pub(crate) fn parse_response(
         tokens = super::ConnectionTokens::default();
         dated = false;
         count = resp.headers.len();
-        let head = &buf[..len];
-        let base = head.as_ptr() as usize;
+        let bytes = &buf[..len];
+        let base = bytes.as_ptr() as usize;
         let offset = |s: &[u8]| s.as_ptr() as usize - base;
         // Raw lines need CRLF ends: each line ends where the next one starts, the last one
         // before the final CRLF.
-        raw_ok = !head_request && head.ends_with(b"\r\n\r\n");
+        raw_ok = !head_request && bytes.ends_with(b"\r\n\r\n");
         let starts = resp.headers.iter().map(|h| offset(h.name.as_bytes()));
         let ends = starts.clone().skip(1).chain(std::iter::once(len - 2));
         lines = (resp.headers.first().map_or(len - 2, |h| offset(h.name.as_bytes())), len - 2);
@@ -97,7 +98,7 @@ pub(crate) fn parse_response(
             let name = h.name.as_bytes();
             let v = offset(h.value);
             *r = (start as u32, (start + name.len()) as u32, v as u32, (v + h.value.len()) as u32);
-            raw_ok &= head[..end].ends_with(b"\r\n");
+            raw_ok &= bytes[..end].ends_with(b"\r\n");
             if name.eq_ignore_ascii_case(b"connection") {
                 let c = connection_tokens(h.value);
                 tokens.close |= c.close;
@@ -143,7 +144,9 @@ pub(crate) fn parse_response(
         && code != 204
         && code != 304
         && declared != Some(Framing::Empty);
-    let mut head = ResponseHead { status, version, headers: HeaderMap::new(), raw: None };
+    head.status = status;
+    head.version = version;
+    head.headers.clear();
     if raw_ok {
         head.raw = Some(RawLines {
             bytes,
@@ -154,6 +157,7 @@ pub(crate) fn parse_response(
             extra: Bytes::new(),
         });
     } else {
+        head.raw = None;
         // Room for the lines the caller adds to every answer.
         head.headers.reserve(count + 2);
         let names_others = tokens.names_others;
@@ -161,7 +165,7 @@ pub(crate) fn parse_response(
             !names_others && (name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive"))
         })?;
     }
-    Ok(Some(Parsed::Final { head, framing, keep_alive }))
+    Ok(Some(Parsed::Final { framing, keep_alive }))
 }
 
 /// RFC 9112 6.3: how the body of an answer is delimited.
@@ -176,13 +180,18 @@ fn answer_framing(head_request: bool, status: StatusCode, declared: Option<Frami
 mod tests {
     use super::*;
 
+    fn parse_into(raw: &[u8], head_request: bool, head: &mut ResponseHead) -> Result<Option<Parsed>, HttpError> {
+        parse_response(&mut BytesMut::from(raw), head_request, |n| n.eq_ignore_ascii_case(b"x-own"), head)
+    }
+
     fn parse(raw: &[u8], head_request: bool) -> Result<Option<Parsed>, HttpError> {
-        parse_response(&mut BytesMut::from(raw), head_request, |n| n.eq_ignore_ascii_case(b"x-own"))
+        parse_into(raw, head_request, &mut ResponseHead::new(StatusCode::OK))
     }
 
     fn head(raw: &[u8], head_request: bool) -> (ResponseHead, Framing, bool) {
-        match parse(raw, head_request).unwrap().unwrap() {
-            Parsed::Final { head, framing, keep_alive } => (head, framing, keep_alive),
+        let mut head = ResponseHead::new(StatusCode::OK);
+        match parse_into(raw, head_request, &mut head).unwrap().unwrap() {
+            Parsed::Final { framing, keep_alive } => (head, framing, keep_alive),
             Parsed::Informational => panic!("informational"),
         }
     }
@@ -202,8 +211,8 @@ mod tests {
     #[test]
     fn heads_and_keep_alive() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok"[..]);
-        let Some(Parsed::Final { head: h, keep_alive, .. }) = parse_response(&mut buf, false, |_| false).unwrap()
-        else {
+        let mut h = ResponseHead::new(StatusCode::IM_A_TEAPOT);
+        let Some(Parsed::Final { keep_alive, .. }) = parse_response(&mut buf, false, |_| false, &mut h).unwrap() else {
             panic!("a final head")
         };
         assert_eq!((h.status.as_u16(), buf.len(), keep_alive), (200, 2, true));
@@ -215,7 +224,8 @@ mod tests {
         let (h, ..) = head(b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nx-hop: 1\r\n\r\n", false);
         assert!(h.headers.contains_key("connection"), "kept for the caller to strip x-hop");
         let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"[..]);
-        assert!(matches!(parse_response(&mut buf, false, |_| false), Ok(Some(Parsed::Informational))));
+        let informational = parse_response(&mut buf, false, |_| false, &mut ResponseHead::new(StatusCode::OK));
+        assert!(matches!(informational, Ok(Some(Parsed::Informational))));
         assert_eq!(buf.len(), 19);
         assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-le", false).unwrap().is_none());
         assert!(parse(b"HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
@@ -242,6 +252,20 @@ mod tests {
         let (mapped, ..) =
             head(b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false);
         assert_eq!((mapped.headers.len(), mapped.headers["retry-after"].as_bytes()), (2, &b"1"[..]));
+    }
+
+    #[test]
+    fn a_head_parsed_into_again_keeps_nothing_of_the_last_answer() {
+        let mut head = ResponseHead::new(StatusCode::OK);
+        let busy = b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 1\r\n\r\n";
+        let ok = b"HTTP/1.0 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n";
+        parse_into(busy, false, &mut head).unwrap();
+        assert!(head.raw.is_none() && head.headers.contains_key("retry-after"));
+        parse_into(ok, false, &mut head).unwrap();
+        assert_eq!((head.status, head.version, head.headers.len()), (StatusCode::OK, Version::HTTP_10, 0));
+        assert!(head.raw.is_some());
+        parse_into(busy, false, &mut head).unwrap();
+        assert_eq!((head.status.as_u16(), head.headers.len(), head.raw.is_none()), (503, 2, true));
     }
 
     #[test]

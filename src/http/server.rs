@@ -190,15 +190,16 @@ pub(crate) struct Sending {
 /// Writes an answer's head into `w`: its raw header lines, then its map (less `Connection` and,
 /// unless bodiless, the framing headers), `Date` when it has none, its framing and `Connection`.
 /// `size` is the body's exact length when known; `head_request` and `http10` describe the
-/// request; `keep_alive` whether the connection may stay open (a `close` in the map closes it).
-pub(crate) fn put_answer_head(
+/// request; `keep_alive` whether the connection may stay open (a `close` in the map closes it);
+/// `date` gives the date, only asked for when the head has none.
+pub(crate) fn put_answer_head<D: AsRef<[u8]>>(
     w: &mut Vec<u8>,
     head: &ResponseHead,
     size: Option<u64>,
     head_request: bool,
     http10: bool,
     mut keep_alive: bool,
-    date: &[u8],
+    date: impl FnOnce() -> D,
 ) -> Sending {
     let status = head.status;
     let bodiless = head_request
@@ -227,7 +228,7 @@ pub(crate) fn put_answer_head(
         put_header(w, name.as_str().as_bytes(), value.as_bytes());
     }
     if !dated {
-        put_header(w, b"date", date);
+        put_header(w, b"date", date().as_ref());
     }
     let delimit = match (bodiless, size) {
         (true, _) => Delimit::None,
@@ -307,7 +308,7 @@ mod tests {
         head.headers.insert("content-length", "9".parse().unwrap());
         let write = |head: &ResponseHead, size, head_request, http10, keep_alive| {
             let mut w = Vec::new();
-            let s = put_answer_head(&mut w, head, size, head_request, http10, keep_alive, b"D");
+            let s = put_answer_head(&mut w, head, size, head_request, http10, keep_alive, || b"D");
             (String::from_utf8(w).unwrap(), s)
         };
         let (w, s) = write(&head, Some(2), false, false, true);

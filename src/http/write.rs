@@ -42,8 +42,8 @@ impl From<WriteError> for io::Error {
     }
 }
 
-/// Writes what `wbuf` holds (a head), then `body`, delimited as `delimit` says, then flushes.
-/// What the body has ready at once joins the buffered head, up to `coalesce` bytes in all, so a
+/// Writes what `wbuf` holds (a head), then `body`, delimited as `delimit` says (a writer that
+/// buffers, such as TLS, is flushed by the caller). What the body has ready at once joins the buffered head, up to `coalesce` bytes in all, so a
 /// small message goes out in one write; when the body has nothing ready, what is buffered goes
 /// out before waiting for it.
 pub(crate) async fn write_body<W, B>(
@@ -114,7 +114,7 @@ where
         io.write_all(wbuf).await.map_err(WriteError::Io)?;
         wbuf.clear();
     }
-    io.flush().await.map_err(WriteError::Io)
+    Ok(())
 }
 
 /// Appends the framing header `delimit` needs, if any.

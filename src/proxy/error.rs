@@ -136,8 +136,8 @@ impl ProxyError {
         )
     }
 
-    /// The FDK-shaped answer.
-    pub(crate) fn into_answer(self) -> Answer {
+    /// The FDK-shaped answer: its head written into `head`, its body returned.
+    pub(crate) fn into_answer(self, head: &mut ResponseHead) -> Body {
         let (status, source) = self.classify();
         let mut body = serde_json::json!({
             "status": status.as_u16(),
@@ -147,14 +147,21 @@ impl ProxyError {
         if let ProxyError::NoToken { authorize, .. } | ProxyError::Reauthorize { authorize, .. } = &self {
             body["authorize"] = serde_json::Value::String(authorize.clone());
         }
-        let mut head = ResponseHead::new(status);
+        *head = ResponseHead::new(status);
         let h = &mut head.headers;
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert("x-bearerd-error", HeaderValue::from_static("1"));
         if self.closes() {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        Answer { head, body: Body::full(body.to_string()) }
+        Body::full(body.to_string())
+    }
+
+    /// The FDK-shaped answer, whole.
+    pub(crate) fn answer(self) -> Answer {
+        let mut head = ResponseHead::new(StatusCode::OK);
+        let body = self.into_answer(&mut head);
+        Answer { head, body }
     }
 }
 
@@ -180,7 +187,7 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     async fn body_of(e: ProxyError) -> (StatusCode, serde_json::Value, bool) {
-        let r = e.into_answer();
+        let r = e.answer();
         let status = r.head.status;
         assert_eq!(r.head.headers["x-bearerd-error"], "1");
         let close = r.head.headers.get("connection").is_some();

@@ -1,9 +1,9 @@
 //! The data plane, in named phases: select the app -> match the template -> get the token ->
 //! render the upstream request -> send it (again, as [`retry`] decides) -> respond.
 //!
-//! [`handle`] is the outer function: it loads the snapshot once, runs [`serve`], turns an error
+//! [`handle`] is the outer function: it loads the snapshot once, runs [`forward`], turns an error
 //! into its answer ([`error`], the one place where an error becomes a status and an FDK-shaped
-//! body), and records metrics and one access-log line. [`serve`] is the path of one request,
+//! body), and records metrics and one access-log line. [`forward`] is the path of one request,
 //! phase by phase.
 
 pub(crate) mod error;
@@ -45,7 +45,7 @@ pub(crate) struct Answer {
 
 /// What the access log and the metrics need to know about a request.
 #[derive(Default)]
-struct Outcome {
+struct Record {
     app: Option<usize>,
     template: Option<usize>,
     attempts: u32,
@@ -69,21 +69,23 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Body>) -> Answer {
     metrics.inflight.inc();
     let _guard = InflightGuard(&metrics.inflight);
     let method = req.method().clone();
-    let mut out = Outcome::default();
-    let answer = match serve(&state, &snap, req, start, &mut out).await {
-        Ok(a) => a,
+    let mut out = Record::default();
+    // The answer's head is filled in place (it is large): by the upstream, or by the error.
+    let mut head = ResponseHead::new(http::StatusCode::OK);
+    let body = match forward(&state, &snap, req, start, &mut out, &mut head).await {
+        Ok(body) => body,
         Err(e) => {
             if let Some(kind) = e.upstream_kind() {
                 let (app, template) = labels(&snap, &out);
                 metrics.upstream_errors.with_label_values(&[app, template, kind]).inc();
             }
             tracing::debug!(error = %e, "request failed");
-            e.into_answer()
+            e.into_answer(&mut head)
         }
     };
     let elapsed = start.elapsed();
     let (app, template) = labels(&snap, &out);
-    let status = answer.head.status;
+    let status = head.status;
     match (out.app, out.template) {
         (Some(a), Some(t)) => {
             snap.apps[a].template_metrics[t].record(metrics, app, template, status, elapsed.as_secs_f64());
@@ -100,11 +102,11 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Body>) -> Answer {
         attempts = out.attempts,
         ms = elapsed.as_secs_f64() * 1000.0,
     );
-    answer
+    Answer { head, body }
 }
 
 /// The upstream host for the access log: the template's literal host, or the one rendered.
-fn upstream_host<'a>(snap: &'a Snapshot, out: &'a Outcome) -> &'a str {
+fn upstream_host<'a>(snap: &'a Snapshot, out: &'a Record) -> &'a str {
     match (&out.host, out.app, out.template) {
         (Some(h), _, _) => h,
         (None, Some(a), Some(t)) if out.attempts > 0 => snap.apps[a].templates()[t].host.as_literal().unwrap_or(""),
@@ -112,7 +114,7 @@ fn upstream_host<'a>(snap: &'a Snapshot, out: &'a Outcome) -> &'a str {
     }
 }
 
-fn labels<'a>(snap: &'a Snapshot, out: &Outcome) -> (&'a str, &'a str) {
+fn labels<'a>(snap: &'a Snapshot, out: &Record) -> (&'a str, &'a str) {
     match out.app.map(|a| &snap.apps[a]) {
         Some(app) => (&app.name, out.template.map_or("", |t| app.templates()[t].name.as_str())),
         None => ("", ""),
@@ -138,14 +140,15 @@ struct Auth {
     token: Arc<Token>,
 }
 
-/// The path of one request.
-async fn serve(
+/// The path of one request: the answer's head goes into `head`, its body is returned.
+async fn forward(
     state: &Arc<State>,
     snap: &Arc<Snapshot>,
     req: Request<Body>,
     start: Instant,
-    out: &mut Outcome,
-) -> Result<Answer, ProxyError> {
+    out: &mut Record,
+    head: &mut ResponseHead,
+) -> Result<Body, ProxyError> {
     let (parts, body) = req.into_parts();
 
     // 1. Which app.
@@ -216,21 +219,21 @@ async fn serve(
     };
     let mut body = Some(matched.body);
     let mut tally = Tally::default();
-    let (head, body) = loop {
+    let body = loop {
         tally.start();
         let (this_body, replayable) = match body.as_ref().and_then(Body::try_clone) {
             Some(b) if policy.keep_body(&tally) => (b, true),
             _ => (body.take().unwrap_or_default(), false),
         };
         let call = Call { method: &t.method, target, headers: &headers, deadline };
-        let result = state.upstream.send(call, this_body).await;
+        let result = state.upstream.send(call, this_body, head).await;
         let sent = match &result {
-            Ok((head, _)) => Sent::Answer(head.status, retry_after_of(head)),
+            Ok(_) => Sent::Answer(head.status, retry_after_of(head)),
             Err(UpstreamError::Closed { .. }) => Sent::Closed,
             Err(UpstreamError::Connect { .. }) => Sent::ConnectFailed,
             Err(_) => Sent::Failed,
         };
-        match policy.next(&mut tally, sent, replayable, deadline.saturating_duration_since(Instant::now())) {
+        match policy.next(&mut tally, sent, replayable, || deadline.saturating_duration_since(Instant::now())) {
             Next::Return => {
                 out.attempts = tally.sends;
                 break result?;
@@ -257,7 +260,8 @@ async fn serve(
 
     // 6. Respond, with bearerd's own headers: behind the upstream's header lines when those pass
     //    on raw (no map is built for them), in the map otherwise.
-    Ok(respond(app, t_idx, tally.sends, head, body))
+    respond(app, t_idx, tally.sends, head);
+    Ok(body)
 }
 
 /// Whether a request is `POST /invoke/<name>`.
@@ -286,7 +290,7 @@ async fn match_invoke(
     uri: &http::Uri,
     headers: &HeaderMap,
     body: Body,
-    out: &mut Outcome,
+    out: &mut Record,
 ) -> Result<(Matched<'static>, serde_json::Map<String, serde_json::Value>), ProxyError> {
     let name = &uri.path()["/invoke/".len()..];
     let template = *app.by_name.get(name).ok_or_else(|| ProxyError::TemplateNotFound(truncate(name, 100)))?;
@@ -329,7 +333,7 @@ async fn match_transparent<'r>(
     body: Body,
     replay_buffer: usize,
     ctx: &mut Context<'r>,
-    out: &mut Outcome,
+    out: &mut Record,
 ) -> Result<Matched<'r>, ProxyError> {
     let host = uri
         .authority()
@@ -394,8 +398,8 @@ async fn refreshed(
         .map_err(|e| ProxyError::from_token(e, snap))
 }
 
-/// Phase 6: the upstream's answer with `x-bearerd-template` and `x-bearerd-attempts`.
-fn respond(app: &App, t_idx: usize, attempts: u32, mut head: ResponseHead, body: Body) -> Answer {
+/// Phase 6: the upstream's answer head gets `x-bearerd-template` and `x-bearerd-attempts`.
+fn respond(app: &App, t_idx: usize, attempts: u32, head: &mut ResponseHead) {
     match head.raw.as_mut() {
         Some(raw) if attempts == 1 => raw.set_extra(app.answer_lines[t_idx].clone()),
         Some(raw) => raw.set_extra(answer_lines(&app.template_headers[t_idx], attempts)),
@@ -405,7 +409,6 @@ fn respond(app: &App, t_idx: usize, attempts: u32, mut head: ResponseHead, body:
             head.headers.insert(X_ATTEMPTS, attempts_value(attempts));
         }
     }
-    Answer { head, body }
 }
 
 /// Renders template `t_idx`'s headers into `headers`. With the default account's token they come

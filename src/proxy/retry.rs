@@ -80,6 +80,7 @@ pub(crate) enum Next {
 
 impl Policy<'_> {
     /// Whether the body must be kept for a send after the one that `tally` just started.
+    #[inline]
     pub(crate) fn keep_body(&self, tally: &Tally) -> bool {
         tally.counted() < self.max_attempts
             || (self.has_token && !tally.replayed && !self.on_status.is_empty())
@@ -87,8 +88,15 @@ impl Policy<'_> {
     }
 
     /// The decision after a send. `replayable`: the body was kept; `time_left`: until the
-    /// request's deadline.
-    pub(crate) fn next(&self, tally: &mut Tally, sent: Sent, replayable: bool, time_left: Duration) -> Next {
+    /// request's deadline (asked for only when a retry would wait).
+    #[inline]
+    pub(crate) fn next(
+        &self,
+        tally: &mut Tally,
+        sent: Sent,
+        replayable: bool,
+        time_left: impl FnOnce() -> Duration,
+    ) -> Next {
         match sent {
             Sent::Closed if replayable && self.idempotent && !tally.resent_stale => {
                 tally.resent_stale = true;
@@ -115,7 +123,7 @@ impl Policy<'_> {
             Sent::ConnectFailed => self.retry_delay,
             _ => return Next::Return,
         };
-        if replayable && tally.counted() < self.max_attempts && wait < time_left {
+        if replayable && tally.counted() < self.max_attempts && wait < time_left() {
             Next::Retry(wait)
         } else {
             Next::Return
@@ -144,7 +152,7 @@ mod tests {
         let mut out = Vec::new();
         for &sent in results {
             t.start();
-            let next = p.next(&mut t, sent, replayable, LONG);
+            let next = p.next(&mut t, sent, replayable, || LONG);
             out.push(next);
             if next == Next::Return {
                 break;
@@ -182,8 +190,8 @@ mod tests {
         let mut t = Tally::default();
         t.start();
         let late = Sent::Answer(StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(20)));
-        assert_eq!(policy(3).next(&mut t, late, true, LONG), Next::Return);
-        assert_eq!(policy(3).next(&mut t, answer(503), true, 50 * MS), Next::Return);
+        assert_eq!(policy(3).next(&mut t, late, true, || LONG), Next::Return);
+        assert_eq!(policy(3).next(&mut t, answer(503), true, || 50 * MS), Next::Return);
     }
 
     #[test]

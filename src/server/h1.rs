@@ -39,7 +39,7 @@ const READ_CHUNK: usize = 4096;
 const COALESCE: usize = 16 * 1024;
 
 /// One client connection's write side and buffer.
-struct Conn {
+struct ClientConn {
     reader: Option<Reader>,
     wr: OwnedWriteHalf,
     wbuf: Vec<u8>,
@@ -55,7 +55,7 @@ where
     Fut: Future<Output = Answer> + Send + 'static,
 {
     let (rd, wr) = stream.into_split();
-    let mut conn = Conn { reader: Some(Reader::new(rd, READ_CHUNK)), wr, wbuf: Vec::new() };
+    let mut conn = ClientConn { reader: Some(Reader::new(rd, READ_CHUNK)), wr, wbuf: Vec::new() };
     let tick = HEADER_READ_TIMEOUT / 2;
     let mut watchdog = std::pin::pin!(tokio::time::sleep(tick));
     let (mut served, mut seen, mut quiet) = (0u64, 0u64, 0u32);
@@ -74,7 +74,7 @@ where
                     Ok(Some(head)) => break head,
                     Ok(None) => {}
                     Err(e) => {
-                        let _ = conn.write_answer(ProxyError::from(e).into_answer(), false, false, false).await;
+                        let _ = conn.write_answer(ProxyError::from(e).answer(), false, false, false).await;
                         return conn.close().await;
                     }
                 }
@@ -149,7 +149,7 @@ where
     Box::into_pin(Box::write(Box::new_uninit(), handler(req)))
 }
 
-impl Conn {
+impl ClientConn {
     /// Writes an answer; `Ok(false)` when the connection must close after it.
     async fn write_answer(
         &mut self,
@@ -161,7 +161,7 @@ impl Conn {
         let Answer { head, mut body } = answer;
         self.wbuf.clear();
         let size = body.size_hint().exact();
-        let sending = put_answer_head(&mut self.wbuf, &head, size, head_request, http10, keep_alive, &date_now());
+        let sending = put_answer_head(&mut self.wbuf, &head, size, head_request, http10, keep_alive, date_now);
         drop(head);
         if sending.delimit == crate::http::write::Delimit::None {
             drop(body);
@@ -196,7 +196,7 @@ impl Conn {
 }
 
 /// Hands a connection that opened with the HTTP/2 preface to hyper, with what was read of it.
-async fn serve_h2<F, Fut>(mut conn: Conn, handler: F, stop: oneshot::Receiver<()>)
+async fn serve_h2<F, Fut>(mut conn: ClientConn, handler: F, stop: oneshot::Receiver<()>)
 where
     F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,

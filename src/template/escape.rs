@@ -41,7 +41,7 @@ pub enum Refused {
 
 /// Appends `value` as exactly one path segment: `/`, `%`, `?`, `#` are encoded, and a value of
 /// `.` or `..` cannot climb the path.
-pub fn path_segment(value: &str, out: &mut String) -> Result<(), Refused> {
+pub(crate) fn path_segment(value: &str, out: &mut String) -> Result<(), Refused> {
     match value {
         "." => out.push_str("%2E"),
         ".." => out.push_str("%2E%2E"),
@@ -69,13 +69,13 @@ pub fn path_tail(value: &str, leading: bool, out: &mut String) -> Result<(), Ref
 }
 
 /// Appends `value` query-encoded: it cannot add a parameter or end the query.
-pub fn query_value(value: &str, out: &mut String) -> Result<(), Refused> {
+pub(crate) fn query_value(value: &str, out: &mut String) -> Result<(), Refused> {
     out.extend(utf8_percent_encode(value, QUERY));
     Ok(())
 }
 
 /// Appends `value` to a header value, refusing CR, LF and NUL (header injection).
-pub fn header_value(value: &str, out: &mut String) -> Result<(), Refused> {
+pub(crate) fn header_value(value: &str, out: &mut String) -> Result<(), Refused> {
     if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
         return Err(Refused::HeaderControl);
     }
@@ -84,7 +84,7 @@ pub fn header_value(value: &str, out: &mut String) -> Result<(), Refused> {
 }
 
 /// Appends `value` to a host, refusing anything but host-name characters.
-pub fn host_value(value: &str, out: &mut String) -> Result<(), Refused> {
+pub(crate) fn host_value(value: &str, out: &mut String) -> Result<(), Refused> {
     if !value.bytes().all(is_host_byte) {
         return Err(Refused::Host);
     }
@@ -97,7 +97,7 @@ fn is_host_byte(b: u8) -> bool {
 }
 
 /// Checks a complete `host[:port]`: a DNS name or an IP literal, with an optional numeric port.
-pub fn valid_authority(host: &str) -> bool {
+pub(crate) fn valid_authority(host: &str) -> bool {
     if host.is_empty() || !host.bytes().all(is_host_byte) {
         return false;
     }
@@ -116,7 +116,7 @@ pub fn valid_authority(host: &str) -> bool {
 }
 
 /// Splits `host[:port]` (IPv6 in brackets) into the host and the port text.
-pub fn split_port(host: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_port(host: &str) -> (&str, Option<&str>) {
     if host.starts_with('[') {
         return match host.find(']') {
             Some(i) if host[i + 1..].starts_with(':') => (&host[..=i], Some(&host[i + 2..])),
@@ -130,7 +130,7 @@ pub fn split_port(host: &str) -> (&str, Option<&str>) {
 }
 
 /// Percent-decodes one path segment for matching and capture. Invalid UTF-8 is replaced.
-pub fn decode_segment(seg: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn decode_segment(seg: &str) -> std::borrow::Cow<'_, str> {
     if seg.contains('%') { percent_decode_str(seg).decode_utf8_lossy() } else { std::borrow::Cow::Borrowed(seg) }
 }
 

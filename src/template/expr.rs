@@ -432,7 +432,7 @@ pub trait Scope {
 
 impl Bound {
     /// Evaluates the expression. A missing value renders as an empty string.
-    pub fn eval<'a>(&'a self, scope: &'a dyn Scope) -> Cow<'a, str> {
+    pub(crate) fn eval<'a>(&'a self, scope: &'a dyn Scope) -> Cow<'a, str> {
         match self {
             Bound::Lit(s) => Cow::Borrowed(s),
             Bound::Context(k) => Cow::Borrowed(scope.context(k).unwrap_or("")),
@@ -453,7 +453,7 @@ impl Bound {
     }
 
     /// True when the expression reads `context.*`.
-    pub fn uses_context(&self) -> bool {
+    pub(crate) fn uses_context(&self) -> bool {
         match self {
             Bound::Lit(_) | Bound::AccessToken => false,
             Bound::Context(_) => true,
@@ -464,7 +464,7 @@ impl Bound {
     }
 
     /// True when the expression reads `access_token`.
-    pub fn uses_token(&self) -> bool {
+    pub(crate) fn uses_token(&self) -> bool {
         match self {
             Bound::Lit(_) | Bound::Context(_) => false,
             Bound::AccessToken => true,
@@ -499,11 +499,11 @@ impl Parts<Bound> {
         }
     }
 
-    pub fn uses_context(&self) -> bool {
+    pub(crate) fn uses_context(&self) -> bool {
         self.0.iter().any(|p| matches!(p, Part::Expr(e) if e.uses_context()))
     }
 
-    pub fn uses_token(&self) -> bool {
+    pub(crate) fn uses_token(&self) -> bool {
         self.0.iter().any(|p| matches!(p, Part::Expr(e) if e.uses_token()))
     }
 
@@ -516,7 +516,7 @@ impl Parts<Bound> {
     }
 
     /// Renders into `out`, passing each expression's value through `escape`.
-    pub fn render_into<E>(
+    pub(crate) fn render_into<E>(
         &self,
         scope: &dyn Scope,
         out: &mut String,

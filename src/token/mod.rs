@@ -112,7 +112,7 @@ impl Token {
 
     /// Whether the token needs a new authorization before it can be used for an integration
     /// whose binding is `binding`.
-    pub fn needs_authorization(&self, binding: &str) -> bool {
+    pub(crate) fn needs_authorization(&self, binding: &str) -> bool {
         self.reauthorize || self.binding.as_deref().is_some_and(|b| b != binding)
     }
 
@@ -211,7 +211,7 @@ impl Tokens {
     }
 
     /// Forgets the token for `key`; false when there was none.
-    pub async fn delete(&self, key: &TokenKey) -> Result<bool, StoreError> {
+    pub(crate) async fn delete(&self, key: &TokenKey) -> Result<bool, StoreError> {
         let _w = self.write.lock().await;
         for _ in 0..WRITE_TRIES {
             let Some(current) = self.store.get(key).await? else {
@@ -243,7 +243,7 @@ impl Tokens {
     }
 
     /// Records what the store holds for `key` (`None`: nothing).
-    pub fn cache_set(&self, key: &TokenKey, token: Option<Arc<Token>>) {
+    pub(crate) fn cache_set(&self, key: &TokenKey, token: Option<Arc<Token>>) {
         self.cache.rcu(|m| {
             let mut m = Map::clone(m);
             match &token {

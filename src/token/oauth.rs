@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::{Token, unix_now};
 use crate::config::{IntegrationSpec, TokenAuth};
+use crate::http::ResponseHead;
 use crate::secret::Secret;
 use crate::upstream::{Body, Call, Target, Upstream, UpstreamError};
 
@@ -120,7 +121,8 @@ pub(crate) async fn request_token(
         }
     }
     let call = Call { method: &Method::POST, target, headers: &h, deadline };
-    let (head, body) = upstream.send(call, Body::full(form)).await.map_err(|e| match e {
+    let mut head = ResponseHead::new(http::StatusCode::OK);
+    let body = upstream.send(call, Body::full(form), &mut head).await.map_err(|e| match e {
         UpstreamError::Timeout { .. } => GrantError::Timeout,
         e => GrantError::Failed(e.to_string()),
     })?;

@@ -46,7 +46,7 @@ pub(crate) struct Need<'a> {
 }
 
 /// How a refresh ended, as every waiter sees it.
-type Outcome = Result<Arc<Token>, TokenError>;
+type Refreshed = Result<Arc<Token>, TokenError>;
 
 struct Backoff {
     failures: u32,
@@ -72,7 +72,7 @@ pub(crate) struct Refresher {
     upstream: Arc<Upstream>,
     counters: Counters,
     clock: Clock,
-    flights: Mutex<HashMap<TokenKey, watch::Receiver<Option<Outcome>>>>,
+    flights: Mutex<HashMap<TokenKey, watch::Receiver<Option<Refreshed>>>>,
     backoff: Mutex<HashMap<TokenKey, Backoff>>,
 }
 
@@ -173,7 +173,7 @@ impl Refresher {
 
     /// Joins the refresh in flight for the key, or starts one if the token is still the one
     /// `observed` (version; 0 for none).
-    async fn refresh(self: &Arc<Self>, need: Need<'_>, observed: u64, deadline: Instant) -> Outcome {
+    async fn refresh(self: &Arc<Self>, need: Need<'_>, observed: u64, deadline: Instant) -> Refreshed {
         let (key, integ) = (need.key, need.integration);
         let mut rx = {
             let mut flights = lock(&self.flights);
@@ -247,7 +247,7 @@ struct Run {
 }
 
 impl Run {
-    async fn run(self, tx: watch::Sender<Option<Outcome>>) {
+    async fn run(self, tx: watch::Sender<Option<Refreshed>>) {
         let deadline = Instant::now() + self.refresher.upstream.timeout();
         let observed = self.refresher.tokens.get(&self.key).map_or(0, |t| t.version);
         let outcome = self.coordinated(observed, deadline).await;
@@ -255,7 +255,7 @@ impl Run {
         let _ = tx.send(Some(outcome));
     }
 
-    async fn coordinated(&self, observed: u64, deadline: Instant) -> Outcome {
+    async fn coordinated(&self, observed: u64, deadline: Instant) -> Refreshed {
         let (r, key) = (&self.refresher, &self.key);
         let store = r.tokens.store().clone();
         let timed_out = || TokenError::EndpointTimeout { integration: self.integration.name.clone() };
@@ -311,7 +311,7 @@ impl Run {
 
     /// Refreshes while holding the lease. The store is read first: another process may have
     /// refreshed already, and its refresh token (rotated) must not be sent again.
-    async fn holding(&self, lease: &Lease, observed: u64, deadline: Instant) -> Outcome {
+    async fn holding(&self, lease: &Lease, observed: u64, deadline: Instant) -> Refreshed {
         let (r, key, integ) = (&self.refresher, &self.key, &*self.integration);
         let reauthorize = || TokenError::Reauthorize(key.clone());
         let current = match r.tokens.store().get(key).await {

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker, ready};
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -104,7 +104,7 @@ fn io_error(e: io::Error) -> SendError {
 }
 
 /// One upstream connection speaking HTTP/1.1, with its buffers.
-pub(crate) struct Conn {
+pub(crate) struct UpstreamConn {
     io: Io,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
@@ -128,10 +128,10 @@ pub(crate) struct Conn {
     keep_alive: bool,
 }
 
-impl Conn {
+impl UpstreamConn {
     /// A connection lives on the heap: it moves between the pool, the request and its body.
-    pub(crate) fn new(io: Io, key: Arc<str>, generation: u64) -> Box<Conn> {
-        Box::new(Conn {
+    pub(crate) fn new(io: Io, key: Arc<str>, generation: u64) -> Box<UpstreamConn> {
+        Box::new(UpstreamConn {
             io,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(512),
@@ -157,16 +157,17 @@ impl Conn {
         matches!(Pin::new(&mut self.io).poll_read(&mut cx, &mut buf), Poll::Pending)
     }
 
-    /// Writes the request and reads the answer head, which must arrive before the call's
-    /// deadline. The answer's body reads from this connection, which goes back to `pool` at its
-    /// end. On failure, whether the connection had carried a request before.
+    /// Writes the request and reads the answer head into `head`, which must arrive before the
+    /// call's deadline. The answer's body reads from this connection, which goes back to `pool`
+    /// at its end. On failure, whether the connection had carried a request before.
     pub(crate) async fn send(
         mut self: Box<Self>,
         pool: &Arc<Pool>,
         call: &Call<'_>,
         body: Body,
         leave_out: fn(&[u8]) -> bool,
-    ) -> Result<(ResponseHead, Body), (SendError, bool)> {
+        head: &mut ResponseHead,
+    ) -> Result<Body, (SendError, bool)> {
         let reused = self.reused;
         let mut timer = match self.timer.take() {
             Some(mut t) => {
@@ -176,7 +177,7 @@ impl Conn {
             None => Box::pin(tokio::time::sleep_until(call.deadline)),
         };
         let result = {
-            let mut exchange = std::pin::pin!(self.exchange(call, body, leave_out));
+            let mut exchange = std::pin::pin!(self.exchange(call, body, leave_out, head));
             // The timer is polled only when the exchange waits.
             std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
                 Poll::Ready(r) => Poll::Ready(r),
@@ -186,7 +187,7 @@ impl Conn {
         };
         self.timer = Some(timer);
         match result {
-            Ok((head, framing, keep_alive)) => {
+            Ok((framing, keep_alive)) => {
                 self.reused = true;
                 self.framing = framing;
                 self.keep_alive = keep_alive;
@@ -195,7 +196,7 @@ impl Conn {
                     // The connection is free now.
                     body.finish();
                 }
-                Ok((head, Body::Upstream(body)))
+                Ok(Body::Upstream(body))
             }
             Err(e) => Err((e, reused)),
         }
@@ -206,7 +207,8 @@ impl Conn {
         call: &Call<'_>,
         mut body: Body,
         leave_out: fn(&[u8]) -> bool,
-    ) -> Result<(ResponseHead, Framing, bool), SendError> {
+        head: &mut ResponseHead,
+    ) -> Result<(Framing, bool), SendError> {
         let delimit = match body.size_hint().exact() {
             Some(0) if body.is_end_stream() => match *call.method {
                 Method::POST | Method::PUT | Method::PATCH => Delimit::Length(0),
@@ -222,13 +224,15 @@ impl Conn {
             WriteError::Io(e) => io_error(e),
             WriteError::Body(e) => SendError::Body(e),
         })?;
+        // TLS buffers what it encrypts.
+        self.io.flush().await.map_err(io_error)?;
         drop(body);
 
         // Read heads until one that is not 1xx informational.
         let mut seen_any = false;
         loop {
             let parsed = loop {
-                if let Some(parsed) = parse_response(&mut self.rbuf, *call.method == Method::HEAD, leave_out)
+                if let Some(parsed) = parse_response(&mut self.rbuf, *call.method == Method::HEAD, leave_out, head)
                     .map_err(SendError::Protocol)?
                 {
                     break parsed;
@@ -245,7 +249,7 @@ impl Conn {
             };
             match parsed {
                 Parsed::Informational => continue,
-                Parsed::Final { head, framing, keep_alive } => return Ok((head, framing, keep_alive)),
+                Parsed::Final { framing, keep_alive } => return Ok((framing, keep_alive)),
             }
         }
     }
@@ -257,7 +261,7 @@ impl Conn {
 
 /// An answer body read from its connection as it is polled (the connection holds the state).
 pub(crate) struct UpstreamBody {
-    conn: Option<Box<Conn>>,
+    conn: Option<Box<UpstreamConn>>,
     pool: Arc<Pool>,
 }
 

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 pub(crate) use body::Body;
-use h1::{Conn, Io, SendError};
+use h1::{Io, SendError, UpstreamConn};
 use pool::{Checkout, Pool, WaitTicket};
 
 use crate::config::UpstreamConfig;
@@ -121,6 +121,8 @@ impl<'a> Target<'a> {
 /// The upstream client with bearerd's policies.
 pub(crate) struct Upstream {
     settings: ArcSwap<Settings>,
+    /// `allow_private_ips` of the settings, read on every request without loading them.
+    allow_private_ips: AtomicBool,
     h1: Arc<Pool>,
     h2: Mutex<HashMap<Arc<str>, http2::SendRequest<Body>>>,
     sweeping: AtomicBool,
@@ -144,7 +146,7 @@ impl Settings {
 
 /// A new connection: HTTP/1.1, or an HTTP/2 sender when TLS negotiated h2.
 enum Connected {
-    H1(Box<Conn>),
+    H1(Box<UpstreamConn>),
     H2(http2::SendRequest<Body>),
 }
 
@@ -209,6 +211,7 @@ impl Upstream {
     pub(crate) fn new(config: &UpstreamConfig, leave_out: fn(&[u8]) -> bool) -> Result<Upstream, String> {
         Ok(Upstream {
             settings: ArcSwap::from_pointee(Settings::new(config)?),
+            allow_private_ips: AtomicBool::new(config.allow_private_ips),
             h1: Arc::new(Pool::new(IDLE_TIMEOUT, MAX_IDLE_PER_ORIGIN, MAX_CONNECTING_PER_ORIGIN)),
             h2: Mutex::new(HashMap::new()),
             sweeping: AtomicBool::new(false),
@@ -223,6 +226,7 @@ impl Upstream {
             return Ok(false);
         }
         self.settings.store(Arc::new(Settings::new(config)?));
+        self.allow_private_ips.store(config.allow_private_ips, Ordering::Relaxed);
         self.h1.clear();
         self.h2.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(true)
@@ -236,7 +240,7 @@ impl Upstream {
     /// Refuses an IP-literal host that the policy does not allow (names are checked when they
     /// are resolved).
     pub(crate) fn check_literal(&self, authority: &str) -> Result<(), UpstreamError> {
-        if self.settings.load().config.allow_private_ips {
+        if self.allow_private_ips.load(Ordering::Relaxed) {
             return Ok(());
         }
         let (host, _) = split_port(authority);
@@ -247,10 +251,16 @@ impl Upstream {
         }
     }
 
-    /// Sends one request; the answer's head must arrive by the call's deadline. A request on a
-    /// pooled connection that the upstream had closed fails with [`UpstreamError::Closed`] (the
-    /// caller may send an idempotent one again).
-    pub(crate) async fn send(&self, call: Call<'_>, body: Body) -> Result<(ResponseHead, Body), UpstreamError> {
+    /// Sends one request; the answer's head must arrive by the call's deadline, and is written
+    /// into `head` (in place: it is large); the answer's body is returned. A request on a pooled
+    /// connection that the upstream had closed fails with [`UpstreamError::Closed`] (the caller
+    /// may send an idempotent one again).
+    pub(crate) async fn send(
+        &self,
+        call: Call<'_>,
+        body: Body,
+        head: &mut ResponseHead,
+    ) -> Result<Body, UpstreamError> {
         let target = call.target;
         if target.path_and_query.bytes().any(|b| b <= b' ' || b == 0x7f) || !target.path_and_query.starts_with('/') {
             // Rendering escapes every value: this is a bug, never something to send.
@@ -272,7 +282,7 @@ impl Upstream {
                 if let Some(ticket) = waited.take() {
                     ticket.pass_on();
                 }
-                let send = self.send_h2(sender, &call, body, true);
+                let send = self.send_h2(sender, &call, body, true, head);
                 return Box::pin(tokio::time::timeout_at(deadline, send)).await.unwrap_or_else(|_| Err(timeout()));
             }
             let checkout = self.h1.checkout(target.origin);
@@ -286,7 +296,7 @@ impl Upstream {
                     match connected.map_err(|_| timeout())?? {
                         Connected::H1(c) => break c,
                         Connected::H2(sender) => {
-                            let send = self.send_h2(sender, &call, body, false);
+                            let send = self.send_h2(sender, &call, body, false, head);
                             return Box::pin(tokio::time::timeout_at(deadline, send))
                                 .await
                                 .unwrap_or_else(|_| Err(timeout()));
@@ -300,8 +310,8 @@ impl Upstream {
             }
         };
         let host = || target.authority.to_string();
-        match conn.send(&self.h1, &call, body, self.leave_out).await {
-            Ok(answer) => Ok(answer),
+        match conn.send(&self.h1, &call, body, self.leave_out, head).await {
+            Ok(body) => Ok(body),
             Err((SendError::Closed, true)) => Err(UpstreamError::Closed { host: host() }),
             Err((SendError::Timeout, _)) => Err(timeout()),
             Err((SendError::Body(e), _)) => Err(UpstreamError::RequestBody(e.to_string())),
@@ -328,7 +338,8 @@ impl Upstream {
         call: &Call<'_>,
         body: Body,
         reused: bool,
-    ) -> Result<(ResponseHead, Body), UpstreamError> {
+        head: &mut ResponseHead,
+    ) -> Result<Body, UpstreamError> {
         let target = call.target;
         let host = target.authority;
         let uri = Uri::builder()
@@ -348,9 +359,9 @@ impl Upstream {
         match result {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
-                let head =
+                *head =
                     ResponseHead { status: parts.status, version: parts.version, headers: parts.headers, raw: None };
-                Ok((head, Body::Hyper(body)))
+                Ok(Body::Hyper(body))
             }
             Err(e) => {
                 let closed = e.is_canceled() || e.is_closed() || e.is_incomplete_message();
@@ -420,7 +431,7 @@ impl Upstream {
         let _ = socket2::SockRef::from(&tcp)
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
         if !target.https {
-            return Ok(Connected::H1(Conn::new(Io::Plain(tcp), target.origin.into(), generation)));
+            return Ok(Connected::H1(UpstreamConn::new(Io::Plain(tcp), target.origin.into(), generation)));
         }
         let server_name = ServerName::try_from(name.to_string())
             .map_err(|e| UpstreamError::Tls { host: host(), reason: e.to_string() })?;
@@ -431,7 +442,7 @@ impl Upstream {
             }
         })?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Ok(Connected::H1(Conn::new(Io::Tls(Box::new(tls)), target.origin.into(), generation)));
+            return Ok(Connected::H1(UpstreamConn::new(Io::Tls(Box::new(tls)), target.origin.into(), generation)));
         }
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(tls))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::h1::Conn;
+use super::h1::UpstreamConn;
 use crate::fasthash::FastMap;
 
 /// One origin's idle connections, and the connections being opened to it.
@@ -14,7 +14,7 @@ use crate::fasthash::FastMap;
 struct Origin {
     /// Boxed as they are everywhere else: a checkout moves a pointer, not the connection.
     #[allow(clippy::vec_box)]
-    idle: Vec<Box<Conn>>,
+    idle: Vec<Box<UpstreamConn>>,
     connecting: usize,
     waiting: usize,
     /// Wakes a waiting request when a connection comes back or a connect slot frees up.
@@ -37,7 +37,7 @@ pub(crate) struct Pool {
 /// What a request gets from [`Pool::checkout`].
 pub(crate) enum Checkout {
     /// A live pooled connection.
-    Idle(Box<Conn>),
+    Idle(Box<UpstreamConn>),
     /// Permission to open a connection (given back when dropped).
     Connect(ConnectPermit),
     /// Wait for [`WaitTicket::ready`], then check out again.
@@ -155,7 +155,7 @@ impl Pool {
     }
 
     /// Takes back a connection whose answer was read to its end.
-    pub(crate) fn put(&self, conn: Box<Conn>) {
+    pub(crate) fn put(&self, conn: Box<UpstreamConn>) {
         if conn.generation != self.generation() {
             return;
         }
