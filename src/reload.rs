@@ -4,6 +4,7 @@
 //! serving. Requests in flight keep the snapshot they started with.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +20,25 @@ use crate::state::State;
 
 /// Events closer together than this are one change (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// A reload follows the first event of a change within this long, even while events keep coming
+/// (a file that is written again and again must not postpone reloads for ever).
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// The file names a change to which may change the configuration: those of every file read,
+/// the FDK file kinds (a file that appears), and the names a Kubernetes ConfigMap volume swaps
+/// (`..data`) or an app folder links (`config`). Events for any other file (a log written
+/// beside `bearerd.yaml`) are not a change.
+fn relevant_names(config: &Config) -> BTreeSet<OsString> {
+    let mut names: BTreeSet<OsString> = config.files.iter().filter_map(|f| f.file_name().map(Into::into)).collect();
+    for n in ["manifest.json", "requests.json", "oauth_config.json", "iparams.json", "..data", "config"] {
+        names.insert(n.into());
+    }
+    names
+}
+
+fn is_relevant(event: &notify::Event, names: &BTreeSet<OsString>) -> bool {
+    !event.kind.is_access() && event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.contains(n)))
+}
 
 /// Reloads the configuration of a running process: serialised, and remembering what the last
 /// reload read.
@@ -185,8 +205,12 @@ fn watched_dirs(config: &Config) -> BTreeSet<PathBuf> {
 /// Starts watching the configuration's folders; every debounced change reloads.
 pub(crate) fn spawn_watcher(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    let config = |r: &Reloader| r.state.snapshot.load().config.clone();
+    let names = Arc::new(std::sync::RwLock::new(relevant_names(&config(&reloader))));
+    let seen = names.clone();
     let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok_and(|e| !e.kind.is_access()) {
+        let names = seen.read().unwrap_or_else(|p| p.into_inner());
+        if res.is_ok_and(|e| is_relevant(&e, &names)) {
             let _ = tx.try_send(());
         }
     }) {
@@ -197,7 +221,6 @@ pub(crate) fn spawn_watcher(reloader: Arc<Reloader>, mut stop: watch::Receiver<b
         }
     };
     let mut watching = BTreeSet::new();
-    let config = |r: &Reloader| r.state.snapshot.load().config.clone();
     update_watches(&mut watcher, &mut watching, watched_dirs(&config(&reloader)));
     Some(tokio::spawn(async move {
         loop {
@@ -205,11 +228,16 @@ pub(crate) fn spawn_watcher(reloader: Arc<Reloader>, mut stop: watch::Receiver<b
                 event = rx.recv() => if event.is_none() { break },
                 _ = stop.changed() => break,
             }
-            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            let first = tokio::time::Instant::now();
+            while first.elapsed() < MAX_DEBOUNCE
+                && let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await
+            {}
             if let Ok(r) = reloader.reload("watch").await
                 && r.changed
             {
-                update_watches(&mut watcher, &mut watching, watched_dirs(&config(&reloader)));
+                let now = config(&reloader);
+                *names.write().unwrap_or_else(|p| p.into_inner()) = relevant_names(&now);
+                update_watches(&mut watcher, &mut watching, watched_dirs(&now));
             }
         }
     }))

@@ -325,3 +325,37 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
     }
     Ok(out)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_that_keep_changing_beside_the_configuration_do_not_postpone_a_reload() {
+    let (dir, api, b) = setup().await;
+    // A log written beside bearerd.yaml and a cache file the app keeps rewriting in its folder.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, root) = (stop.clone(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                std::fs::write(root.join("bearerd.log"), format!("line {n}\n")).unwrap();
+                std::fs::write(root.join("apps/demo/config/cache.tmp"), n.to_string()).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            n
+        })
+    };
+    dir.app(
+        "demo",
+        &json!({"first": template(&api.host(), "/first"), "second": template(&api.host(), "/second")}),
+        None,
+    );
+    let took = eventually(Duration::from_secs(3), "the new template served while other files change", async || {
+        b.invoke("second", json!({})).await.status == 200
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    println!("new template served after {took:?} while {writes} other writes went on");
+    assert!(writes > 20, "the other files kept changing ({writes} writes)");
+    b.shutdown().await;
+}
