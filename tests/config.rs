@@ -37,6 +37,19 @@ fn yaml_problems() {
     );
     assert_has(&load_err(&dir, &format!("admin: {{listn: x}}\n{app}")), "/admin/listn: unknown field `listn`");
     assert_has(&load_err(&dir, "listen: 127.0.0.1:0\n"), "missing field `apps`");
+    // Every typo, not only the first; a number where a duration goes says what it wants.
+    let errs = load_err(
+        &dir,
+        &format!("lisen: x\nadmin: {{listn: x}}\nupstream: {{timeout: 15}}\nrefresh: {{replay_buffer: 64}}\n{app}"),
+    );
+    assert_has(&errs, "/lisen: unknown field `lisen`");
+    assert_has(&errs, "/admin/listn: unknown field `listn`");
+    assert_has(
+        &errs,
+        "/upstream/timeout: must be a duration like 15s (a number needs a unit: ms, s, m or h), not integer `15`",
+    );
+    assert_has(&errs, "/refresh/replay_buffer: must be a size like 64KiB, not integer `64`");
+    assert_eq!(errs.len(), 4, "{errs:?}");
     assert_has(
         &load_err(&dir, &format!("listen: ${{UNSET_VAR}}\n{app}")),
         "/listen: environment variable UNSET_VAR is not set",
@@ -204,10 +217,15 @@ fn manifest_declarations_and_undeclared_templates() {
             .any(|w| w.to_string().contains("not declared in manifest.json, so they cannot be invoked: hidden"))
     );
     dir.write("apps/demo/config/requests.json", "{ not json");
-    assert_has(
-        &load_err(&dir, "apps:\n  - {name: demo, path: apps/demo}\n"),
-        "app demo: config/requests.json: not valid JSON",
-    );
+    let errs = load_err(&dir, "apps:\n  - {name: demo, path: apps/demo}\n");
+    assert_has(&errs, "app demo: config/requests.json: not valid JSON");
+    assert_eq!(errs.len(), 1, "no follow-on errors for the declared templates: {errs:?}");
+    // The same for oauth_config.json: templates naming an integration add nothing to its error.
+    good_app(&dir);
+    dir.write("apps/demo/config/oauth_config.json", "{\"integrations\": ");
+    let errs = load_err(&dir, "apps:\n  - {name: demo, path: apps/demo}\n");
+    assert_has(&errs, "app demo: config/oauth_config.json: not valid JSON");
+    assert_eq!(errs.len(), 1, "{errs:?}");
 }
 
 #[test]

@@ -85,8 +85,11 @@ pub(crate) fn load_app(dir: &Path, values: &AppValues, upstream: &UpstreamConfig
     app.integrations = integrations.into_iter().map(Arc::new).collect();
 
     let Some(requests) = requests else {
-        for (name, p) in &declared {
-            d.error(p.file, &p.pointer, format!("template \"{name}\" is declared but {REQUESTS} is missing"));
+        // A requests.json that is there but unreadable has its own error: no follow-on ones.
+        if !dir.join(REQUESTS).exists() {
+            for (name, p) in &declared {
+                d.error(p.file, &p.pointer, format!("template \"{name}\" is declared but {REQUESTS} is missing"));
+            }
         }
         return app;
     };
@@ -110,6 +113,8 @@ pub(crate) fn load_app(dir: &Path, values: &AppValues, upstream: &UpstreamConfig
         legacy,
         oauth_flat: &values.oauth_iparams,
         oauth_present: oauth.is_some(),
+        // There, but not readable (its own error says why): templates naming it add none.
+        oauth_unreadable: oauth.is_none() && dir.join(OAUTH).exists(),
         upstream,
     };
     let mut undeclared = Vec::new();

@@ -248,6 +248,27 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<St
 }
 
 /// Parses `60s`, `500ms`, `2m`, `1h` (or a bare number of seconds).
+/// A clearer message for what serde says of a value of the wrong kind where a duration or a
+/// size is expected (`timeout: 15`).
+pub(crate) fn explain(pointer: &str, message: &str) -> String {
+    const DURATIONS: [&str; 3] = ["/refresh/skew", "/upstream/connect_timeout", "/upstream/timeout"];
+    if message.starts_with("invalid type") {
+        if DURATIONS.contains(&pointer) {
+            let kind = kind_of(message);
+            return format!("must be a duration like 15s (a number needs a unit: ms, s, m or h), not {kind}");
+        }
+        if pointer == "/refresh/replay_buffer" {
+            return format!("must be a size like 64KiB, not {}", kind_of(message));
+        }
+    }
+    message.to_string()
+}
+
+/// "invalid type: integer `15`, expected a string" -> "integer `15`".
+fn kind_of(message: &str) -> &str {
+    message.trim_start_matches("invalid type: ").split(", expected").next().unwrap_or(message)
+}
+
 pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());

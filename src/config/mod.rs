@@ -239,13 +239,38 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     for (p, m) in env_errors {
         d.error(&shown, p, m);
     }
-    let parsed: file::FileConfig = match serde_path_to_error::deserialize(value) {
-        Ok(c) => c,
-        Err(e) => {
-            let p = e.path().to_string();
-            let p = if p == "." { String::new() } else { format!("/{}", p.replace('.', "/")) };
-            d.error(&shown, p, e.into_inner().to_string());
-            return fail(d);
+    // Every problem, not only the first: each one found is reported, its key taken out, and
+    // the file read again (a key that cannot be taken out, such as a missing `apps`, ends it).
+    let parsed: file::FileConfig = loop {
+        match serde_path_to_error::deserialize::<_, file::FileConfig>(value.clone()) {
+            Ok(c) => break c,
+            Err(e) => {
+                let segments: Vec<String> = e
+                    .path()
+                    .iter()
+                    .filter_map(|s| match s {
+                        serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                        serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                        serde_path_to_error::Segment::Unknown => None,
+                    })
+                    .collect();
+                let pointer: String = segments.iter().map(|s| format!("/{}", ptr(s))).collect();
+                d.error(&shown, &pointer, file::explain(&pointer, &e.into_inner().to_string()));
+                let removed = match segments.split_last() {
+                    Some((last, parent)) if d.errors.len() < 100 => {
+                        let parent: String = parent.iter().map(|s| format!("/{}", ptr(s))).collect();
+                        match value.pointer_mut(&parent) {
+                            Some(serde_json::Value::Object(m)) => m.remove(last).is_some(),
+                            _ => false,
+                        }
+                    }
+                    _ => false,
+                };
+                if !removed {
+                    return fail(d);
+                }
+            }
         }
     };
     if !d.errors.is_empty() {

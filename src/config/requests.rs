@@ -27,8 +27,12 @@ pub(super) struct TemplateCtx<'a> {
     /// oauth_iparams values for templates without an integration.
     pub(super) oauth_flat: &'a HashMap<String, String>,
     pub(super) oauth_present: bool,
+    pub(super) oauth_unreadable: bool,
     pub(super) upstream: &'a UpstreamConfig,
 }
+
+/// The keys of a template's `schema` (`body` is read only to say it is ignored).
+const SCHEMA_KEYS: [&str; 7] = ["method", "protocol", "host", "path", "headers", "query", "body"];
 
 const ALLOW_HOST: Allow = Allow { context: true, iparam: true, oauth_iparams: true, access_token: false };
 const ALLOW_PATH: Allow = Allow { context: true, iparam: true, oauth_iparams: false, access_token: false };
@@ -56,6 +60,13 @@ pub(super) fn compile_template(
         return None;
     };
     let sp = format!("{base}/schema");
+    for key in schema.keys().filter(|k| !SCHEMA_KEYS.contains(&k.as_str())) {
+        d.error(
+            REQUESTS,
+            format!("{sp}/{}", ptr(key)),
+            format!("unknown key `{key}` (a schema has method, protocol, host, path, headers and query)"),
+        );
+    }
     let options = Options::read(def, decl, &base, d);
     let integration = options.integration(name, &base, c, d);
     let method = method(schema, &sp, d);
@@ -159,6 +170,9 @@ impl Options {
 
     /// The integration `oauth` or `isOAuth` selects, by index.
     fn integration(&self, name: &str, base: &str, c: &TemplateCtx<'_>, d: &mut Diag) -> Option<usize> {
+        if c.oauth_unreadable {
+            return None;
+        }
         match (&self.oauth, self.is_oauth) {
             (Some((_, file, p)), true) => {
                 d.error(file, p, "options.oauth and options.isOAuth cannot both be set");
@@ -529,6 +543,7 @@ mod tests {
             legacy: None,
             oauth_flat: &w.none,
             oauth_present: false,
+            oauth_unreadable: false,
             upstream: &w.upstream,
         };
         let decl = Decl {
@@ -557,13 +572,14 @@ mod tests {
 
     #[test]
     fn every_problem_is_named_by_its_path() {
-        let def = json!({"schema": {"method": "FETCH", "protocol": "http", "host": "https://x.com/p",
+        let def = json!({"schema": {"method": "FETCH", "protocol": "http", "host": "https://x.com/p", "pathh": "/",
             "path": "v1", "headers": {"Content-Length": "1", "Authorization": "Bearer <%= access_token %>"}},
             "options": {"maxAttempts": 9, "oauth": "gh"}});
         let (t, d) = compile(&world(), def, None);
         assert!(t.is_none());
         let pointers: Vec<&str> = d.errors.iter().map(|e| e.pointer.as_str()).collect();
         for p in [
+            "/t/schema/pathh",
             "/t/schema/method",
             "/t/schema/protocol",
             "/t/schema/host",
