@@ -51,7 +51,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json = cli.log_format.or_else(|| std::env::var("BEARERD_LOG_FORMAT").ok()).is_some_and(|f| f == "json");
+    let format = cli.log_format.or_else(|| std::env::var("BEARERD_LOG_FORMAT").ok());
+    let json = match format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            eprintln!("error: BEARERD_LOG_FORMAT={other}: the log format is text or json");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(json);
     match cli.command {
         Command::Run { config } => run(config),
@@ -78,9 +86,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// Directives of `RUST_LOG` that name a log target without a level (`RUST_LOG=verbose`): valid,
+/// but they turn on that target alone, which silences bearerd's own logs.
+fn bare_targets(rust_log: &str) -> Vec<&str> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    rust_log
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains('['))
+        .filter(|d| !LEVELS.iter().any(|l| d.eq_ignore_ascii_case(l)) && !d.starts_with("bearerd"))
+        .collect()
+}
+
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
+    for target in bare_targets(&rust_log) {
+        eprintln!(
+            "warning: RUST_LOG: `{target}` is a log target, not a level, so only that target logs; levels are trace, debug, info, warn, error and off (RUST_LOG=debug, or RUST_LOG=bearerd=debug)"
+        );
+    }
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(e) => {
+            if !rust_log.is_empty() {
+                eprintln!("warning: RUST_LOG={rust_log} is not understood ({e}); logging at info");
+            }
+            EnvFilter::new("info")
+        }
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {

@@ -177,3 +177,28 @@ async fn a_kill_during_store_writes_leaves_the_old_or_the_new_token() {
         );
     }
 }
+
+#[test]
+fn log_settings_that_would_hide_the_logs_are_not_taken_silently() {
+    let (_dir, cfg) = setup();
+    let check = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bearerd"));
+        cmd.args(["check", "--config"]).arg(&cfg).env_remove("RUST_LOG").env_remove("BEARERD_LOG_FORMAT");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = check(&[("BEARERD_LOG_FORMAT", "xml")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("BEARERD_LOG_FORMAT=xml: the log format is text or json"), "{err}");
+    assert_eq!(check(&[("BEARERD_LOG_FORMAT", "json")]).0, Some(0));
+    let (code, err) = check(&[("RUST_LOG", "verbose")]);
+    assert_eq!(code, Some(0));
+    assert!(err.contains("`verbose` is a log target, not a level"), "{err}");
+    for fine in ["debug", "bearerd=debug,hyper=warn", "info,bearerd::access=off"] {
+        let (_, err) = check(&[("RUST_LOG", fine)]);
+        assert!(!err.contains("warning: RUST_LOG"), "{fine}: {err}");
+    }
+}
