@@ -196,8 +196,10 @@ pub(crate) fn answer_lines(template: &HeaderValue, attempts: u32) -> Bytes {
     Bytes::from(w)
 }
 
-/// Whether `name` is one of the headers bearerd sets on every answer ([`answer_lines`]).
-pub(crate) fn is_answer_header(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(X_TEMPLATE.as_str().as_bytes())
-        || name.eq_ignore_ascii_case(X_ATTEMPTS.as_str().as_bytes())
+/// Whether `name` is in bearerd's own namespace (`x-bearerd-*`): an upstream's lines of it never
+/// reach the application, which must be able to trust `x-bearerd-template`, `-attempts` and
+/// `-error`.
+pub(crate) fn is_bearerd_header(name: &[u8]) -> bool {
+    const PREFIX: &[u8] = b"x-bearerd-";
+    name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
 }

@@ -714,8 +714,11 @@ async fn pooled_http1_connections_keep_the_deadline_and_bearerd_headers() {
                     b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate"
                 }
                 "/flaky" if first_flaky => b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
-                // An upstream's own x-bearerd-attempts is not passed on next to bearerd's.
-                _ => b"HTTP/1.1 200 OK\r\nx-up: 1\r\nX-Bearerd-Attempts: 9\r\ncontent-length: 2\r\n\r\nok",
+                // A 204 never carries framing; an upstream's x-bearerd-* never reaches the client.
+                "/empty" => b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nx-bearerd-error: 1\r\nx-up: 2\r\n\r\n",
+                // An upstream's own x-bearerd-attempts is not passed on next to bearerd's, nor its
+                // x-bearerd-error (bearerd's errors are told apart by it).
+                _ => b"HTTP/1.1 200 OK\r\nx-up: 1\r\nX-Bearerd-Attempts: 9\r\nX-Bearerd-Error: 1\r\ncontent-length: 2\r\n\r\nok",
             };
             (vec![answer.to_vec()], true)
         })
@@ -726,7 +729,11 @@ async fn pooled_http1_connections_keep_the_deadline_and_bearerd_headers() {
         json!({"schema": {"method": "GET", "protocol": "http", "host": format!("localhost:{port}"), "path": p},
                              "options": {"maxAttempts": 2, "retryDelay": 10}})
     };
-    dir.app("demo", &json!({"quick": t("/quick"), "slow": t("/slow"), "flaky": t("/flaky")}), None);
+    dir.app(
+        "demo",
+        &json!({"quick": t("/quick"), "slow": t("/slow"), "flaky": t("/flaky"), "empty": t("/empty")}),
+        None,
+    );
     let cfg = dir.write(
         "bearerd.yaml",
         "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: t.json}\n\
@@ -739,6 +746,7 @@ async fn pooled_http1_connections_keep_the_deadline_and_bearerd_headers() {
         assert_eq!((r.status, r.text().as_str(), r.header("x-up")), (200, "ok", Some("1")));
         assert_eq!((r.header("x-bearerd-template"), r.header("x-bearerd-attempts")), (Some("quick"), Some("1")));
         assert_eq!(r.headers.get_all("x-bearerd-attempts").iter().count(), 1);
+        assert_eq!(r.header("x-bearerd-error"), None, "an upstream's x-bearerd-error is not passed on");
     };
     let slow = async || {
         let t0 = std::time::Instant::now();
@@ -757,9 +765,159 @@ async fn pooled_http1_connections_keep_the_deadline_and_bearerd_headers() {
     quick().await;
     slow().await;
     assert_eq!(count(), 2);
+    let r = b.invoke("empty", json!({})).await;
+    assert_eq!((r.status, r.header("x-up"), r.header("content-length")), (204, Some("2"), None), "{:?}", r.headers);
+    assert_eq!((r.header("x-bearerd-error"), r.header("x-bearerd-template")), (None, Some("empty")));
     // After a retry, bearerd's headers still follow the upstream's own lines.
     let r = b.invoke("flaky", json!({})).await;
     assert_eq!((r.status, r.text().as_str(), r.header("x-up")), (200, "ok", Some("1")));
     assert_eq!((r.header("x-bearerd-template"), r.header("x-bearerd-attempts")), (Some("flaky"), Some("2")));
+    b.shutdown().await;
+}
+
+/// Writes `head`, then (when given) `body` whole before reading anything, as Python's
+/// `http.client` does; the answer read to the end of the connection.
+async fn write_all_then_read(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> Result<String, std::io::Error> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await??;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_answers_reach_clients_that_write_their_whole_body_first() {
+    let (_d, _ca, api, b) = setup(
+        json!({"post": tpl("POST", "/in", json!({}), false), "auth": tpl("POST", "/a", json!({"Authorization": "Bearer <%= access_token %>"}), true)}),
+        false,
+    )
+    .await;
+    let big = vec![b'x'; 8 << 20];
+    // Too large for /invoke: 413, though the client sends all 8 MiB before reading.
+    let head = format!("POST /invoke/post HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n", big.len());
+    let out = write_all_then_read(b.data, &head, &big).await.expect("no reset: the rest was read and dropped");
+    assert!(out.starts_with("HTTP/1.1 413"), "{}", &out[..out.len().min(200)]);
+    // No template: 403, same client.
+    let head = format!("POST /nowhere HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", api.host(), big.len());
+    let out = write_all_then_read(b.data, &head, &big).await.expect("no reset");
+    assert!(out.starts_with("HTTP/1.1 403"), "{}", &out[..out.len().min(200)]);
+    assert_eq!(api.count(), 0);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_continue_gets_the_final_status_at_once_when_it_is_known() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (_d, _ca, api, b) = setup(
+        json!({"post": tpl("POST", "/in", json!({}), false), "auth": tpl("POST", "/a", json!({"Authorization": "Bearer <%= access_token %>"}), true)}),
+        false,
+    )
+    .await;
+    let host = api.host();
+    // Each of these is refused before its body is needed: the first thing back is the final
+    // status, never `100 Continue`.
+    let refused = [
+        (
+            format!(
+                "POST /invoke/post HTTP/1.1\r\nHost: b\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+                2 << 20
+            ),
+            "413",
+        ),
+        (format!("POST /nowhere HTTP/1.1\r\nHost: {host}\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"), "403"),
+        (
+            "POST /invoke/auth HTTP/1.1\r\nHost: b\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n".to_string(),
+            "401",
+        ),
+        (format!("POST /a HTTP/1.1\r\nHost: {host}\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"), "401"),
+    ];
+    for (head, status) in refused {
+        let mut s = tokio::net::TcpStream::connect(b.data).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]);
+        assert!(got.starts_with(&format!("HTTP/1.1 {status}")), "{head:?}: {got}");
+    }
+    assert_eq!(api.count(), 0, "nothing was forwarded");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_stops_arriving_is_given_up() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (_d, _ca, api, b) = setup(json!({"post": tpl("POST", "/in", json!({}), false)}), false).await;
+    let bodies = [
+        format!("POST /in HTTP/1.1\r\nHost: {}\r\nContent-Length: 100\r\n\r\n0123456789", api.host()),
+        format!("POST /in HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", api.host()),
+        "POST /invoke/post HTTP/1.1\r\nHost: b\r\nContent-Length: 100\r\n\r\n{\"body\": ".to_string(),
+    ];
+    let waits: Vec<_> = bodies
+        .into_iter()
+        .map(|start| {
+            let addr = b.data;
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.write_all(start.as_bytes()).await.unwrap();
+                let t0 = std::time::Instant::now();
+                let mut out = Vec::new();
+                let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+                (read.is_ok(), t0.elapsed(), String::from_utf8_lossy(&out).into_owned())
+            })
+        })
+        .collect();
+    for w in waits {
+        let (closed, waited, out) = w.await.unwrap();
+        assert!(closed, "the connection was not given up: {out}");
+        assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(16), "{waited:?}");
+        assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
+    }
+    assert_eq!(api.count(), 0, "no stalled body reached the API whole");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_does_not_hold_the_upstream_connection() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // The upstream answers 64 MiB; the client reads the head and stops.
+    let (port, _connections) = h1_upstream(move |_| {
+        Box::pin(async move {
+            let mut pieces = vec![format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", 64 << 20).into_bytes()];
+            pieces.extend((0..64).map(|_| vec![b'x'; 1 << 20]));
+            (pieces, false)
+        })
+    })
+    .await;
+    let dir = TempDir::new();
+    let t =
+        json!({"schema": {"method": "GET", "protocol": "http", "host": format!("localhost:{port}"), "path": "/big"}});
+    dir.app("demo", &json!({"big": t}), None);
+    let cfg = dir.write(
+        "bearerd.yaml",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: t.json}\n\
+         upstream: {allow_http: true, allow_private_ips: true, timeout: 1s}\napps:\n  - {name: demo, path: apps/demo}\n",
+    );
+    let b = start(&cfg).await;
+    let mut s = tokio::net::TcpStream::connect(b.data).await.unwrap();
+    s.write_all(b"POST /invoke/big HTTP/1.1\r\nHost: b\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Stop reading. bearerd gives the answer up after the timeout without progress: the
+    // connection is closed and what the kernel buffered ends early.
+    let t0 = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut total = n;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(k)) => total += k,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the connection stayed open after {:?}", t0.elapsed());
+    assert!(total < 64 << 20, "the answer was cut short ({total} bytes)");
     b.shutdown().await;
 }

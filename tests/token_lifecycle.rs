@@ -365,6 +365,15 @@ async fn client_credentials_are_fetched_once_on_first_need(store: Store) {
     assert_eq!(w.b.admin("GET", "/auth/authorize/demo/api", "").await.status, 400, "nothing to authorize");
     assert_eq!(w.b.invoke("get", json!({})).await.status, 200);
     assert_eq!(w.provider.grants("client_credentials"), 1, "cached until near expiry");
+    // Accounts are not minted by requests: one token per integration whatever they name.
+    for n in 0..50 {
+        let account = format!("acct-{n}");
+        let r = w.b.invoke_with("get", json!({}), &[("x-bearerd-account", account.as_str())]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(w.provider.grants("client_credentials"), 1, "no grant per named account");
+    let tokens = w.b.admin("GET", "/admin/tokens", "").await.json();
+    assert_eq!(tokens.as_array().unwrap().len(), 1, "one stored token: {tokens}");
 }
 
 fn url_params(url: &str) -> std::collections::HashMap<String, String> {

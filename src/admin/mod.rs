@@ -20,6 +20,8 @@ use crate::token::{DEFAULT_ACCOUNT, Token, TokenKey, TokenState, unix_now};
 use crate::upstream::Body;
 
 const MAX_ADMIN_BODY: usize = 64 * 1024;
+/// How long an admin request body may take to arrive.
+const ADMIN_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The control plane: the shared state it reads and changes, and what is its own.
 pub struct Admin {
@@ -151,9 +153,18 @@ async fn admin_api(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
                     Err(e) => store_error(e),
                 };
             }
-            let body = match http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return bad("the body must be a JSON object of at most 64 KiB"),
+            let collect = http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY).collect();
+            let body = match tokio::time::timeout(ADMIN_BODY_TIMEOUT, collect).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(_)) => return bad("the body must be a JSON object of at most 64 KiB"),
+                Err(_) => {
+                    let mut r = json(
+                        StatusCode::REQUEST_TIMEOUT,
+                        serde_json::json!({"message": "the body did not arrive in time"}),
+                    );
+                    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    return r;
+                }
             };
             let put: PutToken = match serde_json::from_slice(&body) {
                 Ok(p) => p,

@@ -6,11 +6,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use http::header::{self, HeaderMap};
 use tokio::io::AsyncRead;
 
 /// The longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4096;
+/// The largest trailer section accepted (its lines are read and dropped).
+const MAX_TRAILERS: u32 = 16 * 1024;
 
 /// How a message body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,19 +42,16 @@ pub(crate) enum Chunk {
     Size,
     Data(u64),
     DataEnd,
-    Trailer,
+    /// In the trailer section, this many bytes into it.
+    Trailer(u32),
 }
 
 /// The framing a message's `Transfer-Encoding` and `Content-Length` declare (RFC 9112 6.1-6.3),
 /// or `None` when it has neither. Both together, a transfer coding that does not end in
 /// `chunked` (`close_delimited` false: a request) and conflicting or malformed lengths are
 /// refused.
-pub(crate) fn declared(headers: &HeaderMap, close_delimited: bool) -> Result<Option<Framing>, &'static str> {
-    let te = headers.get(header::TRANSFER_ENCODING).map(|v| v.as_bytes());
-    declared_by(te, headers.get_all(header::CONTENT_LENGTH).iter().map(|v| v.as_bytes()), close_delimited)
-}
-
-/// [`declared`], from the raw values of `Transfer-Encoding` and of every `Content-Length`.
+/// From the raw values of `Transfer-Encoding` and of every `Content-Length`. (A request's
+/// transfer codings are checked further by [`super::server`].)
 pub(crate) fn declared_by<'a>(
     te: Option<&[u8]>,
     lengths: impl Iterator<Item = &'a [u8]>,
@@ -144,13 +142,19 @@ enum Step {
 
 /// One step of the chunked decoder over the bytes buffered so far.
 fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
+    // RFC 9112 7.1: lines end in CRLF; a bare LF or a CR elsewhere is refused, as are control
+    // characters, so that no other parser can read the framing differently.
     let line = |buf: &mut BytesMut| -> Result<Option<BytesMut>, &'static str> {
         match buf.iter().position(|&b| b == b'\n') {
             Some(i) => {
                 let mut l = buf.split_to(i + 1);
                 l.truncate(i);
-                if l.last() == Some(&b'\r') {
-                    l.truncate(i - 1);
+                if l.last() != Some(&b'\r') {
+                    return Err("a chunk line not ended by CRLF");
+                }
+                l.truncate(i - 1);
+                if l.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                    return Err("a control character in a chunk line");
                 }
                 Ok(Some(l))
             }
@@ -161,16 +165,15 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
     match state {
         Chunk::Size => {
             let Some(l) = line(buf)? else { return Ok(Step::More) };
-            let digits = l[..].split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
-            if digits.is_empty() || digits.len() > 15 {
+            // chunk-size [ BWS ";" chunk-ext ]: hex digits first, then nothing or extensions.
+            let end = l.iter().position(|b| !b.is_ascii_hexdigit()).unwrap_or(l.len());
+            let (digits, rest) = l.split_at(end);
+            let rest = rest.trim_ascii_start();
+            if digits.is_empty() || digits.len() > 15 || !(rest.is_empty() || rest.starts_with(b";")) {
                 return Err("bad chunk size");
             }
-            let mut n = 0u64;
-            for &d in digits {
-                let v = (d as char).to_digit(16).ok_or("bad chunk size")?;
-                n = n * 16 + u64::from(v);
-            }
-            Ok(Step::Next(if n == 0 { Chunk::Trailer } else { Chunk::Data(n) }))
+            let n = digits.iter().fold(0u64, |n, &d| n * 16 + u64::from((d as char).to_digit(16).unwrap_or(0)));
+            Ok(Step::Next(if n == 0 { Chunk::Trailer(0) } else { Chunk::Data(n) }))
         }
         Chunk::Data(rem) => {
             if buf.is_empty() {
@@ -191,9 +194,13 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
             buf.advance(2);
             Ok(Step::Next(Chunk::Size))
         }
-        Chunk::Trailer => {
+        Chunk::Trailer(seen) => {
             let Some(l) = line(buf)? else { return Ok(Step::More) };
-            Ok(if l.is_empty() { Step::Done } else { Step::Next(Chunk::Trailer) })
+            let seen = seen.saturating_add(l.len() as u32 + 2);
+            if seen > MAX_TRAILERS {
+                return Err("trailer section too large");
+            }
+            Ok(if l.is_empty() { Step::Done } else { Step::Next(Chunk::Trailer(seen)) })
         }
     }
 }
@@ -278,7 +285,7 @@ pub(crate) fn poll_fill<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderName, HeaderValue};
+    use http::{HeaderMap, HeaderName, HeaderValue};
 
     fn decode_all(mut input: &[u8], step: usize) -> Result<Vec<u8>, &'static str> {
         let mut buf = BytesMut::new();
@@ -302,7 +309,7 @@ mod tests {
 
     #[test]
     fn chunked_decoding_in_any_split() {
-        let body = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n";
+        let body = b"5\r\nhello\r\n1;ext=1\r\n \r\nA ; e\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n";
         for step in [1, 2, 3, 7, 100] {
             assert_eq!(decode_all(body, step).unwrap(), b"hello 0123456789", "step {step}");
         }
@@ -310,6 +317,26 @@ mod tests {
         assert!(decode_all(b"5\r\nhelloXX", 100).is_err());
         assert!(decode_all(b"5\r\nhel", 100).is_err());
         assert!(decode_all(b"ffffffffffffffff\r\n", 100).is_err());
+        // Leniencies another parser could read differently: refused.
+        for bad in [
+            &b" 5\r\nhello\r\n0\r\n\r\n"[..],
+            b"\t5\r\nhello\r\n0\r\n\r\n",
+            b"5\x0c\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"5;a\0\r\nhello\r\n0\r\n\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+        ] {
+            assert!(decode_all(bad, 100).is_err(), "{}", String::from_utf8_lossy(bad).escape_debug());
+        }
+        let mut trailers = b"0\r\n".to_vec();
+        for _ in 0..1000 {
+            trailers.extend_from_slice(b"x-trailer: 0123456789012345678901234567890123456789\r\n");
+        }
+        trailers.extend_from_slice(b"\r\n");
+        assert_eq!(decode_all(&trailers, 4096), Err("trailer section too large"));
     }
 
     #[test]
@@ -329,6 +356,10 @@ mod tests {
                 m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
             }
             m
+        };
+        let declared = |headers: &HeaderMap, close_delimited| {
+            let te = headers.get(http::header::TRANSFER_ENCODING).map(|v| v.as_bytes());
+            declared_by(te, headers.get_all(http::header::CONTENT_LENGTH).iter().map(|v| v.as_bytes()), close_delimited)
         };
         assert_eq!(declared(&h(&[]), true), Ok(None));
         assert_eq!(declared(&h(&[("content-length", "0")]), false), Ok(Some(Framing::Empty)));

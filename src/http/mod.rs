@@ -32,6 +32,9 @@ pub(crate) enum HttpError {
     /// The head is larger than the limit, or has more than [`MAX_HEADERS`] lines.
     #[error("headers larger than {limit} bytes or more than {count}")]
     TooLarge { limit: usize, count: usize },
+    /// A request transfer coding bearerd does not implement (RFC 9112 6.1: 501).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl HttpError {

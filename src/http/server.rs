@@ -9,8 +9,12 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, SizeHint};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::oneshot;
+use tokio::time::Sleep;
 
 use super::answer::ResponseHead;
 use super::framing::{self, BodyState, Framing};
@@ -42,6 +46,7 @@ pub(crate) fn parse_request(
     let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut ranges: Ranges = [(0, 0, 0, 0); MAX_HEADERS];
     let (len, method, target, version, count, tokens, mut expect_continue, mut framed);
+    let mut hosts = 0;
     {
         let mut req = httparse::Request::new(&mut []);
         len = match req.parse_with_uninit_headers(buf, &mut raw) {
@@ -71,6 +76,11 @@ pub(crate) fn parse_request(
             } else if h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding")
             {
                 framed = true;
+            } else if h.name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+                if !valid_host(h.value) {
+                    return Err(HttpError::malformed("an invalid Host header"));
+                }
             }
             let (n, v) = (offset(h.name.as_bytes()), offset(h.value));
             *r = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
@@ -83,16 +93,55 @@ pub(crate) fn parse_request(
     let mut headers = new_map(count);
     fill_map(&mut headers, &bytes, &ranges[..count], |_| false)?;
     // A request without either framing header (most) has no body: no map lookups for them.
-    let framing = match framed {
-        true => framing::declared(&headers, false).map_err(HttpError::malformed)?.unwrap_or(Framing::Empty),
-        false => Framing::Empty,
-    };
+    let framing = if framed { request_framing(&headers, version)? } else { Framing::Empty };
+    if hosts > 1 || (hosts == 0 && version == Version::HTTP_11 && uri.authority().is_none()) {
+        return Err(HttpError::malformed("a request needs exactly one Host header"));
+    }
     let mut req = Request::new(());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = version;
     *req.headers_mut() = headers;
     Ok(Some(RequestHead { req, framing, keep_alive: keeps_alive(version, tokens), expect_continue }))
+}
+
+/// A request's framing (RFC 9112 6): `Transfer-Encoding` must be `chunked` alone, once, and
+/// never in an HTTP/1.0 request or beside `Content-Length` (400); another coding is not
+/// implemented (501); else `Content-Length`, all of whose values must agree.
+fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, HttpError> {
+    let lengths = || headers.get_all(header::CONTENT_LENGTH).iter().map(|v| v.as_bytes());
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if codings.peek().is_none() {
+        let declared = framing::declared_by(None, lengths(), false).map_err(HttpError::malformed)?;
+        return Ok(declared.unwrap_or(Framing::Empty));
+    }
+    if version == Version::HTTP_10 {
+        return Err(HttpError::malformed("transfer-encoding in an HTTP/1.0 request"));
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(HttpError::malformed("both transfer-encoding and content-length"));
+    }
+    let mut chunked = 0;
+    for value in codings {
+        for coding in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case(b"chunked") {
+                let coding = String::from_utf8_lossy(coding);
+                return Err(HttpError::Unsupported(format!("transfer coding {coding} is not implemented")));
+            }
+            chunked += 1;
+        }
+    }
+    match chunked {
+        1 => Ok(Framing::Chunked(framing::Chunk::Size)),
+        0 => Err(HttpError::malformed("an empty transfer-encoding")),
+        _ => Err(HttpError::malformed("chunked applied more than once")),
+    }
+}
+
+/// A `Host` value: a host name, an IPv4 or bracketed IPv6 address, an optional port (or empty,
+/// as RFC 9110 allows); never a path, user information or whitespace.
+fn valid_host(value: &[u8]) -> bool {
+    value.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~:[]%!$&'()*+,;=".contains(&b))
 }
 
 /// The read side of a client connection and what has been read from it.
@@ -120,13 +169,41 @@ impl Reader {
     }
 }
 
+/// The read side a [`ClientBody`] gives back, and whether the body was read to its end (the
+/// next request follows it) or not.
+#[derive(Debug)]
+pub(crate) struct Lent {
+    pub(crate) reader: Reader,
+    pub(crate) finished: bool,
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.give_back(false);
+    }
+}
+
+/// The interim answer a client that sent `Expect: 100-continue` waits for.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// A request body read from the application's connection as it is polled. At its end the read
-/// side goes back to the connection for the next request; a body dropped before its end takes
-/// the read side with it, and the connection closes after the answer.
+/// side goes back to the connection for the next request; a body dropped before its end gives it
+/// back marked unfinished (the connection then closes after the answer, reading and dropping
+/// the rest first); a body that failed takes it with it.
+///
+/// A client that asked `Expect: 100-continue` gets `100 Continue` when the body is first polled,
+/// so a request refused before its body is needed (no template, no token, too large) gets its
+/// final status at once and its body is never sent. A body that makes no progress for the stall
+/// timeout fails, and the connection closes.
 pub(crate) struct ClientBody {
     reader: Option<Reader>,
     framing: Framing,
-    back: Option<oneshot::Sender<Reader>>,
+    back: Option<oneshot::Sender<Lent>>,
+    /// Bytes of [`CONTINUE`] written so far; all of it when none is owed.
+    continued: usize,
+    stall: Duration,
+    /// Armed while the body waits for bytes.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl std::fmt::Debug for ClientBody {
@@ -137,15 +214,43 @@ impl std::fmt::Debug for ClientBody {
 
 impl ClientBody {
     /// The body framed as `framing` that `reader` delivers; the reader comes back through the
-    /// receiver when the body has been read to its end.
-    pub(crate) fn new(reader: Reader, framing: Framing) -> (ClientBody, oneshot::Receiver<Reader>) {
+    /// receiver when the body has been read to its end. `expect_continue`: the client waits for
+    /// `100 Continue` before it sends the body. `stall`: how long the body may make no progress.
+    pub(crate) fn new(
+        reader: Reader,
+        framing: Framing,
+        expect_continue: bool,
+        stall: Duration,
+    ) -> (ClientBody, oneshot::Receiver<Lent>) {
         let (back, lent) = oneshot::channel();
-        (ClientBody { reader: Some(reader), framing, back: Some(back) }, lent)
+        let continued = if expect_continue { 0 } else { CONTINUE.len() };
+        (ClientBody { reader: Some(reader), framing, back: Some(back), continued, stall, timer: None }, lent)
     }
 
-    fn give_back(&mut self) {
+    /// Writes what is owed of `100 Continue` (a few bytes on a socket with nothing else in
+    /// flight: at once, but waited for like any write).
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(r) = self.reader.as_ref() else { return Poll::Ready(Ok(())) };
+        let tcp: &TcpStream = r.io.as_ref();
+        while self.continued < CONTINUE.len() {
+            ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write(&CONTINUE[self.continued..]) {
+                Ok(n) => self.continued += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn fail(&mut self) {
+        self.reader = None;
+        self.back = None;
+    }
+
+    fn give_back(&mut self, finished: bool) {
         if let (Some(reader), Some(back)) = (self.reader.take(), self.back.take()) {
-            let _ = back.send(reader);
+            let _ = back.send(Lent { reader, finished });
         }
     }
 }
@@ -156,15 +261,28 @@ impl Body for ClientBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Err(e) = ready!(this.poll_continue(cx)) {
+            this.fail();
+            return Poll::Ready(Some(Err(e.into())));
+        }
         let Some(r) = this.reader.as_mut() else { return Poll::Ready(None) };
-        let (frame, state) = ready!(framing::poll_frame(&mut this.framing, &mut r.buf, &mut r.io, r.chunk, cx));
+        let polled = framing::poll_frame(&mut this.framing, &mut r.buf, &mut r.io, r.chunk, cx);
+        let Poll::Ready((frame, state)) = polled else {
+            // No bytes: the stall timer runs until some come.
+            let stall = this.stall;
+            let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+            ready!(timer.as_mut().poll(cx));
+            this.fail();
+            let e = format!("the request body made no progress for {} s", stall.as_secs());
+            return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::TimedOut, e).into())));
+        };
+        if let Some(timer) = this.timer.as_mut() {
+            timer.as_mut().reset(tokio::time::Instant::now() + this.stall);
+        }
         match state {
             BodyState::Reading => {}
-            BodyState::Over => this.give_back(),
-            BodyState::Failed => {
-                this.reader = None;
-                this.back = None;
-            }
+            BodyState::Over => this.give_back(true),
+            BodyState::Failed => this.fail(),
         }
         Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
     }
@@ -202,10 +320,9 @@ pub(crate) fn put_answer_head<D: AsRef<[u8]>>(
     date: impl FnOnce() -> D,
 ) -> Sending {
     let status = head.status;
-    let bodiless = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    // 1xx and 204 never carry framing (RFC 9110 8.6); 304 and HEAD answers keep their length.
+    let unframed = status.is_informational() || status == StatusCode::NO_CONTENT;
+    let bodiless = head_request || unframed || status == StatusCode::NOT_MODIFIED;
     w.extend_from_slice(b"HTTP/1.1 ");
     w.extend_from_slice(status.as_str().as_bytes());
     w.push(b' ');
@@ -221,7 +338,7 @@ pub(crate) fn put_answer_head<D: AsRef<[u8]>>(
             keep_alive &= !connection_tokens(value.as_bytes()).close;
             continue;
         }
-        if !bodiless && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
+        if (!bodiless || unframed) && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
             continue;
         }
         dated |= name == header::DATE;
@@ -273,8 +390,8 @@ mod tests {
         assert_eq!((head.framing, head.keep_alive, rest), (Framing::Length(3), true, 6));
         assert_eq!(head.req.headers()["host"], "x");
         let ka = |raw: &[u8]| take(raw).0.unwrap().unwrap().keep_alive;
-        assert!(!ka(b"GET / HTTP/1.1\r\nConnection: te, Close\r\n\r\n"));
-        assert!(!ka(b"GET / HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: te, Close\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n"));
         assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(ka(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
         let head =
@@ -292,7 +409,31 @@ mod tests {
         let too_large = |raw: &[u8]| matches!(err(raw), Some(HttpError::TooLarge { .. }));
         assert!(malformed(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"));
         assert!(malformed(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"));
-        assert!(malformed(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"));
+        let unsupported = |raw: &[u8]| matches!(err(raw), Some(HttpError::Unsupported(_)));
+        assert!(unsupported(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"));
+        assert!(unsupported(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"));
+        assert!(unsupported(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: cow, chunked\r\n\r\n"));
+        assert!(unsupported(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"
+        ));
+        assert!(malformed(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"));
+        assert!(malformed(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(malformed(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\n\r\n"));
+        assert!(malformed(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), "TE in HTTP/1.0");
+        // Host: exactly one, valid, on an HTTP/1.1 origin-form request.
+        assert!(malformed(b"GET / HTTP/1.1\r\n\r\n"), "no Host");
+        assert!(malformed(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), "two Hosts");
+        assert!(malformed(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"));
+        assert!(malformed(b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n"));
+        assert!(malformed(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"));
+        let ok = |raw: &[u8]| matches!(take(raw).0, Ok(Some(_)));
+        assert!(ok(b"GET / HTTP/1.1\r\nHost: api.example.com:8443\r\n\r\n"));
+        assert!(ok(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"));
+        assert!(ok(b"GET http://a.example/x HTTP/1.1\r\n\r\n"), "absolute form carries its authority");
+        assert!(ok(b"GET / HTTP/1.0\r\n\r\n"), "HTTP/1.0 needs no Host");
+        assert!(ok(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"));
         assert!(malformed(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"));
         assert!(malformed(b"GET / HTTP/3.0\r\n\r\n"));
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(MAX_HEADERS + 1));

@@ -3,13 +3,80 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::time::Sleep;
 
 use super::BoxError;
+
+/// A writer that fails when a write makes no progress for `limit` (a peer that stopped
+/// reading). The timer is armed only while a write waits: a write that goes through at once
+/// touches no timer.
+pub(crate) struct Progress<W> {
+    inner: W,
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl<W> Progress<W> {
+    pub(crate) fn new(inner: W, limit: Duration) -> Progress<W> {
+        Progress { inner, limit, timer: None, armed: false }
+    }
+
+    pub(crate) fn into_inner(self) -> W {
+        self.inner
+    }
+
+    /// After a write that did not go through: fails once the limit has passed since progress.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let deadline = tokio::time::Instant::now() + self.limit;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        ready!(timer.as_mut().poll(cx));
+        let secs = self.limit.as_secs();
+        Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, format!("the peer read nothing for {secs} s")))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.armed = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.poll_stalled(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(r) => {
+                this.armed = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.poll_stalled(cx).map(Err),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_shutdown(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => this.poll_stalled(cx).map(Err),
+        }
+    }
+}
 
 /// How a message body is delimited on the wire, as its head declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +246,7 @@ pub(crate) fn date_now() -> [u8; 29] {
 }
 
 /// `secs` since the Unix epoch as an HTTP-date (RFC 9110 5.6.7).
-fn http_date(secs: u64) -> [u8; 29] {
+pub(crate) fn http_date(secs: u64) -> [u8; 29] {
     const DAYS: [&[u8; 3]; 7] = [b"Sun", b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat"];
     const MONTHS: [&[u8; 3]; 12] =
         [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
@@ -216,6 +283,51 @@ pub(crate) fn civil_date(days: u64) -> (u64, u64, u64) {
     (yoe + era * 400 + u64::from(month <= 2), month, day)
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of [`civil_date`]).
+fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
+    let y = if month <= 2 { year.checked_sub(1)? } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).checked_sub(719_468)
+}
+
+/// An HTTP-date (RFC 9110 5.6.7) as seconds since the Unix epoch: the IMF-fixdate form
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`) and the two obsolete ones recipients must accept
+/// (`Sunday, 06-Nov-94 08:49:37 GMT`, `Sun Nov  6 08:49:37 1994`).
+pub(crate) fn parse_http_date(value: &[u8]) -> Option<u64> {
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let num = |s: &str| -> Option<u64> { s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse().ok()).flatten() };
+    let month = |s: &str| MONTHS.iter().position(|m| m.as_slice() == s.as_bytes()).map(|i| i as u64 + 1);
+    let parts: Vec<&str> = text.split_ascii_whitespace().collect();
+    let (day, mon, year, time) = match parts.as_slice() {
+        // IMF-fixdate: day-name, DD Mon YYYY HH:MM:SS GMT
+        [wd, d, m, y, t, "GMT"] if wd.ends_with(',') && d.len() == 2 && y.len() == 4 => {
+            (num(d)?, month(m)?, num(y)?, *t)
+        }
+        // RFC 850: Weekday, DD-Mon-YY HH:MM:SS GMT (two-digit years in 1970-2069)
+        [wd, date, t, "GMT"] if wd.ends_with(',') => {
+            let mut it = date.split('-');
+            let (d, m, y) = (num(it.next()?)?, month(it.next()?)?, it.next()?);
+            let y = num(y).filter(|_| y.len() == 2)?;
+            (d, m, if y < 70 { 2000 + y } else { 1900 + y }, *t)
+        }
+        // asctime: Sun Nov  6 08:49:37 1994
+        [_, m, d, t, y] if y.len() == 4 => (num(d)?, month(m)?, num(y)?, *t),
+        _ => return None,
+    };
+    let mut hms = time.split(':').map(|p| num(p).filter(|_| p.len() == 2));
+    let (h, mi, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, mon, day)? * 86_400 + h * 3600 + mi * 60 + sec)
+}
+
 pub(crate) fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
@@ -239,6 +351,28 @@ mod tests {
         assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(&http_date(1_795_996_799), b"Sun, 29 Nov 2026 23:59:59 GMT");
         assert_eq!(date_now().len(), 29);
+    }
+
+    #[test]
+    fn http_dates_are_read_in_all_three_forms() {
+        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(parse_http_date(b"Sun Nov  6 08:49:37 1994"), Some(784_111_777));
+        assert_eq!(parse_http_date(b"Tue, 29 Feb 2000 00:00:00 GMT"), Some(951_782_400));
+        for secs in [0, 951_782_400, 1_795_996_799, 4_102_444_800] {
+            assert_eq!(parse_http_date(&http_date(secs)), Some(secs), "round trip {secs}");
+        }
+        for bad in [
+            "",
+            "120",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 25:00:00 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

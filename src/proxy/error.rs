@@ -20,6 +20,8 @@ pub(crate) enum ProxyError {
     InvokeBodyTooLarge { limit: usize },
     #[error("Malformed request: {0}")]
     BadFraming(String),
+    #[error("Not implemented: {0}")]
+    NotImplemented(String),
     #[error("Request headers are larger than {limit} bytes or more than {count}")]
     HeadersTooLarge { limit: usize, count: usize },
     #[error("Rendering the request template failed: {0}")]
@@ -77,6 +79,7 @@ impl ProxyError {
             | ProxyError::BadAppHeader(_)
             | ProxyError::MissingAccount { .. } => (StatusCode::BAD_REQUEST, App),
             ProxyError::InvokeBodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, App),
+            ProxyError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, App),
             ProxyError::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, App),
             ProxyError::NoToken { .. } | ProxyError::Reauthorize { .. } => (StatusCode::UNAUTHORIZED, Platform),
             ProxyError::NoMatch { .. }
@@ -131,6 +134,7 @@ impl ProxyError {
         matches!(
             self,
             ProxyError::BadFraming(_)
+                | ProxyError::NotImplemented(_)
                 | ProxyError::HeadersTooLarge { .. }
                 | ProxyError::Upstream(UpstreamError::RequestBody(_))
         )
@@ -170,6 +174,7 @@ impl From<HttpError> for ProxyError {
         match e {
             HttpError::Malformed(m) => ProxyError::BadFraming(m),
             HttpError::TooLarge { limit, count } => ProxyError::HeadersTooLarge { limit, count },
+            HttpError::Unsupported(m) => ProxyError::NotImplemented(m),
         }
     }
 }
@@ -202,6 +207,7 @@ mod tests {
             (ProxyError::BadInvokeBody("x".into()), 400, "APP"),
             (ProxyError::InvokeBodyTooLarge { limit: 1 }, 413, "APP"),
             (ProxyError::BadFraming("x".into()), 400, "APP"),
+            (ProxyError::NotImplemented("x".into()), 501, "APP"),
             (ProxyError::HeadersTooLarge { limit: 1, count: 1 }, 431, "APP"),
             (ProxyError::Render(RenderError::Host(Refused::Host)), 400, "APP"),
             (ProxyError::Render(RenderError::InvalidHost), 400, "APP"),
@@ -242,6 +248,7 @@ mod tests {
             let framing = matches!(
                 e,
                 ProxyError::BadFraming(_)
+                    | ProxyError::NotImplemented(_)
                     | ProxyError::HeadersTooLarge { .. }
                     | ProxyError::Upstream(UpstreamError::RequestBody(_))
             );

@@ -20,8 +20,9 @@ use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
 use tokio::time::Instant;
 
+use crate::config::Grant;
 use crate::http::ResponseHead;
-use crate::snapshot::{App, Snapshot, X_ATTEMPTS, X_TEMPLATE, answer_lines, attempts_value};
+use crate::snapshot::{App, Snapshot, X_ATTEMPTS, X_TEMPLATE, answer_lines, attempts_value, is_bearerd_header};
 use crate::state::State;
 use crate::template::{Context, RenderError, RequestScope, TemplateSpec};
 use crate::token::{DEFAULT_ACCOUNT, Need, Token, TokenKey};
@@ -121,18 +122,6 @@ fn labels<'a>(snap: &'a Snapshot, out: &Record) -> (&'a str, &'a str) {
     }
 }
 
-/// The template a request matched, what it carries for the upstream, and the context values it
-/// supplied.
-struct Matched<'r> {
-    template: usize,
-    body: Body,
-    /// The invoke body's `body` was JSON (the upstream gets `Content-Type: application/json`
-    /// unless the template sets one).
-    json_body: bool,
-    /// The transparent request's own query string, forwarded.
-    query: Option<&'r str>,
-}
-
 /// The token a request sends, and what refreshing it after a rejection needs.
 struct Auth {
     key: TokenKey,
@@ -156,28 +145,35 @@ async fn forward(
     out.app = Some(app_idx);
     let app = &snap.apps[app_idx];
 
-    // 2. Which template: by name, or by method + host + path; and the context it supplied.
+    // 2. Which template: by name, or by method + host + path (whose context values it captures).
     let invoke_json: serde_json::Map<String, serde_json::Value>;
     let mut ctx = Context::default();
     let is_invoke = is_invoke(&parts);
-    let matched = if is_invoke {
-        let (matched, json) = match_invoke(app, &parts.uri, &parts.headers, body, out).await?;
-        invoke_json = json;
-        invoke_context(&invoke_json, &mut ctx)?;
-        matched
+    let (t_idx, query) = if is_invoke {
+        (match_invoke(app, &parts.uri, &parts.headers, out)?, None)
     } else {
-        let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
-        match_transparent(app, method, uri, headers, body, snap.config.refresh.replay_buffer, &mut ctx, out).await?
+        match_transparent(app, &parts.method, &parts.uri, &parts.headers, &mut ctx, out)?
     };
-    let t_idx = matched.template;
     let t = &app.templates()[t_idx];
 
     // 3. The token, when the template has an integration: fresh from memory, or refreshed once
-    //    for all the requests that need it.
+    //    for all the requests that need it. Before the body is read: a request refused here
+    //    never asks the client for its body (`Expect: 100-continue`).
     let deadline = start + snap.config.upstream.timeout;
     let mut auth = match t.integration {
         None => None,
         Some(i) => Some(token(state, snap, app, i, &parts.headers, deadline).await?),
+    };
+
+    // The body: an invoke body's JSON (and its context values), or a transparent body buffered
+    // up to the replay buffer.
+    let (body, json_body) = if is_invoke {
+        let (json, body, json_body) = read_invoke(body).await?;
+        invoke_json = json;
+        invoke_context(&invoke_json, &mut ctx)?;
+        (body, json_body)
+    } else {
+        (read_transparent(body, snap.config.refresh.replay_buffer).await?, false)
     };
 
     // 4. Render host, path, query and headers, each escaped for its position.
@@ -192,7 +188,7 @@ async fn forward(
     url.push_str(scheme);
     url.push_str(&authority);
     let path_start = url.len();
-    t.render_path_and_query(&scope, matched.query, &mut url).map_err(ProxyError::Render)?;
+    t.render_path_and_query(&scope, query, &mut url).map_err(ProxyError::Render)?;
     let target =
         Target::split(&url, t.https, scheme.len(), path_start).ok_or(ProxyError::Render(RenderError::InvalidHost))?;
     let mut headers = if is_invoke {
@@ -204,7 +200,7 @@ async fn forward(
         h
     };
     apply_template_headers(state, app, t_idx, &scope, auth.as_ref(), &mut headers)?;
-    if matched.json_body && !headers.contains_key(header::CONTENT_TYPE) {
+    if json_body && !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
 
@@ -217,7 +213,7 @@ async fn forward(
         idempotent: matches!(t.method, Method::GET | Method::PUT | Method::DELETE),
         has_token: auth.is_some(),
     };
-    let mut body = Some(matched.body);
+    let mut body = Some(body);
     let mut tally = Tally::default();
     let body = loop {
         tally.start();
@@ -284,19 +280,17 @@ fn select_app(snap: &Snapshot, headers: &HeaderMap) -> Result<usize, ProxyError>
     }
 }
 
-/// Phase 2, by name: `POST /invoke/<name>` and its JSON body.
-async fn match_invoke(
-    app: &App,
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    body: Body,
-    out: &mut Record,
-) -> Result<(Matched<'static>, serde_json::Map<String, serde_json::Value>), ProxyError> {
+/// Phase 2, by name: `POST /invoke/<name>`, whose body must fit ([`MAX_INVOKE_BODY`]).
+fn match_invoke(app: &App, uri: &http::Uri, headers: &HeaderMap, out: &mut Record) -> Result<usize, ProxyError> {
     let name = &uri.path()["/invoke/".len()..];
     let template = *app.by_name.get(name).ok_or_else(|| ProxyError::TemplateNotFound(truncate(name, 100)))?;
     out.template = Some(template);
-    let (json, body, json_body) = read_invoke(body, headers).await?;
-    Ok((Matched { template, body, json_body, query: None }, json))
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_INVOKE_BODY as u64) {
+        return Err(ProxyError::InvokeBodyTooLarge { limit: MAX_INVOKE_BODY });
+    }
+    Ok(template)
 }
 
 /// The invoke body's `context` values, as text.
@@ -324,17 +318,15 @@ fn invoke_context<'j>(
 }
 
 /// Phase 2, transparently: method + host + path, the path's context values captured.
-#[allow(clippy::too_many_arguments)]
-async fn match_transparent<'r>(
+/// The template's index and the request's own query string.
+fn match_transparent<'r>(
     app: &'r App,
     method: &Method,
     uri: &'r http::Uri,
     headers: &HeaderMap,
-    body: Body,
-    replay_buffer: usize,
     ctx: &mut Context<'r>,
     out: &mut Record,
-) -> Result<Matched<'r>, ProxyError> {
+) -> Result<(usize, Option<&'r str>), ProxyError> {
     let host = uri
         .authority()
         .map(|a| a.as_str())
@@ -348,8 +340,7 @@ async fn match_transparent<'r>(
     for (k, v) in m.captures {
         ctx.insert(k, v);
     }
-    let body = read_transparent(body, replay_buffer).await?;
-    Ok(Matched { template: m.template, body, json_body: false, query: uri.query() })
+    Ok((m.template, uri.query()))
 }
 
 /// Phase 3: the token for the template's integration and the account the request names.
@@ -370,6 +361,9 @@ async fn token(
         None if integ.agent => return Err(ProxyError::MissingAccount { integration: integ.name.clone() }),
         None => DEFAULT_ACCOUNT,
     };
+    // A client-credentials integration has one token whatever the request names: accounts come
+    // into being only through an authorization or the admin API, never through a request.
+    let account = if integ.grant == Grant::ClientCredentials { DEFAULT_ACCOUNT } else { account };
     let key = TokenKey {
         app: app.name.clone(),
         integration: app.integrations[integration].clone(),
@@ -405,6 +399,7 @@ fn respond(app: &App, t_idx: usize, attempts: u32, head: &mut ResponseHead) {
         Some(raw) => raw.set_extra(answer_lines(&app.template_headers[t_idx], attempts)),
         None => {
             strip_hop_by_hop(&mut head.headers);
+            strip_bearerd_headers(&mut head.headers);
             head.headers.insert(X_TEMPLATE, app.template_headers[t_idx].clone());
             head.headers.insert(X_ATTEMPTS, attempts_value(attempts));
         }
@@ -452,15 +447,7 @@ fn apply_headers(t: &TemplateSpec, scope: &RequestScope<'_>, headers: &mut Heade
 }
 
 /// Reads an `/invoke` body: `{"context": {...}, "body": "<string>" | <json>}`.
-async fn read_invoke(
-    body: Body,
-    headers: &HeaderMap,
-) -> Result<(serde_json::Map<String, serde_json::Value>, Body, bool), ProxyError> {
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_INVOKE_BODY as u64) {
-        return Err(ProxyError::InvokeBodyTooLarge { limit: MAX_INVOKE_BODY });
-    }
+async fn read_invoke(body: Body) -> Result<(serde_json::Map<String, serde_json::Value>, Body, bool), ProxyError> {
     let bytes = match http_body_util::Limited::new(body, MAX_INVOKE_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -520,9 +507,15 @@ fn strip_request_headers(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
     h.remove(header::HOST);
     h.remove(header::CONTENT_LENGTH);
-    if h.keys().any(|k| k.as_str().starts_with("x-bearerd-")) {
-        let ours: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("x-bearerd-")).cloned().collect();
-        for k in ours {
+    strip_bearerd_headers(h);
+}
+
+/// Removes `x-bearerd-*` (bearerd's own namespace, in either direction).
+fn strip_bearerd_headers(h: &mut HeaderMap) {
+    let ours = |k: &HeaderName| is_bearerd_header(k.as_str().as_bytes());
+    if h.keys().any(ours) {
+        let names: Vec<HeaderName> = h.keys().filter(|k| ours(k)).cloned().collect();
+        for k in names {
             h.remove(k);
         }
     }
@@ -552,13 +545,17 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// `Retry-After` in seconds, for the answers the retry policy reads it on (429 and 5xx); the
-/// HTTP-date form is not honoured.
+/// `Retry-After` (seconds, or an HTTP-date: the time until then), for the answers the retry
+/// policy reads it on (429 and 5xx); at most an hour.
 fn retry_after_of(head: &ResponseHead) -> Option<Duration> {
     if head.status != http::StatusCode::TOO_MANY_REQUESTS && !head.status.is_server_error() {
         return None;
     }
-    let secs: u64 = head.headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let value = head.headers.get(header::RETRY_AFTER)?.as_bytes().trim_ascii();
+    let secs = match std::str::from_utf8(value).ok()?.parse::<u64>() {
+        Ok(secs) => secs,
+        Err(_) => crate::http::write::parse_http_date(value)?.saturating_sub(crate::token::unix_now()),
+    };
     Some(Duration::from_secs(secs.min(3600)))
 }
 
@@ -566,5 +563,33 @@ fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, retry_after: Option<&str>) -> ResponseHead {
+        let mut head = ResponseHead::new(http::StatusCode::from_u16(status).unwrap());
+        if let Some(v) = retry_after {
+            head.headers.insert(header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        }
+        head
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(retry_after_of(&answer(503, Some("7"))), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after_of(&answer(429, Some(" 120 "))), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after_of(&answer(503, Some("86400"))), Some(Duration::from_secs(3600)), "capped");
+        let in_30s = crate::http::write::http_date(crate::token::unix_now() + 30);
+        let d = retry_after_of(&answer(503, Some(std::str::from_utf8(&in_30s).unwrap()))).unwrap();
+        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
+        let past = retry_after_of(&answer(503, Some("Sun, 06 Nov 1994 08:49:37 GMT")));
+        assert_eq!(past, Some(Duration::ZERO), "a date passed: no wait beyond retryDelay");
+        assert_eq!(retry_after_of(&answer(503, Some("soon"))), None);
+        assert_eq!(retry_after_of(&answer(200, Some("7"))), None, "read on 429 and 5xx only");
+        assert_eq!(retry_after_of(&answer(503, None)), None);
     }
 }

@@ -26,8 +26,8 @@ use tokio::sync::oneshot;
 
 use super::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES};
 use crate::http::Framing;
-use crate::http::server::{ClientBody, Reader, RequestHead, parse_request, put_answer_head};
-use crate::http::write::{date_now, write_body};
+use crate::http::server::{ClientBody, Lent, Reader, RequestHead, parse_request, put_answer_head};
+use crate::http::write::{Progress, date_now, write_body};
 use crate::proxy::{Answer, ProxyError};
 use crate::upstream::Body;
 
@@ -37,24 +37,38 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const READ_CHUNK: usize = 4096;
 /// Body bytes up to this size are copied behind the head and written with it.
 const COALESCE: usize = 16 * 1024;
+/// A request body that makes no progress for this long fails, and its connection closes.
+const BODY_STALL: Duration = HEADER_READ_TIMEOUT;
+/// After a last answer, what the client still sends is read and dropped for at most this long
+/// (and at most [`LINGER_BYTES`]), so that a client that writes its whole body before it reads
+/// gets the answer instead of a reset.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 << 20;
 
 /// One client connection's write side and buffer.
 struct ClientConn {
     reader: Option<Reader>,
-    wr: OwnedWriteHalf,
+    /// Fails a write the client does not take for the progress timeout.
+    wr: Progress<OwnedWriteHalf>,
     wbuf: Vec<u8>,
 }
 
 /// Serves one data-plane connection until the client closes it, it idles for
 /// [`HEADER_READ_TIMEOUT`] (checked every half of it, so after 10-15 s; a request head arriving
 /// too slowly counts as idle), or `stop` asks it to finish (the answer in progress is completed
-/// first).
-pub(super) async fn serve<F, Fut>(stream: TcpStream, handler: F, mut stop: oneshot::Receiver<()>)
-where
+/// first). An answer the client stops reading for `write_timeout` is dropped with the
+/// connection (and the upstream connection it streams from).
+pub(super) async fn serve<F, Fut>(
+    stream: TcpStream,
+    handler: F,
+    mut stop: oneshot::Receiver<()>,
+    write_timeout: Duration,
+) where
     F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,
 {
     let (rd, wr) = stream.into_split();
+    let wr = Progress::new(wr, write_timeout);
     let mut conn = ClientConn { reader: Some(Reader::new(rd, READ_CHUNK)), wr, wbuf: Vec::new() };
     let tick = HEADER_READ_TIMEOUT / 2;
     let mut watchdog = std::pin::pin!(tokio::time::sleep(tick));
@@ -108,15 +122,10 @@ where
                 (Body::full(reader.buf.split_to(n as usize).freeze()), None)
             }
             framing => {
-                if expect_continue
-                    && reader.buf.is_empty()
-                    && !http10
-                    && conn.wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
-                {
-                    return;
-                }
+                // `100 Continue` only for a body that will be read: sent when it is first polled.
+                let expect = expect_continue && reader.buf.is_empty() && !http10;
                 let Some(reader) = conn.reader.take() else { return };
-                let (body, lent) = ClientBody::new(reader, framing);
+                let (body, lent) = ClientBody::new(reader, framing, expect, BODY_STALL);
                 (Body::Client(body), Some(lent))
             }
         };
@@ -124,8 +133,13 @@ where
         let answer = boxed(&handler, req.map(|()| body)).await;
         if let Some(mut lent) = lent {
             match lent.try_recv() {
-                Ok(reader) => conn.reader = Some(reader),
-                // The body was not read to its end: the next request cannot be found.
+                Ok(Lent { reader, finished }) => {
+                    conn.reader = Some(reader);
+                    // Not read to its end: the next request cannot be found (what is left is
+                    // read and dropped before the connection closes).
+                    keep_alive &= finished;
+                }
+                // The body failed, or is still being read (an upstream took it along).
                 Err(_) => keep_alive = false,
             }
         }
@@ -173,8 +187,8 @@ impl ClientConn {
     }
 
     /// Closes after a last answer: the write side first, then what the client still sends is
-    /// read and dropped for a moment, so that the close does not reset the connection and take
-    /// the answer with it.
+    /// read and dropped for a bounded time and amount (lingering close), so that the close does
+    /// not reset the connection and take the answer with it.
     async fn close(mut self) {
         let _ = self.wr.shutdown().await;
         let Some(mut reader) = self.reader.take() else { return };
@@ -186,12 +200,12 @@ impl ClientConn {
                     Ok(0) | Err(_) => return,
                     Ok(n) => total += n,
                 }
-                if total > 1 << 20 {
+                if total > LINGER_BYTES {
                     return;
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
     }
 }
 
@@ -203,7 +217,7 @@ where
 {
     let Some(reader) = conn.reader.take() else { return };
     let (rd, buf) = reader.into_parts();
-    let Ok(stream) = rd.reunite(conn.wr) else { return };
+    let Ok(stream) = rd.reunite(conn.wr.into_inner()) else { return };
     let io = Rewind { prefix: buf.freeze(), inner: stream };
     let activity = Arc::new(super::Activity::default());
     let service = super::counted(activity.clone(), move |req: Request<Incoming>| {

@@ -96,7 +96,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let changes = store.changes();
     let tokens = Arc::new(Tokens::open(store).await?);
-    let upstream = Upstream::new(&config.upstream, crate::snapshot::is_answer_header).map_err(StartError::Compile)?;
+    let upstream = Upstream::new(&config.upstream, crate::snapshot::is_bearerd_header).map_err(StartError::Compile)?;
     let data_addr = config.listen;
     let admin_addr = config.admin.listen;
     let watch_files = config.reload_watch && config.source.is_some();
@@ -125,8 +125,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop, stop_rx) = watch::channel(false);
     let s = state.clone();
     let handler = move |req| crate::proxy::handle(s.clone(), req);
-    let data_task =
-        tokio::spawn(accept(data, stop_rx.clone(), move |stream, stop| h1::serve(stream, handler.clone(), stop)));
+    let s = state.clone();
+    let data_task = tokio::spawn(accept(data, stop_rx.clone(), move |stream, stop| {
+        // A client that stops reading holds an answer no longer than the upstream timeout.
+        let write_timeout = s.snapshot.load().config.upstream.timeout;
+        h1::serve(stream, handler.clone(), stop, write_timeout)
+    }));
     let a = admin.clone();
     let handler = move |req| {
         let answer = crate::admin::handle(a.clone(), req);
