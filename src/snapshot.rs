@@ -199,7 +199,11 @@ pub(crate) fn answer_lines(template: &HeaderValue, attempts: u32) -> Bytes {
 /// Whether `name` is in bearerd's own namespace (`x-bearerd-*`): an upstream's lines of it never
 /// reach the application, which must be able to trust `x-bearerd-template`, `-attempts` and
 /// `-error`.
+#[inline]
 pub(crate) fn is_bearerd_header(name: &[u8]) -> bool {
     const PREFIX: &[u8] = b"x-bearerd-";
-    name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+    // Most names do not start with x: one comparison for them.
+    matches!(name.first(), Some(b'x' | b'X'))
+        && name.len() >= PREFIX.len()
+        && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
 }

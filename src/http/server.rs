@@ -141,7 +141,24 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Htt
 /// A `Host` value: a host name, an IPv4 or bracketed IPv6 address, an optional port (or empty,
 /// as RFC 9110 allows); never a path, user information or whitespace.
 fn valid_host(value: &[u8]) -> bool {
-    value.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~:[]%!$&'()*+,;=".contains(&b))
+    /// Which bytes a Host value may hold (RFC 3986 reg-name, IP literals, port).
+    const ALLOWED: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric();
+            b += 1;
+        }
+        let extra = b"-._~:[]%!$&'()*+,;=";
+        let mut i = 0;
+        while i < extra.len() {
+            t[extra[i] as usize] = true;
+            i += 1;
+        }
+        t
+    };
+    value.iter().all(|&b| ALLOWED[b as usize])
 }
 
 /// The read side of a client connection and what has been read from it.
