@@ -46,35 +46,37 @@ impl<W> Progress<W> {
     }
 }
 
+impl<W> Progress<W> {
+    /// What an inner write gave: done (progress: the timer is disarmed) or waiting (the timer
+    /// runs, and fails the write when it fires).
+    fn track<T>(&mut self, polled: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(r) => {
+                self.armed = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.poll_stalled(cx).map(Err),
+        }
+    }
+}
+
 impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                this.armed = false;
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.poll_stalled(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.track(polled, cx)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(r) => {
-                this.armed = false;
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.poll_stalled(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.track(polled, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_shutdown(cx) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => this.poll_stalled(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.track(polled, cx)
     }
 }
 
@@ -382,6 +384,33 @@ mod tests {
         put_length(&mut w, Some(1234));
         put_length(&mut w, None);
         assert_eq!(w, b"1a2f\r\ncontent-length: 1234\r\ntransfer-encoding: chunked\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_without_progress_fails_after_the_limit_and_a_slow_one_does_not() {
+        use tokio::io::AsyncReadExt as _;
+        let limit = Duration::from_secs(15);
+        // Nobody reads: the write waits for the limit, then fails.
+        let (a, _held) = tokio::io::duplex(16);
+        let mut w = Progress::new(a, limit);
+        let t0 = tokio::time::Instant::now();
+        let err = w.write_all(&[0u8; 64]).await.unwrap_err();
+        assert_eq!((err.kind(), t0.elapsed()), (io::ErrorKind::TimedOut, limit));
+        // A reader that takes 8 bytes every 10 s: 40 s in all, but never 15 s without progress.
+        let (a, mut b) = tokio::io::duplex(8);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            let mut n = 0;
+            while n < 64 {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                n += b.read(&mut buf).await.unwrap();
+            }
+        });
+        let mut w = Progress::new(a, limit);
+        let t0 = tokio::time::Instant::now();
+        w.write_all(&[0u8; 64]).await.unwrap();
+        assert!(t0.elapsed() >= Duration::from_secs(60));
+        reader.await.unwrap();
     }
 
     #[tokio::test]
