@@ -44,7 +44,8 @@
 //!    [`template::route::Router`]; no match is 403 (never an open proxy).
 //! 3. The token for (app, integration, account) comes from [`token::Refresher`]: a lock-free
 //!    read when fresh; a token near expiry is refreshed first, once for all requests that need
-//!    it.
+//!    it. Only then is the body read (an invoke body's JSON, or a transparent body up to the
+//!    replay buffer), so a request refused so far never asks for it (`Expect: 100-continue`).
 //! 4. Render host, path, query and headers, each value escaped for where it lands.
 //! 5. Send with [`upstream::Upstream`] over a pooled connection (rustls for https) with
 //!    timeouts and the address check; on HTTP/1.1 the request's task writes the request and
