@@ -182,17 +182,19 @@ fn load_integration(
             }
         }
     };
-    let grant = match def.get("grant_type").and_then(Value::as_str) {
-        None | Some("authorization_code") => Grant::AuthorizationCode,
-        Some("client_credentials") => Grant::ClientCredentials,
-        Some(other) => {
-            d.error(
-                OAUTH,
-                format!("{p}/grant_type"),
-                format!("`{other}` is not authorization_code or client_credentials"),
-            );
-            Grant::AuthorizationCode
+    // A field that names one of a few choices; absent means the first.
+    let choice = |key: &str, choices: &[&str], d: &mut Diag| -> usize {
+        match def.get(key).and_then(Value::as_str) {
+            None => 0,
+            Some(v) => choices.iter().position(|c| *c == v).unwrap_or_else(|| {
+                d.error(OAUTH, format!("{p}/{key}"), format!("`{v}` is not {}", choices.join(" or ")));
+                0
+            }),
         }
+    };
+    let grant = match choice("grant_type", &["authorization_code", "client_credentials"], d) {
+        1 => Grant::ClientCredentials,
+        _ => Grant::AuthorizationCode,
     };
     let client_id = field("client_id", true, d);
     let client_secret = field("client_secret", true, d);
@@ -204,26 +206,11 @@ fn load_integration(
             check_url(u, upstream.allow_http, &format!("{p}/{key}"), d);
         }
     }
-    let token_auth = match def.get("token_auth").and_then(Value::as_str) {
-        None | Some("client_secret_post") => TokenAuth::ClientSecretPost,
-        Some("client_secret_basic") => TokenAuth::ClientSecretBasic,
-        Some(other) => {
-            d.error(
-                OAUTH,
-                format!("{p}/token_auth"),
-                format!("`{other}` is not client_secret_post or client_secret_basic"),
-            );
-            TokenAuth::ClientSecretPost
-        }
+    let token_auth = match choice("token_auth", &["client_secret_post", "client_secret_basic"], d) {
+        1 => TokenAuth::ClientSecretBasic,
+        _ => TokenAuth::ClientSecretPost,
     };
-    let agent = match def.get("token_type").and_then(Value::as_str) {
-        None | Some("account") => false,
-        Some("agent") => true,
-        Some(other) => {
-            d.error(OAUTH, format!("{p}/token_type"), format!("`{other}` is not account or agent"));
-            false
-        }
-    };
+    let agent = choice("token_type", &["account", "agent"], d) == 1;
     let issuer = def.get("issuer").and_then(Value::as_str).map(str::to_string);
     let mut authorize_params = Vec::new();
     let mut custom_headers = Vec::new();
