@@ -2,7 +2,9 @@
 //! Label values are bounded by the configuration: app, template and integration names, status
 //! codes, and fixed result and error kinds.
 
-use prometheus::{Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Buckets for an egress call: 1 ms to 30 s.
 pub(crate) const DURATION_BUCKETS: &[f64] =
@@ -34,6 +36,11 @@ pub(crate) struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub inflight: IntGauge,
+    /// `open_connections{listener}`: connections each listener holds open
+    pub open_connections: IntGaugeVec,
+    /// `connections_refused_total{listener}`: connections closed at once because the listener
+    /// held its `max_connections`
+    pub connections_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -90,6 +97,19 @@ impl Metrics {
         };
         let config_generation = gauge("config_generation", "Generation of the configuration being served");
         let inflight = gauge("inflight_requests", "Data-plane requests in flight");
+        let open_connections =
+            IntGaugeVec::new(Opts::new("open_connections", "Connections each listener holds open"), &["listener"])
+                .expect("static metric definition");
+        registry.register(Box::new(open_connections.clone())).expect("metric registered once");
+        let connections_refused = counter(
+            "connections_refused_total",
+            "Connections closed at once because the listener held its max_connections",
+            &["listener"],
+        );
+        for listener in ["data", "admin"] {
+            open_connections.with_label_values(&[listener]).set(0);
+            connections_refused.with_label_values(&[listener]).reset();
+        }
         Metrics {
             registry,
             requests,
@@ -105,6 +125,8 @@ impl Metrics {
             token_cache_miss: cache.with_label_values(&["miss"]),
             config_generation,
             inflight,
+            open_connections,
+            connections_refused,
         }
     }
 

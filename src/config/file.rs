@@ -10,6 +10,9 @@ use serde::Deserialize;
 pub(crate) struct FileConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Open connections the data listener keeps at most (default: from the open-file limit).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
     #[serde(default)]
     pub admin: AdminFile,
     pub apps: Vec<AppFile>,
@@ -36,16 +39,28 @@ pub(crate) struct AdminFile {
     pub public_url: String,
     #[serde(default)]
     pub token: Option<String>,
+    /// Open connections the admin listener keeps at most.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for AdminFile {
     fn default() -> Self {
-        AdminFile { listen: default_admin_listen(), public_url: default_public_url(), token: None }
+        AdminFile {
+            listen: default_admin_listen(),
+            public_url: default_public_url(),
+            token: None,
+            max_connections: default_admin_max_connections(),
+        }
     }
 }
 
 fn default_admin_listen() -> String {
     "127.0.0.1:10001".into()
+}
+
+fn default_admin_max_connections() -> usize {
+    64
 }
 
 fn default_public_url() -> String {

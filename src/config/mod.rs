@@ -106,6 +106,8 @@ pub struct Config {
     /// The bearerd.yaml this came from (None for `check --app`).
     pub source: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// The data listener's connection cap; `None`: derived from the open-file limit at start.
+    pub max_connections: Option<usize>,
     pub admin: AdminConfig,
     pub apps: Vec<AppConfig>,
     pub store: StoreConfig,
@@ -151,6 +153,8 @@ pub struct AdminConfig {
     /// Base URL without a trailing slash.
     pub public_url: String,
     pub token: Option<Secret>,
+    /// The admin listener's connection cap.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +301,12 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             format!("admin.listen {addr} is not a loopback address: admin.token is required"),
         );
     }
+    if parsed.max_connections == Some(0) {
+        d.error(&shown, "/max_connections", "must be at least 1");
+    }
+    if parsed.admin.max_connections == 0 {
+        d.error(&shown, "/admin/max_connections", "must be at least 1");
+    }
     if let (Some(a), Some(b)) = (listen, admin_listen)
         && a == b
         && a.port() != 0
@@ -410,7 +420,8 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     Ok(Config {
         source: Some(path.to_path_buf()),
         listen,
-        admin: AdminConfig { listen: admin_listen, public_url, token },
+        max_connections: parsed.max_connections,
+        admin: AdminConfig { listen: admin_listen, public_url, token, max_connections: parsed.admin.max_connections },
         apps,
         store,
         refresh: RefreshConfig { skew, on_status: parsed.refresh.on_status, replay_buffer },

@@ -99,6 +99,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let upstream = Upstream::new(&config.upstream, crate::snapshot::is_bearerd_header).map_err(StartError::Compile)?;
     let data_addr = config.listen;
     let admin_addr = config.admin.listen;
+    let (config_max_connections, admin_max_connections) = (config.max_connections, config.admin.max_connections);
     let watch_files = config.reload_watch && config.source.is_some();
     let files = config.files.clone();
     let snapshot = Snapshot::compile(config, 1, &metrics);
@@ -126,7 +127,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let s = state.clone();
     let handler = move |req| crate::proxy::handle(s.clone(), req);
     let s = state.clone();
-    let data_task = tokio::spawn(accept(data, stop_rx.clone(), move |stream, stop| {
+    let data_cap = Cap::new("data", config_max_connections.unwrap_or_else(default_max_connections), &state.metrics);
+    let admin_cap = Cap::new("admin", admin_max_connections, &state.metrics);
+    let data_task = tokio::spawn(accept(data, data_cap, stop_rx.clone(), move |stream, stop| {
         // A client that stops reading holds an answer no longer than the upstream timeout.
         let write_timeout = s.snapshot.load().config.upstream.timeout;
         h1::serve(stream, handler.clone(), stop, write_timeout)
@@ -139,7 +142,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(MAX_HEADER_BYTES);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
-    let admin_task = tokio::spawn(accept(control, stop_rx.clone(), move |stream, stop| {
+    let admin_task = tokio::spawn(accept(control, admin_cap, stop_rx.clone(), move |stream, stop| {
         let activity = Arc::new(Activity::default());
         let service = counted(activity.clone(), handler.clone());
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
@@ -163,14 +166,73 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// File descriptors kept out of the data listener's default cap: the admin listener's
+/// connections, upstream connections, the token store, the watched files.
+const RESERVED_FDS: usize = 256;
+/// The data listener's default cap when the open-file limit is high or unknown.
+const DEFAULT_MAX_CONNECTIONS: usize = 25_000;
+
+/// The data listener's default connection cap: what the soft open-file limit leaves after
+/// [`RESERVED_FDS`], so that connections held open by clients (slow ones included) cannot take
+/// the descriptors that upstream connections, the store and the admin listener need.
+fn default_max_connections() -> usize {
+    match open_file_limit() {
+        Some(limit) => limit.saturating_sub(RESERVED_FDS).clamp(64, DEFAULT_MAX_CONNECTIONS),
+        None => DEFAULT_MAX_CONNECTIONS,
+    }
+}
+
+/// The soft `RLIMIT_NOFILE`, read from `/proc/self/limits` (`None` where there is no procfs, or
+/// the limit is `unlimited`).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// A listener's connection cap. The accept loop counts refusals and warns at most once a second.
+struct Cap {
+    listener: &'static str,
+    max: usize,
+    open: prometheus::IntGauge,
+    refused: prometheus::IntCounter,
+    warned: Option<tokio::time::Instant>,
+}
+
+impl Cap {
+    fn new(listener: &'static str, max: usize, metrics: &Metrics) -> Cap {
+        Cap {
+            listener,
+            max,
+            open: metrics.open_connections.with_label_values(&[listener]),
+            refused: metrics.connections_refused.with_label_values(&[listener]),
+            warned: None,
+        }
+    }
+
+    fn refuse(&mut self) {
+        self.refused.inc();
+        let now = tokio::time::Instant::now();
+        if self.warned.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            self.warned = Some(now);
+            tracing::warn!(
+                listener = self.listener,
+                max_connections = self.max,
+                refused_total = self.refused.get(),
+                "connection refused: the listener holds its max_connections"
+            );
+        }
+    }
+}
+
 /// Accepts connections until `stop` and runs each with `connection`, then tells them to finish
-/// and waits for up to [`SHUTDOWN_GRACE`].
-async fn accept<C, Fut>(listener: TcpListener, mut stop: watch::Receiver<bool>, connection: C)
+/// and waits for up to [`SHUTDOWN_GRACE`]. A connection beyond the cap is closed at once.
+async fn accept<C, Fut>(listener: TcpListener, mut cap: Cap, mut stop: watch::Receiver<bool>, connection: C)
 where
     C: Fn(TcpStream, oneshot::Receiver<()>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let live = Arc::new(Live::default());
+    let live = Arc::new(Live::new(cap.open.clone()));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -183,8 +245,12 @@ where
                         continue;
                     }
                 };
+                let Some((id, stop)) = live.add(cap.max) else {
+                    cap.refuse();
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                let (id, stop) = live.add();
                 let conn = connection(stream, stop);
                 let live = live.clone();
                 tokio::spawn(async move {
@@ -333,24 +399,36 @@ where
 
 /// The live connections of one listener, each with the sender that tells it to finish. Touched
 /// once when a connection opens and once when it closes, never per request.
-#[derive(Default)]
 struct Live {
     conns: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next: AtomicU64,
     empty: Notify,
+    /// The listener's `open_connections` gauge.
+    open: prometheus::IntGauge,
 }
 
 impl Live {
-    fn add(&self) -> (u64, oneshot::Receiver<()>) {
+    fn new(open: prometheus::IntGauge) -> Live {
+        Live { conns: Mutex::default(), next: AtomicU64::new(0), empty: Notify::new(), open }
+    }
+
+    /// Registers a new connection, unless `max` are open already.
+    fn add(&self, max: usize) -> Option<(u64, oneshot::Receiver<()>)> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if conns.len() >= max {
+            return None;
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
-        (id, rx)
+        conns.insert(id, tx);
+        self.open.set(conns.len() as i64);
+        Some((id, rx))
     }
 
     fn remove(&self, id: u64) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         conns.remove(&id);
+        self.open.set(conns.len() as i64);
         if conns.is_empty() {
             self.empty.notify_waiters();
         }

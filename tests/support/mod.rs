@@ -242,6 +242,7 @@ pub struct Config {
     redis_port: Option<u16>,
     timeout: Option<&'static str>,
     listen: Option<&'static str>,
+    extra: Vec<(&'static str, Value)>,
 }
 
 /// One entry of `apps:`, for the app folder `apps/<name>` (see [`TempDir::app`]).
@@ -288,6 +289,12 @@ impl Config {
         self
     }
 
+    /// Sets any other field, named by its dotted path (`"admin.max_connections"`).
+    pub fn set(mut self, path: &'static str, value: Value) -> Config {
+        self.extra.push((path, value));
+        self
+    }
+
     /// Tokens in the Redis at `port` instead of the token file.
     pub fn redis(mut self, port: u16) -> Config {
         self.redis_port = Some(port);
@@ -315,6 +322,16 @@ impl Config {
         });
         if let Some(watch) = self.watch {
             config["reload"] = json!({"watch": watch});
+        }
+        for (path, value) in &self.extra {
+            let mut at = &mut config;
+            for key in path.split('.') {
+                if at.get(key).is_none() {
+                    at[key] = json!({});
+                }
+                at = &mut at[key];
+            }
+            *at = value.clone();
         }
         dir.write("bearerd.yaml", &serde_json::to_string_pretty(&config).unwrap())
     }
