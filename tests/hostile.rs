@@ -82,3 +82,94 @@ async fn each_listener_keeps_at_most_its_max_connections() {
     assert_eq!(r.status, 404, "{}", r.text());
     b.shutdown().await;
 }
+
+/// One app `demo` whose templates (`{name: (method, path)}`) go to a TLS mock API, with the
+/// upstream timeout given; no integration.
+async fn api_app(templates: &[(&str, &str, &str)], timeout: &'static str) -> (TempDir, MockApi, Bearerd) {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    let mut requests = serde_json::Map::new();
+    for (name, method, path) in templates {
+        requests.insert(name.to_string(), json!({"schema": {"method": method, "host": api.host(), "path": path}}));
+    }
+    dir.app("demo", &requests.into(), None);
+    let cfg = Config::new().ca(&ca).app(App::new("demo")).upstream_timeout(timeout).write(&dir);
+    let b = start(&cfg).await;
+    (dir, api, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_trickles_is_given_up_at_the_request_deadline() {
+    use tokio::io::AsyncWriteExt as _;
+    let (_d, api, b) = api_app(&[("post", "POST", "/in")], "2s").await;
+    let heads = [
+        format!("POST /in HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n", api.host()),
+        "POST /invoke/post HTTP/1.1\r\nHost: b\r\nContent-Length: 1000\r\n\r\n".to_string(),
+    ];
+    for head in heads {
+        let mut s = TcpStream::connect(b.data).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let chunked = head.contains("chunked");
+        let t0 = std::time::Instant::now();
+        // One byte every 300 ms: never a 10 s stall, never a whole body.
+        let (mut rd, mut wr) = s.into_split();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..100 {
+                let piece: &[u8] = if chunked { b"1\r\nx\r\n" } else { b" " };
+                if wr.write_all(piece).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut out)).await;
+        trickle.abort();
+        let out = String::from_utf8_lossy(&out);
+        assert!(read.is_ok(), "still open after 10 s: {out}");
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    }
+    assert_eq!(api.count(), 0);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_bodies_are_read_whole_before_anything_is_done() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = TempDir::new();
+    dir.app("demo", &json!({}), Some(&oauth_one("provider.test", false)));
+    let b = start(&Config::new().app(App::new("demo")).write(&dir)).await;
+    let mut m = Scraper::new(b.admin).await;
+    // A malformed chunk: 400, the connection closed, and the reload never ran.
+    let out = raw(
+        b.admin,
+        b"POST /admin/reload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(m.metric("bearerd_config_generation").await, Some(1.0), "the reload ran");
+    // Too large: 413.
+    let big = format!("PUT /admin/tokens/demo/api HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", 65 * 1024);
+    let mut s = TcpStream::connect(b.admin).await.unwrap();
+    s.write_all(big.as_bytes()).await.unwrap();
+    s.write_all(&vec![b' '; 65 * 1024]).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert!(out.starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&out));
+    // A body that stops arriving: 408 after 10 s, and nothing stored.
+    let t0 = std::time::Instant::now();
+    let out = raw(
+        b.admin,
+        b"PUT /admin/tokens/demo/api HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{\"access_token\"",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(t0.elapsed() >= Duration::from_secs(9), "{:?}", t0.elapsed());
+    let list = b.admin("GET", "/admin/tokens", "").await.json();
+    assert_eq!(list[0]["state"], "missing", "{list}");
+    b.shutdown().await;
+}

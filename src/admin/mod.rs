@@ -7,9 +7,10 @@ pub(crate) mod auth;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use serde::Deserialize;
 
 use crate::reload::Reloader;
@@ -63,6 +64,14 @@ impl Admin {
 
 /// Serves one control-plane request.
 pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
+    // Every body is read whole before anything is done, so a malformed or late body refuses the
+    // request instead of being ignored by an endpoint that does not look at it.
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req = Request::from_parts(parts, body);
     let shared = &admin.state;
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
@@ -103,7 +112,29 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
     }
 }
 
-fn authorized(shared: &State, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
+/// A request body, read whole: at most [`MAX_ADMIN_BODY`] within [`ADMIN_BODY_TIMEOUT`]. The
+/// refusals close the connection (what is left of the body cannot be told from a next request).
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    let refuse = |status, message: &str| {
+        let mut r = json(status, serde_json::json!({ "message": message }));
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let collect = http_body_util::Limited::new(body, MAX_ADMIN_BODY).collect();
+    match tokio::time::timeout(ADMIN_BODY_TIMEOUT, collect).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 64 KiB"))
+        }
+        Ok(Err(_)) => Err(refuse(StatusCode::BAD_REQUEST, "the request body is malformed")),
+        Err(_) => Err(refuse(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time")),
+    }
+}
+
+fn authorized(shared: &State, req: &Request<Bytes>) -> Result<(), Box<Response<Body>>> {
     let snap = shared.snapshot.load();
     let Some(token) = &snap.config.admin.token else {
         return Ok(());
@@ -123,7 +154,7 @@ fn authorized(shared: &State, req: &Request<Incoming>) -> Result<(), Box<Respons
     }
 }
 
-async fn admin_api(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+async fn admin_api(admin: &Admin, req: Request<Bytes>) -> Response<Body> {
     let shared = &admin.state;
     let snap = shared.snapshot.load_full();
     let path = req.uri().path().to_string();
@@ -153,20 +184,7 @@ async fn admin_api(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
                     Err(e) => store_error(e),
                 };
             }
-            let collect = http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY).collect();
-            let body = match tokio::time::timeout(ADMIN_BODY_TIMEOUT, collect).await {
-                Ok(Ok(b)) => b.to_bytes(),
-                Ok(Err(_)) => return bad("the body must be a JSON object of at most 64 KiB"),
-                Err(_) => {
-                    let mut r = json(
-                        StatusCode::REQUEST_TIMEOUT,
-                        serde_json::json!({"message": "the body did not arrive in time"}),
-                    );
-                    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    return r;
-                }
-            };
-            let put: PutToken = match serde_json::from_slice(&body) {
+            let put: PutToken = match serde_json::from_slice(req.body()) {
                 Ok(p) => p,
                 Err(e) => return bad(&format!("invalid token body: {e}")),
             };

@@ -20,6 +20,8 @@ pub(crate) enum ProxyError {
     InvokeBodyTooLarge { limit: usize },
     #[error("Malformed request: {0}")]
     BadFraming(String),
+    #[error("The request body did not arrive within the request's timeout")]
+    BodyTimeout,
     #[error("Not implemented: {0}")]
     NotImplemented(String),
     #[error("Request headers are larger than {limit} bytes or more than {count}")]
@@ -79,6 +81,7 @@ impl ProxyError {
             | ProxyError::BadAppHeader(_)
             | ProxyError::MissingAccount { .. } => (StatusCode::BAD_REQUEST, App),
             ProxyError::InvokeBodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, App),
+            ProxyError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, App),
             ProxyError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, App),
             ProxyError::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, App),
             ProxyError::NoToken { .. } | ProxyError::Reauthorize { .. } => (StatusCode::UNAUTHORIZED, Platform),
@@ -134,6 +137,7 @@ impl ProxyError {
         matches!(
             self,
             ProxyError::BadFraming(_)
+                | ProxyError::BodyTimeout
                 | ProxyError::NotImplemented(_)
                 | ProxyError::HeadersTooLarge { .. }
                 | ProxyError::Upstream(UpstreamError::RequestBody(_))

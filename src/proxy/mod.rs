@@ -166,14 +166,15 @@ async fn forward(
     };
 
     // The body: an invoke body's JSON (and its context values), or a transparent body buffered
-    // up to the replay buffer.
+    // up to the replay buffer; by the request's deadline, so a body that trickles in cannot hold
+    // the request longer than one that stops (which the connection cuts after 10 s).
     let (body, json_body) = if is_invoke {
-        let (json, body, json_body) = read_invoke(body).await?;
+        let (json, body, json_body) = within(deadline, read_invoke(body)).await?;
         invoke_json = json;
         invoke_context(&invoke_json, &mut ctx)?;
         (body, json_body)
     } else {
-        (read_transparent(body, snap.config.refresh.replay_buffer).await?, false)
+        (within(deadline, read_transparent(body, snap.config.refresh.replay_buffer)).await?, false)
     };
 
     // 4. Render host, path, query and headers, each escaped for its position.
@@ -447,6 +448,11 @@ fn apply_headers(t: &TemplateSpec, scope: &RequestScope<'_>, headers: &mut Heade
 }
 
 /// Reads an `/invoke` body: `{"context": {...}, "body": "<string>" | <json>}`.
+/// Reads a request body by `deadline`: 408 when it has not all arrived by then.
+async fn within<T>(deadline: Instant, read: impl Future<Output = Result<T, ProxyError>>) -> Result<T, ProxyError> {
+    tokio::time::timeout_at(deadline, read).await.unwrap_or(Err(ProxyError::BodyTimeout))
+}
+
 async fn read_invoke(body: Body) -> Result<(serde_json::Map<String, serde_json::Value>, Body, bool), ProxyError> {
     let bytes = match http_body_util::Limited::new(body, MAX_INVOKE_BODY).collect().await {
         Ok(c) => c.to_bytes(),
