@@ -338,6 +338,9 @@ fn match_transparent<'r>(
         .find(method, host, uri.path())
         .ok_or_else(|| ProxyError::NoMatch { method: method.clone(), host: truncate(host, 255) })?;
     out.template = Some(m.template);
+    if let (Some(raw), Some((k, _))) = (m.tail_as_sent, m.captures.last()) {
+        ctx.tail_as_sent = Some((Cow::Borrowed(*k), raw));
+    }
     for (k, v) in m.captures {
         ctx.insert(k, v);
     }

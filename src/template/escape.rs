@@ -37,6 +37,8 @@ pub enum Refused {
     Host,
     #[error("a path value may not contain a `.` or `..` segment")]
     PathTraversal,
+    #[error("a path may not contain `?`, `#`, a space or a control character")]
+    PathCharacter,
 }
 
 /// Appends `value` as exactly one path segment: `/`, `%`, `?`, `#` are encoded, and a value of
@@ -65,6 +67,23 @@ pub fn path_tail(value: &str, leading: bool, out: &mut String) -> Result<(), Ref
         }
         out.extend(utf8_percent_encode(seg, SEGMENT));
     }
+    Ok(())
+}
+
+/// Appends a path tail as a request's path wrote it (percent-encoded bytes kept, so `%2F` stays
+/// within its segment). It must still be a path: no `?`, `#`, space or control character, and no
+/// segment that decodes to `.` or `..`.
+pub(crate) fn path_as_sent(raw: &str, leading: bool, out: &mut String) -> Result<(), Refused> {
+    if raw.bytes().any(|b| b <= b' ' || b == b'?' || b == b'#' || b == 0x7f) {
+        return Err(Refused::PathCharacter);
+    }
+    if raw.split('/').any(|seg| matches!(decode_segment(seg).as_ref(), "." | "..")) {
+        return Err(Refused::PathTraversal);
+    }
+    if leading && !raw.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(raw);
     Ok(())
 }
 
@@ -190,6 +209,22 @@ mod tests {
         assert_eq!(tail("/a/../admin", false), Err(Refused::PathTraversal));
         assert_eq!(tail("..", true), Err(Refused::PathTraversal));
         assert_eq!(tail("/a%2F..?x#y", false).unwrap(), "/a%252F..%3Fx%23y");
+    }
+
+    #[test]
+    fn tails_as_sent_keep_their_escapes_but_never_climb() {
+        let tail = |v: &str| {
+            let mut out = String::new();
+            path_as_sent(v, true, &mut out).map(|()| out)
+        };
+        assert_eq!(tail("/projects/group%2Fproject/issues").unwrap(), "/projects/group%2Fproject/issues");
+        assert_eq!(tail("a%20b").unwrap(), "/a%20b");
+        for bad in ["/a/%2E%2E/b", "/a/%2e/b", "/../x"] {
+            assert_eq!(tail(bad), Err(Refused::PathTraversal), "{bad}");
+        }
+        for bad in ["/a?b", "/a#b", "/a b"] {
+            assert_eq!(tail(bad), Err(Refused::PathCharacter), "{bad}");
+        }
     }
 
     #[test]

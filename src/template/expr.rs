@@ -428,6 +428,10 @@ pub trait Scope {
     fn context(&self, key: &str) -> Option<&str>;
     /// The access token, when the template's integration has one.
     fn access_token(&self) -> Option<&str>;
+    /// `context.<key>` as a request's path wrote it, when it was captured from a path tail.
+    fn tail_as_sent(&self, _key: &str) -> Option<&str> {
+        None
+    }
 }
 
 impl Bound {

@@ -20,6 +20,9 @@ pub use spec::{PathTail, TemplateSpec};
 #[derive(Debug, Default)]
 pub struct Context<'a> {
     pub values: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// A value a transparent match captured from a path tail, as the request's path wrote it
+    /// (see [`route::Match::tail_as_sent`]).
+    pub tail_as_sent: Option<(Cow<'a, str>, String)>,
 }
 
 impl<'a> Context<'a> {
@@ -44,6 +47,9 @@ impl Scope for RequestScope<'_> {
     }
     fn access_token(&self) -> Option<&str> {
         self.token
+    }
+    fn tail_as_sent(&self, key: &str) -> Option<&str> {
+        self.context.tail_as_sent.as_ref().filter(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -98,9 +104,17 @@ impl TemplateSpec {
                 let leading = self.path_tail == PathTail::Whole;
                 let exprs = self.path.0.iter().filter(|p| matches!(p, expr::Part::Expr(_))).count();
                 let mut i = 0;
+                let as_sent = match self.path.0.iter().rev().find(|p| matches!(p, expr::Part::Expr(_))) {
+                    Some(expr::Part::Expr(expr::Bound::Context(k))) => scope.tail_as_sent(k),
+                    _ => None,
+                };
                 self.path.render_into(scope, out, |v, out| {
                     i += 1;
-                    if i == exprs { escape::path_tail(v, leading, out) } else { escape::path_segment(v, out) }
+                    match (i == exprs, as_sent) {
+                        (true, Some(raw)) => escape::path_as_sent(raw, leading, out),
+                        (true, None) => escape::path_tail(v, leading, out),
+                        (false, _) => escape::path_segment(v, out),
+                    }
                 })
             }
         }

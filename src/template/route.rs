@@ -73,7 +73,19 @@ struct Leaf {
 #[derive(Debug)]
 pub struct Match<'r, 'q> {
     pub template: usize,
+    /// Each value decoded, as headers and queries use it.
     pub captures: Vec<(&'r str, Cow<'q, str>)>,
+    /// A path tail's capture as the request's path wrote it, when that differs from the decoded
+    /// value (it holds percent-encoded bytes): rendered back into the path as it is, so that a
+    /// `%2F` stays one (SPEC 2).
+    pub tail_as_sent: Option<String>,
+}
+
+/// What the search through the path captures: decoded values, and a tail as it was sent.
+#[derive(Default)]
+struct Caps<'q> {
+    values: Vec<Cow<'q, str>>,
+    tail_as_sent: Option<String>,
 }
 
 enum Seg {
@@ -243,7 +255,7 @@ impl Router {
         } else {
             &short[..n]
         };
-        let mut caps: Vec<Cow<'q, str>> = Vec::new();
+        let mut caps = Caps::default();
         if let Some(node) = self.hosts.get(lower.as_ref())
             && let Some(leaf) = node.find(method, segs, &mut caps)
         {
@@ -258,8 +270,8 @@ impl Router {
         }
         for (pat, node) in &self.dynamic {
             if let Some(v) = pat.capture(&lower) {
-                caps.clear();
-                caps.push(Cow::Owned(v.to_string()));
+                caps.values.clear();
+                caps.values.push(Cow::Owned(v.to_string()));
                 if let Some(leaf) = node.find(method, segs, &mut caps) {
                     return Some(leaf.to_match(caps));
                 }
@@ -290,13 +302,17 @@ fn add_leaf(leaves: &mut Vec<Leaf>, method: &Method, template: usize, keys: Vec<
 }
 
 impl Leaf {
-    fn to_match<'r, 'q>(&'r self, caps: Vec<Cow<'q, str>>) -> Match<'r, 'q> {
-        Match { template: self.template, captures: self.keys.iter().map(|k| &**k).zip(caps).collect() }
+    fn to_match<'r, 'q>(&'r self, caps: Caps<'q>) -> Match<'r, 'q> {
+        Match {
+            template: self.template,
+            captures: self.keys.iter().map(|k| &**k).zip(caps.values).collect(),
+            tail_as_sent: caps.tail_as_sent,
+        }
     }
 }
 
 impl Node {
-    fn find<'q>(&self, method: &Method, segs: &[&'q str], caps: &mut Vec<Cow<'q, str>>) -> Option<&Leaf> {
+    fn find<'q>(&self, method: &Method, segs: &[&'q str], caps: &mut Caps<'q>) -> Option<&Leaf> {
         let Some((first, rest)) = segs.split_first() else {
             return self.leaves.iter().find(|l| l.method == *method);
         };
@@ -315,11 +331,11 @@ impl Node {
                     }
                     Cow::Owned(_) => Cow::Owned(v.to_string()),
                 };
-                caps.push(v);
+                caps.values.push(v);
                 if let Some(leaf) = child.find(method, rest, caps) {
                     return Some(leaf);
                 }
-                caps.pop();
+                caps.values.pop();
             }
         }
         for (tail, leaves) in &self.tails {
@@ -334,7 +350,22 @@ impl Node {
                 v.push('/');
                 v.push_str(&decode_segment(seg));
             }
-            caps.push(Cow::Owned(v));
+            caps.values.push(Cow::Owned(v));
+            if first.contains('%') || rest.iter().any(|s| s.contains('%')) {
+                // The same tail as sent, when its prefix is written plainly.
+                caps.tail_as_sent = first.strip_prefix(&*tail.prefix).map(|head| {
+                    let mut raw = String::with_capacity(64);
+                    if tail.leading {
+                        raw.push('/');
+                    }
+                    raw.push_str(head);
+                    for seg in rest {
+                        raw.push('/');
+                        raw.push_str(seg);
+                    }
+                    raw
+                });
+            }
             return Some(leaf);
         }
         None
@@ -420,6 +451,13 @@ mod tests {
         let m = r.find(&Method::GET, "webapi.tv.com", "/api/v1/devices").unwrap();
         assert_eq!((m.template, m.captures[0].1.as_ref()), (1, "/api/v1/devices"));
         assert_eq!(r.find(&Method::GET, "webapi.tv.com", "/api/v1/ping").unwrap().template, 2);
+        // Decoded for headers and queries; as sent for the path.
+        let m = r.find(&Method::GET, "webapi.tv.com", "/api/v4/projects/group%2Fproject/issues").unwrap();
+        assert_eq!(m.captures[0].1, "/api/v4/projects/group/project/issues");
+        assert_eq!(m.tail_as_sent.as_deref(), Some("/api/v4/projects/group%2Fproject/issues"));
+        let m = r.find(&Method::GET, "graph.x.com", "/v1.0/users/a%2Fb").unwrap();
+        assert_eq!(m.tail_as_sent.as_deref(), Some("/users/a%2Fb"));
+        assert_eq!(r.find(&Method::GET, "graph.x.com", "/v1.0/users/plain").unwrap().tail_as_sent, None);
         // The tail only applies after its literal prefix.
         assert!(r.find(&Method::GET, "graph.x.com", "/beta/users").is_none());
     }
