@@ -105,7 +105,20 @@ pub(crate) fn parse_response(
                 tokens.keep_alive |= c.keep_alive;
                 tokens.names_others |= c.names_others;
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                te = Some(h.value);
+                // Every line's codings: only one `chunked` is passed on (re-framed). Any other
+                // coding would reach the client without its label, so the answer is refused.
+                for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
+                    if !coding.eq_ignore_ascii_case(b"chunked") {
+                        return Err(bad("the upstream used a transfer coding other than chunked"));
+                    }
+                    if te.is_some() {
+                        return Err(bad("the upstream applied chunked more than once"));
+                    }
+                    te = Some(coding);
+                }
+                if te.is_none() {
+                    return Err(bad("empty transfer-encoding"));
+                }
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 match lengths.get_mut(n_lengths) {
                     Some(slot) => *slot = h.value,
@@ -205,7 +218,11 @@ mod tests {
         assert_eq!(answer_framing(false, ok, None), Framing::Close);
         assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n", false).is_err());
         assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n", false).is_err());
-        assert_eq!(head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).1, Framing::Close);
+        // Codings other than chunked, or chunked twice: refused, never passed on unlabelled.
+        for te in ["gzip", "gzip, chunked", "chunked\r\ntransfer-encoding: chunked", "chunked, chunked", " "] {
+            let head = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: {te}\r\n\r\n");
+            assert!(parse(head.as_bytes(), false).is_err(), "{te}");
+        }
     }
 
     #[test]
