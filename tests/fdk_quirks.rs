@@ -74,7 +74,8 @@ async fn quirks_of_real_apps_render_as_the_platform_would() {
     // Transparent requests through a catch-all path: percent-encoded bytes reach the API as the
     // client sent them (GitLab's `group%2Fproject`), and an encoded dot segment is refused.
     let h = api.host();
-    let r = send(b.data, request("GET", &format!("http://{h}/api/v4/projects/group%2Fproject/issues?x=1"), &[], "")).await;
+    let r =
+        send(b.data, request("GET", &format!("http://{h}/api/v4/projects/group%2Fproject/issues?x=1"), &[], "")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(api.requests().last().unwrap().path_and_query, "/api/v4/projects/group%2Fproject/issues?x=1");
     let r = send(b.data, request("GET", &format!("http://{h}/v1.0/users/a%2Fb%20c"), &[], "")).await;

@@ -11,6 +11,43 @@ use support::provider::Provider;
 use support::redis::Redis;
 use support::*;
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_restarts_empty_gets_the_tokens_back_from_the_replicas() {
+    let mut c = cluster(2).await;
+    let at = c.provider.with(|s| s.make_access_token());
+    c.replicas[0].put_token("demo", "api", "", json!({"access_token": at, "expires_in": 3600})).await;
+    put_expired(&c, "agent-b").await;
+    seen_everywhere(&c, "agent-b", "expired").await;
+    let key = |account: &str| format!(r#"bearerd:token:["demo","api","{account}"]"#);
+    c.redis.restart_empty();
+    assert_eq!(c.redis.cli(&["EXISTS", &key("default")]), "0", "the new Redis starts empty");
+    // Both tokens come back, written by the replicas that held them.
+    eventually(Duration::from_secs(5), "the tokens are back in Redis", async || {
+        c.redis.cli(&["EXISTS", &key("default")]) == "1" && c.redis.cli(&["EXISTS", &key("agent-b")]) == "1"
+    })
+    .await;
+    for b in &c.replicas {
+        assert_eq!(b.invoke("get", json!({})).await.status, 200);
+    }
+    // The refresh token survived: the expired token refreshes (once, for both replicas).
+    let r = c.replicas[1].invoke_with("get", json!({}), &[("x-bearerd-account", "agent-b")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.provider.grants("refresh_token"), 1);
+    // A token deleted while Redis was up is not brought back by a later reconnect.
+    assert_eq!(c.replicas[0].admin("DELETE", "/admin/tokens/demo/api", "").await.status, 200);
+    seen_everywhere(&c, "default", "missing").await;
+    // (The replicas resubscribe, see the same epoch, and only read.)
+    let subscribers = c.redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(subscribers, "2");
+    eventually(Duration::from_secs(5), "both replicas subscribe again", async || {
+        c.redis.cli(&["PUBSUB", "NUMSUB", "bearerd:events"]).ends_with('2')
+    })
+    .await;
+    let list = c.replicas[1].admin("GET", "/admin/tokens", "").await.json();
+    assert!(list.as_array().unwrap().iter().any(|e| e["account"] == "default" && e["state"] == "missing"), "{list}");
+    assert_eq!(c.redis.cli(&["EXISTS", &key("default")]), "0");
+}
+
 struct Cluster {
     _dirs: Vec<TempDir>,
     redis: Redis,

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
 use crate::state::State;
-use crate::token::{FileStore, TokenStore, Tokens};
+use crate::token::{Change, FileStore, TokenStore, Tokens};
 use crate::upstream::{Body, Upstream};
 
 /// How long in-flight requests may take to finish at shutdown.
@@ -117,8 +117,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let tokens = state.tokens.clone();
         tokio::spawn(async move {
             while let Some(change) = changes.recv().await {
-                if let Err(e) = tokens.sync(change).await {
-                    tracing::warn!(error = %e, "cannot read a changed token from the store");
+                // A reload of everything follows a reconnect, when the store's own connection
+                // may not be back yet: it is tried again for a few seconds.
+                let tries = if matches!(change, Change::Key(_)) { 1 } else { 20 };
+                for attempt in 1..=tries {
+                    match tokens.sync(change.clone()).await {
+                        Ok(()) => break,
+                        Err(e) if attempt == tries => {
+                            tracing::warn!(error = %e, "cannot read changed tokens from the store");
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                    }
                 }
             }
         });

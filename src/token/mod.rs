@@ -234,6 +234,24 @@ impl Tokens {
                 let t = self.store.get(&key).await?;
                 self.cache_set(&key, t.map(Arc::new));
             }
+            Change::Lost => {
+                let held = self.cache.load_full();
+                let mut restored = 0usize;
+                for (key, token) in held.iter() {
+                    // Version 0 expected: only where the store has no token, so a token written
+                    // since (a new authorization, another replica's write-back) wins.
+                    if self.store.compare_and_swap(key, 0, Some(Token::clone(token)), None).await? == Cas::Done {
+                        self.store.publish(key).await;
+                        restored += 1;
+                    }
+                }
+                tracing::warn!(
+                    held = held.len(),
+                    restored,
+                    "the token store lost its tokens: wrote back those held here"
+                );
+                return Box::pin(self.sync(Change::All)).await;
+            }
             Change::All => {
                 let all = self.store.load_all().await?;
                 self.cache.store(Arc::new(all.into_iter().map(|(k, t)| (k, Arc::new(t))).collect()));

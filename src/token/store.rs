@@ -53,6 +53,9 @@ pub enum Change {
     Key(TokenKey),
     /// Anything may have changed (a reconnect after missed notifications).
     All,
+    /// The store lost what it held (a Redis restarted without persistence): what this process
+    /// holds is written back where the store has nothing, then everything is read again.
+    Lost,
 }
 
 /// Durable storage of tokens. The embedded [`FileStore`] serves one process; a shared store

@@ -11,6 +11,17 @@ pub struct Redis {
 impl Redis {
     pub fn start() -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Redis { child: Self::spawn(port), port }
+    }
+
+    /// Kills this Redis and starts an empty one on the same port (a restart without persistence).
+    pub fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port);
+    }
+
+    fn spawn(port: u16) -> Child {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -22,7 +33,7 @@ impl Redis {
             assert!(t0.elapsed() < Duration::from_secs(10), "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, port }
+        child
     }
 
     pub fn signal(&self, sig: &str) {
