@@ -35,6 +35,10 @@
 //!   [`metrics`] (every metric, registered in one place), [`secret`], [`fasthash`] (the unkeyed
 //!   hash of maps keyed by configuration) and [`reuse`] (per-thread reuse of request buffers).
 //!
+//! - [`fuzzing`] (feature `fuzzing`, and in `cargo test`): the parser checks the fuzz targets
+//!   in `fuzz/` and the property tests share, with their oracles ([`http`]'s `oracle`: hyper's
+//!   HTTP/1.1 server and client read the same bytes).
+//!
 //! # The path of one request
 //! 1. [`server::h1`] accepts and reads the request head with [`http::server`] (headers parsed
 //!    once, into the map that is forwarded) and runs [`proxy::handle`] in the connection's task;
@@ -69,6 +73,9 @@
 pub mod admin;
 pub mod config;
 pub(crate) mod fasthash;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod proxy;

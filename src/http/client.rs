@@ -137,6 +137,10 @@ pub(crate) fn parse_response(
                 n_skipped += 1;
             }
         }
+        if te.is_some() && version == Version::HTTP_10 {
+            // RFC 9112 6.1: faulty framing in an HTTP/1.0 message.
+            return Err(bad("transfer-encoding in an HTTP/1.0 answer"));
+        }
         declared = match code {
             100..=199 => None,
             _ => framing::declared_by(te, lengths[..n_lengths].iter().copied(), true).map_err(bad)?,

@@ -69,19 +69,24 @@ pub(crate) fn declared_by<'a>(
             false => Err("a transfer-encoding that does not end in chunked"),
         };
     }
+    // One decimal number per line (repeated lines must agree). A list in one line (`5, 5`),
+    // which RFC 9110 8.6 lets a recipient either refuse or fold, is refused: hyper refuses it,
+    // and a parser that folds it could disagree with one that does not.
     let mut length = None;
     for v in lengths {
-        for part in v.split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err("bad content-length");
-            }
-            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting content-length");
-            }
-            length = Some(n);
+        let v = v.trim_ascii();
+        if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+            return Err("bad content-length");
         }
+        // 1*DIGIT: leading zeros are allowed; a value past u64 is refused.
+        let n = v
+            .iter()
+            .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .ok_or("bad content-length")?;
+        if length.is_some_and(|l| l != n) {
+            return Err("conflicting content-length");
+        }
+        length = Some(n);
     }
     Ok(length.map(|n| if n == 0 { Framing::Empty } else { Framing::Length(n) }))
 }
@@ -138,6 +143,11 @@ enum Step {
     Next(Chunk),
     Done,
     More,
+}
+
+/// A byte of a token (RFC 9110 5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// One step of the chunked decoder over the bytes buffered so far.
@@ -199,6 +209,11 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
             let seen = seen.saturating_add(l.len() as u32 + 2);
             if seen > MAX_TRAILERS {
                 return Err("trailer section too large");
+            }
+            // A trailer line is a field line (RFC 9112 7.1.2): `token ":" value`.
+            let name = l.iter().position(|&b| b == b':').map(|colon| &l[..colon]);
+            if !l.is_empty() && !name.is_some_and(|n| !n.is_empty() && n.iter().all(|&b| is_tchar(b))) {
+                return Err("a trailer line that is not a field");
             }
             Ok(if l.is_empty() { Step::Done } else { Step::Next(Chunk::Trailer(seen)) })
         }
@@ -364,7 +379,11 @@ mod tests {
         assert_eq!(declared(&h(&[]), true), Ok(None));
         assert_eq!(declared(&h(&[("content-length", "0")]), false), Ok(Some(Framing::Empty)));
         assert_eq!(declared(&h(&[("content-length", "5")]), false), Ok(Some(Framing::Length(5))));
-        assert_eq!(declared(&h(&[("content-length", "5, 5")]), false), Ok(Some(Framing::Length(5))));
+        assert_eq!(declared(&h(&[("content-length", "5, 5")]), false), Err("bad content-length"));
+        assert_eq!(
+            declared(&h(&[("content-length", "5"), ("content-length", "5")]), false),
+            Ok(Some(Framing::Length(5)))
+        );
         assert!(declared(&h(&[("content-length", "5"), ("content-length", "6")]), false).is_err());
         assert!(declared(&h(&[("content-length", "-1")]), false).is_err());
         assert!(declared(&h(&[("content-length", "99999999999999999999")]), false).is_err());

@@ -9,6 +9,8 @@
 pub(crate) mod answer;
 pub(crate) mod client;
 pub(crate) mod framing;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod oracle;
 pub(crate) mod server;
 pub(crate) mod write;
 

@@ -1,0 +1,4 @@
+#![no_main]
+//! See bearerd::fuzzing::template: the same check the property tests run.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bearerd::fuzzing::template(data));
