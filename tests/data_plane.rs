@@ -237,7 +237,6 @@ async fn hostile_values_cannot_escape_their_position() {
     .await;
     let cases = [
         ("../../admin", "/v1/users/..%2F..%2Fadmin/profile"),
-        ("..", "/v1/users/%2E%2E/profile"),
         ("a%2Fb", "/v1/users/a%252Fb/profile"),
         ("x?y=1#z", "/v1/users/x%3Fy=1%23z/profile"),
         ("ünï", "/v1/users/%C3%BCn%C3%AF/profile"),
@@ -250,6 +249,11 @@ async fn hostile_values_cannot_escape_their_position() {
     for (i, (_, want)) in cases.iter().enumerate() {
         assert_eq!(got[i].path_and_query, format!("{want}?q=a%26admin%3D1"));
         assert_eq!(got[i].headers["x-name"].as_bytes(), "ok ünï".as_bytes());
+    }
+    // A value that is a dot segment is refused: `%2E%2E` climbs on servers that decode first.
+    for id in ["..", "."] {
+        let r = b.invoke("seg", json!({"context": {"id": id}})).await;
+        assert_eq!(r.status, 400, "{id:?}: {}", r.text());
     }
     for name in ["a\r\nX-Evil: 1", "a\nb", "a\0b"] {
         let r = b.invoke("seg", json!({"context": {"id": "1", "name": name}})).await;

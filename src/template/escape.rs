@@ -42,14 +42,24 @@ pub enum Refused {
 }
 
 /// Appends `value` as exactly one path segment: `/`, `%`, `?`, `#` are encoded, and a value of
-/// `.` or `..` cannot climb the path.
+/// `.` or `..` is refused: encoded as `%2E%2E` it would still climb on servers that decode
+/// before they resolve dot segments (nginx does).
 pub(crate) fn path_segment(value: &str, out: &mut String) -> Result<(), Refused> {
-    match value {
-        "." => out.push_str("%2E"),
-        ".." => out.push_str("%2E%2E"),
-        _ => out.extend(utf8_percent_encode(value, SEGMENT)),
+    if matches!(value, "." | "..") {
+        return Err(Refused::PathTraversal);
     }
+    out.extend(utf8_percent_encode(value, SEGMENT));
     Ok(())
+}
+
+/// Refuses a rendered path with a segment that is, or decodes to, `.` or `..`: values glued to
+/// template text can make one (`/x/<%= context.a %>.` with an empty value), though neither
+/// could alone.
+pub(crate) fn no_dot_segments(path: &str) -> Result<(), Refused> {
+    let dot = |seg: &str| {
+        matches!(seg, "." | "..") || (seg.contains('%') && matches!(decode_segment(seg).as_ref(), "." | ".."))
+    };
+    if path.split('/').any(dot) { Err(Refused::PathTraversal) } else { Ok(()) }
 }
 
 /// Appends `value` as the end of a path: it may hold `/`, each segment is encoded, and a `.` or
@@ -189,8 +199,13 @@ mod tests {
     #[test]
     fn path_values_stay_one_segment() {
         assert_eq!(seg("../admin"), "..%2Fadmin");
-        assert_eq!(seg(".."), "%2E%2E");
-        assert_eq!(seg("."), "%2E");
+        assert_eq!(path_segment("..", &mut String::new()), Err(Refused::PathTraversal));
+        assert_eq!(path_segment(".", &mut String::new()), Err(Refused::PathTraversal));
+        assert_eq!(seg("..."), "...");
+        assert_eq!(no_dot_segments("/x/./y"), Err(Refused::PathTraversal));
+        assert_eq!(no_dot_segments("/x/%2e%2E"), Err(Refused::PathTraversal));
+        assert_eq!(no_dot_segments("/x/.%2E/y"), Err(Refused::PathTraversal));
+        assert_eq!(no_dot_segments("/x/a.b/..c/%2E%2E%2E"), Ok(()));
         assert_eq!(seg("a%2Fb"), "a%252Fb");
         assert_eq!(seg("x?y#z"), "x%3Fy%23z");
         assert_eq!(seg("alice@example.com"), "alice@example.com");

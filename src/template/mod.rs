@@ -97,6 +97,7 @@ impl TemplateSpec {
         request_query: Option<&str>,
         out: &mut String,
     ) -> Result<(), RenderError> {
+        let path_start = out.len();
         match self.path_tail {
             PathTail::None => self.path.render_into(scope, out, escape::path_segment),
             PathTail::Tail | PathTail::Whole => {
@@ -119,6 +120,9 @@ impl TemplateSpec {
             }
         }
         .map_err(RenderError::Path)?;
+        if self.path.uses_context() {
+            escape::no_dot_segments(&out[path_start..]).map_err(RenderError::Path)?;
+        }
         let mut first = true;
         let mut sep = |out: &mut String| {
             out.push(if first { '?' } else { '&' });
