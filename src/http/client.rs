@@ -93,6 +93,7 @@ pub(crate) fn parse_response(
         let ends = starts.clone().skip(1).chain(std::iter::once(len - 2));
         lines = (resp.headers.first().map_or(len - 2, |h| offset(h.name.as_bytes())), len - 2);
         let (mut te, mut lengths) = (None, [&[][..]; 2]);
+        let mut codings = framing::Codings::default();
         let mut n_lengths = 0;
         for (((h, start), end), r) in resp.headers.iter().zip(starts).zip(ends).zip(ranges.iter_mut()) {
             let name = h.name.as_bytes();
@@ -105,19 +106,14 @@ pub(crate) fn parse_response(
                 tokens.keep_alive |= c.keep_alive;
                 tokens.names_others |= c.names_others;
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                // Every line's codings: only one `chunked` is passed on (re-framed). Any other
-                // coding would reach the client without its label, so the answer is refused.
-                for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
-                    if !coding.eq_ignore_ascii_case(b"chunked") {
+                // Only one `chunked` is passed on (re-framed). Any other coding would reach
+                // the client without its label, so the answer is refused.
+                match codings.add(h.value) {
+                    Ok(()) => te = Some(&b"chunked"[..]),
+                    Err(framing::CodingError::Other(_)) => {
                         return Err(bad("the upstream used a transfer coding other than chunked"));
                     }
-                    if te.is_some() {
-                        return Err(bad("the upstream applied chunked more than once"));
-                    }
-                    te = Some(coding);
-                }
-                if te.is_none() {
-                    return Err(bad("empty transfer-encoding"));
+                    Err(framing::CodingError::EmptyElement) => return Err(bad(framing::EMPTY_ELEMENT)),
                 }
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 match lengths.get_mut(n_lengths) {
@@ -136,6 +132,9 @@ pub(crate) fn parse_response(
                 }
                 n_skipped += 1;
             }
+        }
+        if te.is_some() {
+            codings.finish().map_err(bad)?;
         }
         if te.is_some() && version == Version::HTTP_10 {
             // RFC 9112 6.1: faulty framing in an HTTP/1.0 message.

@@ -91,6 +91,51 @@ pub(crate) fn declared_by<'a>(
     Ok(length.map(|n| if n == 0 { Framing::Empty } else { Framing::Length(n) }))
 }
 
+/// The transfer codings of a message (RFC 9112 6.1), read alike on both sides: `chunked`
+/// exactly once and alone. An empty list element (`chunked,`) is refused, though RFC 9110 5.6.1
+/// lets a recipient skip it: parsers disagree on it (hyper reads `chunked,` as not chunked).
+#[derive(Debug, Default)]
+pub(crate) struct Codings {
+    chunked: u32,
+}
+
+/// Why a `Transfer-Encoding` line was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CodingError<'a> {
+    /// A coding other than `chunked`: the body would need decoding.
+    Other(&'a [u8]),
+    /// An empty list element.
+    EmptyElement,
+}
+
+impl Codings {
+    /// Adds one `Transfer-Encoding` line.
+    pub(crate) fn add<'a>(&mut self, line: &'a [u8]) -> Result<(), CodingError<'a>> {
+        for coding in line.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if coding.is_empty() {
+                return Err(CodingError::EmptyElement);
+            }
+            if !coding.eq_ignore_ascii_case(b"chunked") {
+                return Err(CodingError::Other(coding));
+            }
+            self.chunked += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether the lines said `chunked` exactly once.
+    pub(crate) fn finish(self) -> Result<(), &'static str> {
+        match self.chunked {
+            1 => Ok(()),
+            0 => Err("an empty transfer-encoding"),
+            _ => Err("chunked applied more than once"),
+        }
+    }
+}
+
+/// The message of [`CodingError::EmptyElement`].
+pub(crate) const EMPTY_ELEMENT: &str = "an empty element in transfer-encoding";
+
 /// What [`decode`] found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decoded {

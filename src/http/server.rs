@@ -121,21 +121,19 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Htt
     if headers.contains_key(header::CONTENT_LENGTH) {
         return Err(HttpError::malformed("both transfer-encoding and content-length"));
     }
-    let mut chunked = 0;
+    let mut chunked = framing::Codings::default();
     for value in codings {
-        for coding in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
-            if !coding.eq_ignore_ascii_case(b"chunked") {
+        match chunked.add(value.as_bytes()) {
+            Ok(()) => {}
+            Err(framing::CodingError::Other(coding)) => {
                 let coding = String::from_utf8_lossy(coding);
                 return Err(HttpError::Unsupported(format!("transfer coding {coding} is not implemented")));
             }
-            chunked += 1;
+            Err(framing::CodingError::EmptyElement) => return Err(HttpError::malformed(framing::EMPTY_ELEMENT)),
         }
     }
-    match chunked {
-        1 => Ok(Framing::Chunked(framing::Chunk::Size)),
-        0 => Err(HttpError::malformed("an empty transfer-encoding")),
-        _ => Err(HttpError::malformed("chunked applied more than once")),
-    }
+    chunked.finish().map_err(HttpError::malformed)?;
+    Ok(Framing::Chunked(framing::Chunk::Size))
 }
 
 /// A `Host` value: a host name, an IPv4 or bracketed IPv6 address, an optional port (or empty,
