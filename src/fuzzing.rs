@@ -76,7 +76,7 @@ pub fn template(data: &[u8]) {
     if !text.starts_with('/') || text.contains(['?', '#']) || !text.bytes().all(|b| b.is_ascii_graphic()) {
         return;
     }
-    if text.split('/').any(|seg| seg == "." || seg == "..") {
+    if text.split('/').any(|seg| seg == "." || seg == "..") || text.parse::<http::uri::PathAndQuery>().is_err() {
         return;
     }
     let spec = TemplateSpec {
@@ -87,7 +87,8 @@ pub fn template(data: &[u8]) {
         path_tail: PathTail::of(&path),
         path,
         path_query: bind("").unwrap_or_else(|| unreachable!()),
-        query: vec![("q".into(), query)],
+        // Query literals are encoded by the loader, as here.
+        query: vec![("q".into(), crate::config::requests::query_encoded(query))],
         headers: vec![(http::HeaderName::from_static("x-h"), header)],
         integration: None,
         max_attempts: 1,

@@ -40,6 +40,8 @@ on_both_stores!(
     a_slow_token_endpoint_delays_only_requests_for_that_key,
     token_endpoint_timeout_is_504,
     client_credentials_are_fetched_once_on_first_need,
+    a_refresh_without_a_new_refresh_token_keeps_the_old_one,
+    a_refresh_outlives_the_request_that_started_it,
 );
 
 struct World {
@@ -327,17 +329,77 @@ async fn a_slow_token_endpoint_delays_only_requests_for_that_key(store: Store) {
         let r = send(data, request("POST", "/invoke/get", &[("host", "b")], "{}")).await;
         (r.status, t0.elapsed())
     });
-    while w.provider.with(|s| s.grants.get("refresh_token").copied().unwrap_or(0)) == 0 && !slow.is_finished() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // The slow refresh has reached the token endpoint and is held there.
+    eventually(Duration::from_secs(5), "the slow refresh is at the token endpoint", async || {
+        w.provider.with(|s| s.in_flight) == 1
+    })
+    .await;
     let t0 = Instant::now();
     let r = w.b.invoke_with("get", json!({}), &[("x-bearerd-account", "other")]).await;
     let fast = t0.elapsed();
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!slow.is_finished(), "the slow refresh is still in flight");
+    assert!(fast < Duration::from_millis(1500), "the other key waited {fast:?}");
+    // Its own refresh ran beside the slow one (no lock shared between keys), and its request
+    // carried the token issued for its own refresh token (refreshes are keyed by account).
+    assert_eq!(w.provider.with(|s| s.max_in_flight), 2);
+    let issued = w.provider.with(|s| s.issued_for[&fast_rt].clone());
+    assert_eq!(w.api.requests().last().unwrap().header("authorization"), Some(format!("Bearer {issued}").as_str()));
     let (status, slow_took) = slow.await.unwrap();
     assert_eq!(status, 200);
-    assert!(fast < Duration::from_millis(1500), "the other key waited {fast:?}");
     assert!(slow_took >= Duration::from_secs(3));
+}
+
+async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(store: Store) {
+    let w = world(store, |_| {}).await;
+    // No rotation: the answer carries no refresh token; and every access token expires at once,
+    // so each request refreshes.
+    w.provider.with(|s| {
+        s.rotate = false;
+        s.expires_in = Some(0);
+    });
+    let rt = put_stale(&w, 0).await;
+    for n in 1..=2 {
+        let r = w.b.invoke("get", json!({})).await;
+        assert_eq!(r.status, 200, "request {n}: {}", r.text());
+        assert_eq!(w.provider.grants("refresh_token"), n);
+        let sent = w.provider.with(|s| s.last_form["refresh_token"]["refresh_token"].clone());
+        assert_eq!(sent, rt, "refresh {n} used the refresh token kept from before");
+    }
+}
+
+async fn a_refresh_outlives_the_request_that_started_it(store: Store) {
+    let w = world(store, |_| {}).await;
+    w.provider.with(|s| s.delay = Duration::from_secs(2));
+    put_stale(&w, 0).await;
+    // The client gives up while the (rotating) refresh is at the token endpoint: over HTTP/2,
+    // where closing the connection drops the request's future in bearerd.
+    let stream = tokio::net::TcpStream::connect(w.b.data).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let client = tokio::spawn(async move { sender.send_request(request("POST", "/invoke/get", &[], "{}")).await });
+    eventually(Duration::from_secs(5), "the refresh is at the token endpoint", async || {
+        w.provider.with(|s| s.in_flight) == 1
+    })
+    .await;
+    client.abort();
+    conn.abort();
+    // The refresh still finishes and its rotated refresh token is kept: the next request uses
+    // the new access token without another grant.
+    eventually(Duration::from_secs(5), "the refresh finished", async || w.provider.with(|s| s.in_flight) == 0).await;
+    eventually(Duration::from_secs(2), "the refreshed token is stored", async || {
+        w.b.admin("GET", "/admin/tokens", "").await.json()[0]["state"] == "valid"
+    })
+    .await;
+    let r = w.b.invoke("get", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(w.provider.grants("refresh_token"), 1);
+    assert_eq!(w.provider.with(|s| s.replayed_refresh_tokens), 0);
 }
 
 async fn token_endpoint_timeout_is_504(store: Store) {

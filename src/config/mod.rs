@@ -9,7 +9,7 @@ pub(crate) mod file;
 mod iparams;
 mod manifest;
 mod oauth_config;
-mod requests;
+pub(crate) mod requests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

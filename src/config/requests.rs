@@ -374,7 +374,7 @@ impl Binder<'_> {
                     if let Some(b) = self.bind(&src, ALLOW_PATH, &qp, d) {
                         let mut key = String::new();
                         let _ = crate::template::escape::query_value(k, &mut key);
-                        query.push((key, b));
+                        query.push((key, query_encoded(b)));
                     }
                 }
             }
@@ -429,6 +429,24 @@ impl Binder<'_> {
         }
         (headers, uses_token)
     }
+}
+
+/// A query value with its literal text (and folded iparams) query-encoded at load, as the
+/// platform encodes query values: `"a b & c"` cannot add a parameter or break the target.
+pub(crate) fn query_encoded(value: Parts<Bound>) -> Parts<Bound> {
+    let parts = value
+        .0
+        .into_iter()
+        .map(|part| match part {
+            Part::Lit(text) => {
+                let mut encoded = String::new();
+                let _ = crate::template::escape::query_value(&text, &mut encoded);
+                Part::Lit(encoded)
+            }
+            expr => expr,
+        })
+        .collect();
+    Parts(parts)
 }
 
 fn bind_parts(

@@ -45,6 +45,11 @@ pub struct State {
     next: u64,
     /// Grants that succeeded or failed, by grant type.
     pub grants: HashMap<String, usize>,
+    /// Token requests that have arrived and not been answered yet, and the most at once.
+    pub in_flight: usize,
+    pub max_in_flight: usize,
+    /// The access token each refresh token was exchanged for.
+    pub issued_for: HashMap<String, String>,
     /// Refresh tokens presented after they had been used or revoked.
     pub replayed_refresh_tokens: usize,
     pub bad_client_auth: usize,
@@ -166,8 +171,14 @@ async fn token_endpoint(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result
         let slow = form.get("refresh_token").is_some_and(|rt| s.slow.contains(rt));
         (s.delay, if slow { s.slow_delay } else { Duration::ZERO })
     };
+    {
+        let mut s = st.lock().unwrap();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+    }
     tokio::time::sleep(delay + slow).await;
     let mut s = st.lock().unwrap();
+    s.in_flight -= 1;
     *s.grants.entry(grant.clone()).or_default() += 1;
     s.last_form.insert(grant.clone(), form.clone());
     s.last_headers.insert(grant.clone(), parts.headers.clone());
@@ -233,6 +244,9 @@ async fn token_endpoint(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result
     let n = s.next;
     let at = format!("at-{n}");
     s.access_valid.insert(at.clone());
+    if let Some(rt) = form.get("refresh_token") {
+        s.issued_for.insert(rt.clone(), at.clone());
+    }
     let mut body = json!({"access_token": at, "token_type": "Bearer", "scope": "read"});
     if let Some(e) = s.expires_in {
         body["expires_in"] = json!(e);
