@@ -306,3 +306,103 @@ async fn epoch(client: &redis::Client, key: &str) -> Option<String> {
     };
     tokio::time::timeout(OP_TIMEOUT, ask).await.ok()?.ok()?
 }
+
+/// The private `redis-server` the integration tests start, for the tests below.
+#[cfg(test)]
+#[path = "../../tests/support/redis.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod private_redis;
+
+#[cfg(test)]
+mod tests {
+    //! The store's own guarantees, against a private `redis-server` (the one the integration
+    //! tests start): the version check and the lease check of the compare-and-swap, and the
+    //! lease's exclusivity, renewal, release and expiry.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::secret::Secret;
+
+    use super::private_redis;
+
+    async fn store(redis: &private_redis::Redis, lease_ttl: Duration) -> RedisStore {
+        let url = format!("redis://127.0.0.1:{}/0", redis.port);
+        RedisStore::connect(&url, "t:", lease_ttl, None, &Metrics::new()).await.unwrap()
+    }
+
+    fn token(at: &str, version: u64) -> Token {
+        Token { version, ..Token::new(Secret::new(at)) }
+    }
+
+    fn key() -> TokenKey {
+        TokenKey::new("demo", "api", "default")
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_writes_only_over_the_expected_version() {
+        let redis = private_redis::Redis::start();
+        let s = store(&redis, Duration::from_secs(5)).await;
+        let k = key();
+        assert_eq!(s.compare_and_swap(&k, 0, Some(token("a", 1)), None).await.unwrap(), Cas::Done);
+        // Expecting none stored, or an older version: nothing is written.
+        assert_eq!(s.compare_and_swap(&k, 0, Some(token("b", 1)), None).await.unwrap(), Cas::Conflict);
+        assert_eq!(s.compare_and_swap(&k, 7, Some(token("b", 8)), None).await.unwrap(), Cas::Conflict);
+        assert_eq!(s.get(&k).await.unwrap().unwrap().access_token.expose(), "a");
+        assert_eq!(s.compare_and_swap(&k, 1, Some(token("c", 2)), None).await.unwrap(), Cas::Done);
+        assert_eq!(s.get(&k).await.unwrap().unwrap().access_token.expose(), "c");
+        // A delete is a swap too.
+        assert_eq!(s.compare_and_swap(&k, 1, None, None).await.unwrap(), Cas::Conflict);
+        assert_eq!(s.compare_and_swap(&k, 2, None, None).await.unwrap(), Cas::Done);
+        assert!(s.get(&k).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_write_under_a_lease_needs_the_lease_still_held() {
+        let redis = private_redis::Redis::start();
+        let s = store(&redis, Duration::from_millis(300)).await;
+        let k = key();
+        let held = s.lease(&k).await.unwrap().expect("a free lease");
+        assert!(s.lease(&k).await.unwrap().is_none(), "the lease is exclusive");
+        assert_eq!(s.compare_and_swap(&k, 0, Some(token("a", 1)), Some(&held)).await.unwrap(), Cas::Done);
+        // A slow holder: its lease expires and another process takes it. The old holder's
+        // write is refused even with the right version (fencing).
+        let t0 = tokio::time::Instant::now();
+        let other = loop {
+            if let Some(l) = s.lease(&k).await.unwrap() {
+                break l;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(3), "the lease never expired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(t0.elapsed() >= Duration::from_millis(200), "the lease expired early");
+        assert_eq!(s.compare_and_swap(&k, 1, Some(token("stale", 2)), Some(&held)).await.unwrap(), Cas::Conflict);
+        assert!(!s.renew(&held).await.unwrap(), "an expired lease cannot be renewed by its old holder");
+        assert_eq!(s.compare_and_swap(&k, 1, Some(token("new", 2)), Some(&other)).await.unwrap(), Cas::Done);
+        // A write without a lease (an admin put) is not fenced: it only needs the version. The
+        // lease holder then finds the version moved on.
+        assert_eq!(s.compare_and_swap(&k, 2, Some(token("admin", 3)), None).await.unwrap(), Cas::Done);
+        assert_eq!(s.compare_and_swap(&k, 2, Some(token("refresh", 3)), Some(&other)).await.unwrap(), Cas::Conflict);
+        assert_eq!(s.get(&k).await.unwrap().unwrap().access_token.expose(), "admin");
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_renewed_and_released_only_by_its_holder() {
+        let redis = private_redis::Redis::start();
+        let s = store(&redis, Duration::from_millis(400)).await;
+        let k = key();
+        let held = s.lease(&k).await.unwrap().unwrap();
+        let impostor = Lease { key: k.clone(), owner: "someone-else".into() };
+        // Renewed past its first expiry, the lease stays held.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(s.renew(&held).await.unwrap());
+        }
+        assert!(s.lease(&k).await.unwrap().is_none(), "renewed for 800 ms on a 400 ms lease");
+        assert!(!s.renew(&impostor).await.unwrap());
+        s.release(&impostor).await;
+        assert!(s.lease(&k).await.unwrap().is_none(), "only its owner releases it");
+        s.release(&held).await;
+        assert!(s.lease(&k).await.unwrap().is_some(), "released");
+    }
+}
