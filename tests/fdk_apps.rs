@@ -4,10 +4,6 @@
 
 mod support;
 
-use std::io::Read as _;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use serde_json::json;
 use support::*;
 
@@ -136,34 +132,8 @@ async fn secrets_in_paths_never_reach_the_log() {
         Some(&oauth_one(&api.host(), false)),
     );
     let cfg = config(&dir, Some(&ca), "bot");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bearerd"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = String::new();
-    let addr = |log: &str, key: &str| -> Option<std::net::SocketAddr> {
-        log.split(key).nth(1)?.split_whitespace().next()?.parse().ok()
-    };
-    let (data, admin) = loop {
-        log.push_str(&rx.recv_timeout(Duration::from_secs(10)).expect("bearerd did not start"));
-        if let (Some(d), Some(a)) = (addr(&log, "data_addr="), addr(&log, "admin_addr=")) {
-            break (d, a);
-        }
-    };
+    let bearerd = Logged::start(&cfg, "debug");
+    let (data, admin) = (bearerd.data, bearerd.admin);
     let put = request(
         "PUT",
         "/admin/tokens/bot/api",
@@ -179,11 +149,7 @@ async fn secrets_in_paths_never_reach_the_log() {
     let uri = format!("http://{host}/bot123:BOT-SECRET/sendMessage?key=Q-SECRET");
     assert_eq!(send(data, request("POST", &uri, &[("host", &host)], "")).await.status, 200);
     assert_eq!(api.count(), 3);
-    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
-    let _ = child.wait();
-    while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(500)) {
-        log.push_str(&chunk);
-    }
+    let log = bearerd.stop();
     assert!(log.contains("bearerd::access"), "the access log is on:\n{log}");
     assert!(log.contains("template=\"send\""));
     for secret in ["BOT-SECRET", "Q-SECRET", "AT-SECRET-9", "RT-SECRET-9", "csecret", "sendMessage"] {

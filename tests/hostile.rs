@@ -173,3 +173,201 @@ async fn admin_bodies_are_read_whole_before_anything_is_done() {
     assert_eq!(list[0]["state"], "missing", "{list}");
     b.shutdown().await;
 }
+
+/// A strict plain HTTP/1.1 upstream on 127.0.0.1:0 that records every request (head and body,
+/// framed by Content-Length or chunked only, as RFC 9112 reads them) and answers 200 `ok`.
+async fn strict_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>) {
+    use tokio::io::AsyncWriteExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut b = [0u8; 4096];
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let lower = head.to_ascii_lowercase();
+                    let length = lower
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse::<usize>().unwrap());
+                    let chunked = lower.lines().any(|l| l.starts_with("transfer-encoding:"));
+                    assert!(!(chunked && length.is_some()), "bearerd sent both framings: {head}");
+                    let mut body = Vec::new();
+                    if let Some(n) = length {
+                        while buf.len() < n {
+                            let mut b = [0u8; 4096];
+                            match s.read(&mut b).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => buf.extend_from_slice(&b[..k]),
+                            }
+                        }
+                        body = buf.drain(..n).collect();
+                    } else if chunked {
+                        loop {
+                            let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+                                let mut b = [0u8; 4096];
+                                match s.read(&mut b).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(k) => buf.extend_from_slice(&b[..k]),
+                                }
+                                continue;
+                            };
+                            let size = usize::from_str_radix(std::str::from_utf8(&buf[..eol]).unwrap(), 16).unwrap();
+                            while buf.len() < eol + 2 + size + 2 {
+                                let mut b = [0u8; 4096];
+                                match s.read(&mut b).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(k) => buf.extend_from_slice(&b[..k]),
+                                }
+                            }
+                            body.extend_from_slice(&buf[eol + 2..eol + 2 + size]);
+                            buf.drain(..eol + 2 + size + 2);
+                            if size == 0 {
+                                break;
+                            }
+                        }
+                    }
+                    log.lock().unwrap().push((head, body));
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// One app whose templates go to a plain HTTP upstream on `port`.
+async fn http_app(port: u16, templates: &[(&str, &str, &str)]) -> (TempDir, Bearerd) {
+    let dir = TempDir::new();
+    let mut requests = serde_json::Map::new();
+    for (name, method, path) in templates {
+        requests.insert(
+            name.to_string(),
+            json!({"schema": {"method": method, "protocol": "http", "host": format!("localhost:{port}"), "path": path}}),
+        );
+    }
+    dir.app("demo", &requests.into(), None);
+    let cfg = Config::new().app(App::new("demo")).set("upstream.allow_http", json!(true)).write(&dir);
+    let b = start(&cfg).await;
+    (dir, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_request_headers_never_reach_an_http1_upstream() {
+    let (port, seen) = strict_upstream().await;
+    let (_d, b) = http_app(port, &[("get", "GET", "/hop")]).await;
+    let out = raw(
+        b.data,
+        format!(
+            "GET http://localhost:{port}/hop HTTP/1.1\r\nHost: localhost:{port}\r\n\
+             Connection: x-private, keep-alive\r\nX-Private: named-by-connection\r\nKeep-Alive: timeout=5\r\n\
+             Proxy-Authorization: Basic ZGVtbzpzZWNyZXQ=\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
+             Trailer: X-T\r\nX-Bearerd-App: demo\r\nX-Keep: 1\r\n\r\n"
+        )
+        .as_bytes(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let (head, _) = seen.lock().unwrap()[0].clone();
+    let lower = head.to_ascii_lowercase();
+    for gone in
+        ["x-private", "keep-alive", "proxy-authorization", "proxy-connection", "\nte:", "trailer:", "x-bearerd-app"]
+    {
+        assert!(!lower.contains(gone), "{gone} reached the upstream:\n{head}");
+    }
+    assert!(lower.contains("\r\nx-keep: 1"), "{head}");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smuggling_shapes_never_reach_a_strict_upstream() {
+    let (port, seen) = strict_upstream().await;
+    let (_d, b) = http_app(port, &[("in", "POST", "/in"), ("second", "GET", "/second")]).await;
+    let host = format!("localhost:{port}");
+    // What a smuggled request would look like, and where each shape hides it.
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let te_lines = [
+        "Transfer-Encoding: chunked",
+        "Transfer-Encoding : chunked",
+        "Transfer-Encoding: xchunked",
+        "Transfer-Encoding:\tchunked",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: x",
+        "Transfer-Encoding: x\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding:\r\n chunked",
+        "X: y\nTransfer-Encoding: chunked",
+        "transfer-encoding: CHUNKED",
+        "Transfer-Encoding: chunked, identity",
+        "Transfer-Encoding: identity, chunked",
+        "Transfer-Encoding: chunked, chunked",
+        "Transfer-Encoding: gzip, chunked",
+        "Transfer-Encoding: \"chunked\"",
+        "Transfer-Encoding: chunk",
+        "Transfer-Encoding: chunked,",
+        "Transfer_Encoding: chunked",
+        "Transfer-Encoding: chunked\r",
+        " Transfer-Encoding: chunked",
+    ];
+    let mut cases = Vec::new();
+    for te in te_lines {
+        // CL.TE: a front end that reads Content-Length forwards the smuggled request as body.
+        let body = format!("0\r\n\r\n{smuggled}");
+        cases
+            .push(format!("POST /in HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n{te}\r\n\r\n{body}", body.len()));
+        // TE.CL: the chunk holds the smuggled request; Content-Length stops before it.
+        let chunk = format!("{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len());
+        cases.push(format!("POST /in HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\n{te}\r\n\r\n{chunk}"));
+        // TE alone (TE.TE when the line is mangled).
+        cases.push(format!("POST /in HTTP/1.1\r\nHost: {host}\r\n{te}\r\n\r\n5\r\nhello\r\n0\r\n\r\n{smuggled}"));
+    }
+    // Content-Length mangled.
+    for cl in
+        ["Content-Length: 5, 6", "Content-Length: +5", "Content-Length: 5\r\nContent-Length: 6", "Content-Length: 0x5"]
+    {
+        cases.push(format!("POST /in HTTP/1.1\r\nHost: {host}\r\n{cl}\r\n\r\nhello{smuggled}"));
+    }
+    let second = format!("GET /second HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let runs: Vec<_> = cases
+        .iter()
+        .map(|attack| {
+            let (addr, bytes) = (b.data, format!("{attack}{second}"));
+            tokio::spawn(async move { raw(addr, bytes.as_bytes(), Duration::from_secs(3)).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for (attack, run) in cases.iter().zip(runs) {
+        let out = run.await.unwrap();
+        let statuses: Vec<&str> = out.match_indices("HTTP/1.1 ").map(|(i, _)| &out[i + 9..i + 12]).collect();
+        match statuses.first() {
+            Some(&"200") => accepted += 1,
+            Some(&("400" | "501")) => assert_eq!(statuses.len(), 1, "an answer after a refusal: {attack:?}\n{out}"),
+            other => panic!("{other:?} for {attack:?}:\n{out}"),
+        }
+    }
+    let seen = seen.lock().unwrap().clone();
+    // The strict upstream parsed exactly the requests bearerd framed: never the smuggled one
+    // (a body may hold its text, where only Content-Length framed the request).
+    for (head, _) in &seen {
+        let path = head.split(' ').nth(1).unwrap_or("");
+        assert!(path == "/in" || path == "/second", "the upstream received {head}");
+    }
+    let forwarded = seen.iter().filter(|(h, _)| h.starts_with("POST /in")).count();
+    assert_eq!(forwarded, accepted, "every accepted attack was forwarded once, nothing else");
+    assert!(accepted > 0, "the plain chunked case is accepted");
+    b.shutdown().await;
+}

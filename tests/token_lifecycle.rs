@@ -447,3 +447,79 @@ fn url_params(url: &str) -> std::collections::HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned()))
         .collect()
 }
+
+/// Every secret of a token's life, on its success and failure paths, stays out of a debug log:
+/// the client secret, authorization codes, PKCE verifiers, `state`, access and refresh tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_a_debug_log_on_any_path() {
+    let ca = test_ca();
+    let provider = Provider::start(&ca).await;
+    let api = MockApi::start(Some(ca.server.clone()), provider.api_responder()).await;
+    let dir = TempDir::new();
+    let auth = json!({"Authorization": "Bearer <%= access_token %>"});
+    dir.app(
+        "demo",
+        &json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/data", "headers": auth}, "options": {"oauth": "api"}}}),
+        Some(&oauth_one(&provider.host(), false)),
+    );
+    let cfg = Config::new().ca(&ca).app(App::new("demo")).upstream_timeout("2s").write(&dir);
+    let b = Logged::start(&cfg, "debug");
+    let admin = |method: &'static str, path: String, body: String| {
+        let addr = b.admin;
+        async move { send(addr, request(method, &path, &[("host", "a")], &body)).await }
+    };
+    let invoke = |account: &'static str| {
+        let addr = b.data;
+        async move {
+            send(addr, request("POST", "/invoke/get", &[("host", "b"), ("x-bearerd-account", account)], "{}")).await
+        }
+    };
+    // The code flow: an exchange that works, a replayed state, and the provider's error.
+    let loc =
+        url_params(admin("GET", "/auth/authorize/demo/api".into(), String::new()).await.header("location").unwrap());
+    let code = provider.issue_code(&loc["code_challenge"], &loc["redirect_uri"]);
+    let callback = format!("/auth/callback?code={code}&state={}", loc["state"]);
+    assert_eq!(admin("GET", callback.clone(), String::new()).await.status, 200);
+    assert_eq!(admin("GET", callback, String::new()).await.status, 400);
+    let verifier = provider.with(|s| s.last_form["authorization_code"]["code_verifier"].clone());
+    assert_eq!(invoke("default").await.status, 200);
+    // A rejection: refresh, replay, and the second rejection returned.
+    provider.with(|s| s.reject_all = true);
+    assert_eq!(invoke("default").await.status, 401);
+    provider.with(|s| s.reject_all = false);
+    // A dead refresh token (invalid_grant), a failing endpoint (500), a slow one (timeout).
+    let dead = provider.issue_refresh_token();
+    provider.with(|s| s.slow.insert(dead.clone()));
+    let put = |account: &'static str, rt: String| {
+        admin(
+            "PUT",
+            format!("/admin/tokens/demo/api?account={account}"),
+            json!({"access_token": format!("AT-PUT-{account}"), "refresh_token": rt, "expires_in": 0}).to_string(),
+        )
+    };
+    assert_eq!(put("dead", "RT-NEVER-ISSUED".into()).await.status, 200);
+    assert_eq!(invoke("dead").await.status, 401);
+    let failing = provider.issue_refresh_token();
+    assert_eq!(put("failing", failing.clone()).await.status, 200);
+    provider.with(|s| s.fail_status = Some(500));
+    assert_eq!(invoke("failing").await.status, 502);
+    provider.with(|s| {
+        s.fail_status = None;
+        s.slow_delay = Duration::from_secs(4);
+    });
+    assert_eq!(put("slow", dead.clone()).await.status, 200);
+    assert_eq!(invoke("slow").await.status, 504);
+    let log = b.stop();
+    assert!(log.contains("DEBUG"), "the log is at debug level:\n{log}");
+    let mut secrets = vec!["csecret".to_string(), code, verifier, loc["state"].clone(), dead, failing];
+    secrets.extend(["RT-NEVER-ISSUED", "AT-PUT-dead", "AT-PUT-failing"].map(String::from));
+    // Every token the provider issued.
+    let issued = provider.with(|s| s.issued_for.values().cloned().collect::<Vec<_>>());
+    assert!(!issued.is_empty());
+    secrets.extend(issued);
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "{secret} reached the log:\n{log}");
+    }
+    // Refresh tokens the provider handed out have the `rt-` prefix; access tokens `at-`.
+    assert!(!log.contains("rt-") && !log.contains("at-made"), "a token reached the log:\n{log}");
+}

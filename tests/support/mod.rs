@@ -534,3 +534,66 @@ pub async fn eventually(within: Duration, what: &str, mut check: impl AsyncFnMut
     }
     t0.elapsed()
 }
+
+/// `bearerd run` as a child process whose log (stderr) is collected, for the tests that assert
+/// what reaches the log.
+pub struct Logged {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub log: String,
+    pub data: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Logged {
+    /// Starts bearerd with `RUST_LOG=rust_log` and waits for its listening addresses.
+    pub fn start(cfg: &Path, rust_log: &str) -> Logged {
+        use std::io::Read as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bearerd"))
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", rust_log)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut log = String::new();
+        let addr = |log: &str, key: &str| -> Option<SocketAddr> {
+            log.split(key).nth(1)?.split_whitespace().next()?.parse().ok()
+        };
+        let (data, admin) = loop {
+            log.push_str(&lines.recv_timeout(Duration::from_secs(10)).expect("bearerd did not start"));
+            if let (Some(d), Some(a)) = (addr(&log, "data_addr="), addr(&log, "admin_addr=")) {
+                break (d, a);
+            }
+        };
+        Logged { child, lines, log, data, admin }
+    }
+
+    /// Stops bearerd (SIGTERM) and returns its whole log.
+    pub fn stop(mut self) -> String {
+        assert!(
+            std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status()
+                .unwrap()
+                .success()
+        );
+        let _ = self.child.wait();
+        while let Ok(chunk) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.log.push_str(&chunk);
+        }
+        self.log
+    }
+}

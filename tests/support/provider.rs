@@ -48,7 +48,7 @@ pub struct State {
     /// Token requests that have arrived and not been answered yet, and the most at once.
     pub in_flight: usize,
     pub max_in_flight: usize,
-    /// The access token each refresh token was exchanged for.
+    /// The access token each refresh token (or code) was exchanged for.
     pub issued_for: HashMap<String, String>,
     /// Refresh tokens presented after they had been used or revoked.
     pub replayed_refresh_tokens: usize,
@@ -244,8 +244,8 @@ async fn token_endpoint(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result
     let n = s.next;
     let at = format!("at-{n}");
     s.access_valid.insert(at.clone());
-    if let Some(rt) = form.get("refresh_token") {
-        s.issued_for.insert(rt.clone(), at.clone());
+    if let Some(given) = form.get("refresh_token").or(form.get("code")) {
+        s.issued_for.insert(given.clone(), at.clone());
     }
     let mut body = json!({"access_token": at, "token_type": "Bearer", "scope": "read"});
     if let Some(e) = s.expires_in {
