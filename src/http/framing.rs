@@ -42,8 +42,11 @@ pub(crate) enum Chunk {
     Size,
     Data(u64),
     DataEnd,
-    /// In the trailer section, this many bytes into it.
-    Trailer(u32),
+    /// In the trailer section, this many bytes and field lines into it.
+    Trailer {
+        bytes: u32,
+        lines: u32,
+    },
 }
 
 /// The framing a message's `Transfer-Encoding` and `Content-Length` declare (RFC 9112 6.1-6.3),
@@ -228,7 +231,7 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
                 return Err("bad chunk size");
             }
             let n = digits.iter().fold(0u64, |n, &d| n * 16 + u64::from((d as char).to_digit(16).unwrap_or(0)));
-            Ok(Step::Next(if n == 0 { Chunk::Trailer(0) } else { Chunk::Data(n) }))
+            Ok(Step::Next(if n == 0 { Chunk::Trailer { bytes: 0, lines: 0 } } else { Chunk::Data(n) }))
         }
         Chunk::Data(rem) => {
             if buf.is_empty() {
@@ -249,10 +252,12 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
             buf.advance(2);
             Ok(Step::Next(Chunk::Size))
         }
-        Chunk::Trailer(seen) => {
+        Chunk::Trailer { bytes, lines } => {
             let Some(l) = line(buf)? else { return Ok(Step::More) };
-            let seen = seen.saturating_add(l.len() as u32 + 2);
-            if seen > MAX_TRAILERS {
+            let bytes = bytes.saturating_add(l.len() as u32 + 2);
+            // At most as many trailer lines as header lines, and 16 KiB of them.
+            let lines = lines + u32::from(!l.is_empty());
+            if bytes > MAX_TRAILERS || lines as usize > super::MAX_HEADERS {
                 return Err("trailer section too large");
             }
             // A trailer line is a field line (RFC 9112 7.1.2): `token ":" value`.
@@ -260,7 +265,7 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> Result<Step, &'static str> {
             if !l.is_empty() && !name.is_some_and(|n| !n.is_empty() && n.iter().all(|&b| is_tchar(b))) {
                 return Err("a trailer line that is not a field");
             }
-            Ok(if l.is_empty() { Step::Done } else { Step::Next(Chunk::Trailer(seen)) })
+            Ok(if l.is_empty() { Step::Done } else { Step::Next(Chunk::Trailer { bytes, lines }) })
         }
     }
 }
