@@ -1,7 +1,8 @@
 //! A fast, unkeyed hash for the maps the data plane reads on every request (router hosts and
-//! segments, tokens, pooled connections, invoke names). Their keys come from the configuration
-//! and the control plane, never inserted from request input, so hash flooding does not apply;
-//! SipHash cost more than the lookups themselves.
+//! segments, tokens, invoke names). Their keys come from the configuration and the control plane,
+//! never inserted from request input, so hash flooding does not apply; SipHash cost more than the
+//! lookups themselves. Maps a request can insert into (the upstream pool's origins, whose host a
+//! context value may choose) use the standard keyed hash.
 //!
 //! The mixing is the multiply-rotate of rustc's FxHasher, with one final multiply per value.
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::h1::UpstreamConn;
-use crate::fasthash::FastMap;
 
 /// One origin's idle connections, and the connections being opened to it.
 #[derive(Default)]
@@ -26,7 +25,9 @@ struct Origin {
 /// waited for one token refresh) take connections as they come back or open them a few at a
 /// time, instead of flooding the upstream's accept queue.
 pub(crate) struct Pool {
-    origins: Mutex<FastMap<Arc<str>, Origin>>,
+    /// Keyed by origin with the standard (keyed) hash: a host rendered from a request's context
+    /// (`allow_hosts` wildcards) is chosen by the request.
+    origins: Mutex<std::collections::HashMap<Arc<str>, Origin>>,
     timeout: Duration,
     max_per_host: usize,
     max_connecting: usize,
@@ -94,7 +95,7 @@ impl Drop for ConnectPermit {
 impl Pool {
     pub(crate) fn new(timeout: Duration, max_per_host: usize, max_connecting: usize) -> Pool {
         Pool {
-            origins: Mutex::new(FastMap::default()),
+            origins: Mutex::new(std::collections::HashMap::new()),
             timeout,
             max_per_host,
             max_connecting,
@@ -102,7 +103,7 @@ impl Pool {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<Arc<str>, Origin>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Arc<str>, Origin>> {
         self.origins.lock().unwrap_or_else(|p| p.into_inner())
     }
 
