@@ -2,7 +2,7 @@
 //! segments, tokens, invoke names). Their keys come from the configuration and the control plane,
 //! never inserted from request input, so hash flooding does not apply; SipHash cost more than the
 //! lookups themselves. Maps a request can insert into (the upstream pool's origins, whose host a
-//! context value may choose) use the standard keyed hash.
+//! context value may choose) use a keyed hash (foldhash, seeded at random per process).
 //!
 //! The mixing is the multiply-rotate of rustc's FxHasher, with one final multiply per value.
 
