@@ -20,9 +20,15 @@ cargo fuzz build -s none -O
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   echo "== fuzz $t for ${seconds}s"
+  log="corpus/$t.log"
+  status=0
   cargo fuzz run -s none -O "$t" "corpus/$t" "seeds/$t" -- \
-    -max_total_time="$seconds" -timeout=10 -print_final_stats=1 2>&1 \
-    | grep -E "^(stat::number_of_executed_units|stat::new_units_added|Done|==|thread|.*panicked)" || true
-  # grep hides libFuzzer's progress lines; the exit status is cargo fuzz's.
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $t found a failure (see fuzz/artifacts/$t)"; exit 1; }
+    -max_total_time="$seconds" -timeout=10 -print_final_stats=1 >"$log" 2>&1 || status=$?
+  # libFuzzer's progress lines stay in the log; its summary and any finding are shown.
+  grep -a -E "^(stat::number_of_executed_units|stat::new_units_added|Done)" "$log" || true
+  grep -a -A3 "panicked" "$log" | cut -c1-400 || true
+  if [ "$status" -ne 0 ]; then
+    echo "fuzz target $t found a failure (input in fuzz/artifacts/$t, log in fuzz/$log)"
+    exit 1
+  fi
 done

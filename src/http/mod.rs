@@ -70,9 +70,16 @@ pub(crate) struct ConnectionTokens {
     pub(crate) names_others: bool,
 }
 
-/// Reads the comma-separated tokens of a `Connection` value (case-insensitive).
+/// Reads the comma-separated tokens of a `Connection` value (case-insensitive). A value with
+/// bytes that are not visible ASCII (obs-text, controls) is no list of tokens: it neither closes
+/// nor keeps alive, as hyper reads it (found by the request_framing fuzz target: `keep-alive,`
+/// followed by obs-text kept an HTTP/1.0 connection open that hyper closed).
 pub(crate) fn connection_tokens(value: &[u8]) -> ConnectionTokens {
     let mut c = ConnectionTokens::default();
+    if value.iter().any(|&b| !(b == b'\t' || (b' '..=b'~').contains(&b))) {
+        c.names_others = true;
+        return c;
+    }
     for token in value.split(|&b| b == b',') {
         let token = token.trim_ascii();
         if token.eq_ignore_ascii_case(b"close") {

@@ -78,6 +78,7 @@ impl ProxyError {
             | ProxyError::Render(RenderError::Header { .. })
             | ProxyError::Render(RenderError::HeaderInvalid(_))
             | ProxyError::Render(RenderError::Path(_))
+            | ProxyError::Render(RenderError::TooLong(_))
             | ProxyError::BadAppHeader(_)
             | ProxyError::MissingAccount { .. } => (StatusCode::BAD_REQUEST, App),
             ProxyError::InvokeBodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, App),

@@ -68,7 +68,13 @@ pub enum RenderError {
     HeaderInvalid(HeaderName),
     #[error("path value refused: {0}")]
     Path(Refused),
+    #[error("the rendered path and query are longer than {0} bytes")]
+    TooLong(usize),
 }
+
+/// The longest path and query a template renders (servers refuse longer request lines, and
+/// `http::Uri` cannot hold more than 64 KiB).
+pub const MAX_TARGET: usize = 32 * 1024;
 
 impl TemplateSpec {
     /// Renders `host[:port]`. A host that takes a context value must match `allow_hosts`.
@@ -154,6 +160,9 @@ impl TemplateSpec {
             out.push_str(key);
             out.push('=');
             let _ = value.render_into(scope, out, escape::query_value);
+        }
+        if out.len() - path_start > MAX_TARGET {
+            return Err(RenderError::TooLong(MAX_TARGET));
         }
         Ok(())
     }
