@@ -932,3 +932,47 @@ async fn a_client_that_stops_reading_does_not_hold_the_upstream_connection() {
     assert!(total < 64 << 20, "the answer was cut short ({total} bytes)");
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn informational_answers_are_passed_on_to_http11_clients() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (port, _) = h1_upstream(move |_| {
+        let pieces = vec![
+            b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nConnection: x-hint\r\nX-Hint: 1\r\n\r\n"
+                .to_vec(),
+            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        ];
+        Box::pin(async move { (pieces, true) })
+    })
+    .await;
+    let dir = TempDir::new();
+    let t =
+        json!({"schema": {"method": "GET", "protocol": "http", "host": format!("localhost:{port}"), "path": "/hints"}});
+    dir.app("demo", &json!({"hints": t}), None);
+    let b = start(&Config::new().app(App::new("demo")).set("upstream.allow_http", json!(true)).write(&dir)).await;
+    let ask = |version: &'static str| {
+        let addr = b.data;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req =
+                format!("POST /invoke/hints {version}\r\nHost: b\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+            String::from_utf8(out).unwrap()
+        }
+    };
+    // The 103 goes first, without its hop-by-hop lines; bearerd's own `100 Continue` business
+    // stays its own.
+    let out = ask("HTTP/1.1").await;
+    assert!(
+        out.starts_with("HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{out}"
+    );
+    assert!(!out.contains("X-Hint") && !out.contains("100 Continue"), "{out}");
+    // Never to an HTTP/1.0 client (RFC 9110 15.2).
+    let out = ask("HTTP/1.0").await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && !out.contains("103"), "{out}");
+    b.shutdown().await;
+}

@@ -17,11 +17,24 @@ pub(crate) struct ResponseHead {
     pub(crate) headers: HeaderMap,
     /// Header lines as they arrived, when they are passed on as they are.
     pub(crate) raw: Option<RawLines>,
+    /// Informational (1xx) answers that came before this one, other than `100 Continue`, each
+    /// a whole head to write before the final one to an HTTP/1.1 client (RFC 9110 15.2: a
+    /// proxy forwards them). At most [`MAX_INFORMATIONAL`].
+    pub(crate) informational: Vec<Bytes>,
 }
+
+/// The most informational answers kept before a final one; later ones are dropped.
+pub(crate) const MAX_INFORMATIONAL: usize = 8;
 
 impl ResponseHead {
     pub(crate) fn new(status: StatusCode) -> ResponseHead {
-        ResponseHead { status, version: Version::HTTP_11, headers: HeaderMap::new(), raw: None }
+        ResponseHead {
+            status,
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            raw: None,
+            informational: Vec::new(),
+        }
     }
 
     /// Every header line in one map (raw lines first, then the map's), for a writer that only

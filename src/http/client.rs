@@ -148,7 +148,43 @@ pub(crate) fn parse_response(
     let bytes = buf.split_to(len).freeze();
     match code {
         101 => return Err(bad("protocol upgrades are not proxied")),
-        100..=199 => return Ok(Some(Parsed::Informational)),
+        // `100 Continue` answers an expectation bearerd handles itself; others are kept to be
+        // passed on, without hop-by-hop lines or what the caller sets itself.
+        100 => return Ok(Some(Parsed::Informational)),
+        102..=199 => {
+            if version == Version::HTTP_11 && head.informational.len() < super::answer::MAX_INFORMATIONAL {
+                let mut w = Vec::with_capacity(bytes.len());
+                w.extend_from_slice(b"HTTP/1.1 ");
+                w.extend_from_slice(code.to_string().as_bytes());
+                w.push(b' ');
+                let reason = StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+                w.extend_from_slice(reason.as_bytes());
+                w.extend_from_slice(b"\r\n");
+                let lines = &ranges[..count];
+                let line = |r: (u32, u32)| &bytes[r.0 as usize..r.1 as usize];
+                // Headers a `Connection` line names are hop-by-hop too.
+                let named = |name: &[u8]| {
+                    lines.iter().any(|&(n0, n1, v0, v1)| {
+                        line((n0, n1)).eq_ignore_ascii_case(b"connection")
+                            && line((v0, v1)).split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+                    })
+                };
+                for &(n0, n1, v0, v1) in lines {
+                    let name = line((n0, n1));
+                    if is_hop_by_hop(name)
+                        || name.eq_ignore_ascii_case(b"content-length")
+                        || leave_out(name)
+                        || named(name)
+                    {
+                        continue;
+                    }
+                    super::write::put_header(&mut w, name, line((v0, v1)));
+                }
+                w.extend_from_slice(b"\r\n");
+                head.informational.push(Bytes::from(w));
+            }
+            return Ok(Some(Parsed::Informational));
+        }
         _ => {}
     }
     let status = StatusCode::from_u16(code).map_err(|_| bad("bad status"))?;

@@ -174,6 +174,12 @@ impl ClientConn {
     ) -> io::Result<bool> {
         let Answer { head, mut body } = answer;
         self.wbuf.clear();
+        // An upstream's informational answers go first (never to an HTTP/1.0 client).
+        if !http10 {
+            for interim in &head.informational {
+                self.wbuf.extend_from_slice(interim);
+            }
+        }
         let size = body.size_hint().exact();
         let sending = put_answer_head(&mut self.wbuf, &head, size, head_request, http10, keep_alive, date_now);
         drop(head);

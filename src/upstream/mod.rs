@@ -262,6 +262,7 @@ impl Upstream {
         head: &mut ResponseHead,
     ) -> Result<Body, UpstreamError> {
         let target = call.target;
+        head.informational.clear();
         if target.path_and_query.bytes().any(|b| b <= b' ' || b == 0x7f) || !target.path_and_query.starts_with('/') {
             // Rendering escapes every value: this is a bug, never something to send.
             return Err(UpstreamError::Protocol {
@@ -359,8 +360,13 @@ impl Upstream {
         match result {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
-                *head =
-                    ResponseHead { status: parts.status, version: parts.version, headers: parts.headers, raw: None };
+                *head = ResponseHead {
+                    status: parts.status,
+                    version: parts.version,
+                    headers: parts.headers,
+                    raw: None,
+                    informational: Vec::new(),
+                };
                 Ok(Body::Hyper(body))
             }
             Err(e) => {
