@@ -17,8 +17,15 @@ COPY --from=build /src/target/release/bearerd /usr/local/bin/bearerd
 COPY config /etc/bearerd
 # Tokens live outside the (possibly read-only) config mount.
 ENV BEARERD_STORE_FILE=/var/lib/bearerd/tokens.json
-USER bearerd
+# Every subcommand's --config default.
+ENV BEARERD_CONFIG=/etc/bearerd/bearerd.yaml
+# Token state on a volume, so a restart keeps the refresh tokens.
+VOLUME /var/lib/bearerd
+# Numeric, so that runAsNonRoot can check it.
+USER 10001:10001
 WORKDIR /var/lib/bearerd
 EXPOSE 10080 10001
+# GET /readyz on the admin listener, without curl in the image.
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["bearerd", "healthcheck"]
 ENTRYPOINT ["bearerd"]
-CMD ["run", "--config", "/etc/bearerd/bearerd.yaml"]
+CMD ["run"]

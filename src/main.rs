@@ -1,4 +1,4 @@
-//! The `bearerd` command: `run` and `check`. Everything else lives in the library.
+//! The `bearerd` command: `run`, `check` and `healthcheck`. Everything else lives in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,12 +24,20 @@ struct Cli {
 enum Command {
     /// Serve the data plane and the control plane.
     Run {
-        #[arg(long, default_value = "config/bearerd.yaml")]
+        #[arg(long, env = "BEARERD_CONFIG", default_value = "config/bearerd.yaml")]
         config: PathBuf,
+    },
+    /// Exit 0 when the admin listener's /readyz answers 200 (a container probe without curl).
+    Healthcheck {
+        #[arg(long, env = "BEARERD_CONFIG", default_value = "config/bearerd.yaml")]
+        config: PathBuf,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime_secs)]
+        timeout: std::time::Duration,
     },
     /// Load and validate everything, print every problem, exit 1 on any.
     Check {
-        #[arg(long, default_value = "config/bearerd.yaml", conflicts_with = "app")]
+        #[arg(long, env = "BEARERD_CONFIG", default_value = "config/bearerd.yaml", conflicts_with = "app")]
         config: PathBuf,
         /// Check one FDK app folder without a bearerd.yaml.
         #[arg(long)]
@@ -63,6 +71,7 @@ fn main() -> ExitCode {
     init_logging(json);
     match cli.command {
         Command::Run { config } => run(config),
+        Command::Healthcheck { config, timeout } => healthcheck(&config, timeout),
         Command::Check { config, app: None, .. } => match bearerd::config::load(&config) {
             Ok(c) => {
                 for w in &c.warnings {
@@ -180,11 +189,57 @@ fn run(path: PathBuf) -> ExitCode {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        tracing::info!("shutting down: finishing in-flight requests");
-        running.shutdown().await;
-        tracing::info!("stopped");
+        // The sequence of `Running::shutdown`; a second signal ends it at once.
+        tokio::select! {
+            () = running.shutdown() => tracing::info!("stopped"),
+            _ = term.recv() => tracing::warn!("a second signal: stopping without waiting"),
+            _ = int.recv() => tracing::warn!("a second signal: stopping without waiting"),
+        }
         ExitCode::SUCCESS
     })
+}
+
+/// A duration such as `2s` or `500ms` (the syntax of bearerd.yaml).
+fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
+    bearerd::config::parse_duration(s)
+}
+
+/// `GET /readyz` on the admin listener of `config` (its address read from the file alone; an
+/// unspecified address is asked on loopback): 0 on 200, 1 otherwise, with the reason.
+fn healthcheck(config: &std::path::Path, timeout: std::time::Duration) -> ExitCode {
+    use std::io::{Read as _, Write as _};
+    let mut addr = match bearerd::config::admin_listen(config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr =
+            if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+        addr.set_ip(loopback);
+    }
+    let ask = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut answer = Vec::new();
+        s.take(4096).read_to_end(&mut answer)?;
+        Ok(String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_string())
+    };
+    match ask() {
+        Ok(status) if status.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("unhealthy: {addr}/readyz answered `{status}`");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {addr}/readyz: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn split_kv(s: &str) -> Option<(&str, &str)> {

@@ -37,6 +37,18 @@ fn yaml_problems() {
     );
     assert_has(&load_err(&dir, &format!("admin: {{listn: x}}\n{app}")), "/admin/listn: unknown field `listn`");
     assert_has(&load_err(&dir, "listen: 127.0.0.1:0\n"), "missing field `apps`");
+    // SPEC's sections: shutdown is read (its durations checked); intercept is not built yet and
+    // says so; caps must be at least 1.
+    let errs = load_err(
+        &dir,
+        &format!(
+            "shutdown: {{drain_delay: 5, grace: soon}}\nintercept: {{tunnel_hosts: []}}\nmax_connections: 0\n{app}"
+        ),
+    );
+    assert_has(&errs, "/shutdown/drain_delay: must be a duration like 15s");
+    assert_has(&errs, "/shutdown/grace:");
+    assert_has(&errs, "/intercept: HTTPS through CONNECT (SPEC 2.1) is not implemented yet");
+    assert_has(&errs, "/max_connections: must be at least 1");
     // Every typo, not only the first; a number where a duration goes says what it wants.
     let errs = load_err(
         &dir,

@@ -51,21 +51,115 @@ fn setup() -> (TempDir, std::path::PathBuf) {
     dir.app("demo", &json!({}), Some(&oauth_one("auth.example.com", false)));
     let cfg = dir.write(
         "bearerd.yaml",
-        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: state/tokens.json}\napps:\n  - {name: demo, path: apps/demo}\n",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nstore: {file: state/tokens.json}\nshutdown: {drain_delay: 0s}\n\
+         apps:\n  - {name: demo, path: apps/demo}\n",
     );
     (dir, cfg)
 }
 
+/// SIGTERM in a pod (SPEC 4): `/readyz` 503 at once; the data listener keeps serving new
+/// connections for the drain delay (the app beside bearerd still makes its last calls); then
+/// new connections are refused and an in-flight request finishes within the grace; the admin
+/// listener answers until the end; exit 0.
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_exits_zero() {
-    let (_dir, cfg) = setup();
-    let (mut child, admin) = spawn(&cfg);
-    let r = send(admin, request("GET", "/readyz", &[("host", "a")], "")).await;
-    assert_eq!(r.status, 200);
-    let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    assert!(ok.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
-    assert_eq!(status.code(), Some(0));
+async fn sigterm_drains_then_exits_zero() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    let ca = test_ca();
+    let api = MockApi::start(
+        Some(ca.server.clone()),
+        Arc::new(|r: &Recorded, _| {
+            if r.path_and_query == "/slow" {
+                Reply::ok("slow").delay(Duration::from_millis(1500))
+            } else {
+                Reply::ok("ok")
+            }
+        }),
+    )
+    .await;
+    let dir = TempDir::new();
+    let t = |p: &str| json!({"schema": {"method": "GET", "host": api.host(), "path": p}});
+    dir.app("demo", &json!({"get": t("/fast"), "slow": t("/slow")}), None);
+    let drain = Duration::from_millis(1500);
+    let cfg = Config::new()
+        .ca(&ca)
+        .app(App::new("demo"))
+        .set("shutdown", json!({"drain_delay": "1500ms", "grace": "5s"}))
+        // A fixed admin port, which `bearerd healthcheck` reads from the file.
+        .set(
+            "admin.listen",
+            json!(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()),
+        )
+        .write(&dir);
+    let b = Logged::start(&cfg, "info");
+    let (data, admin) = (b.data, b.admin);
+    // The application: a request on a new connection every 20 ms, each noting when it began.
+    let done = Arc::new(AtomicBool::new(false));
+    let app = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                let ok = match tokio::net::TcpStream::connect(data).await {
+                    Err(_) => false,
+                    Ok(s) => match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await {
+                        Err(_) => false,
+                        Ok((mut tx, conn)) => {
+                            tokio::spawn(conn);
+                            let req = request("POST", "/invoke/get", &[("host", "b")], "{}");
+                            matches!(tx.send_request(req).await, Ok(r) if r.status() == 200)
+                        }
+                    },
+                };
+                results.push((began, ok));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            results
+        })
+    };
+    // `bearerd healthcheck` (the image's probe), with the configuration from $BEARERD_CONFIG.
+    let healthcheck = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_bearerd")).arg("healthcheck").env("BEARERD_CONFIG", &cfg).output();
+        let out = out.unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(healthcheck(), (Some(0), String::new()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = Instant::now();
+    b.signal("-TERM");
+    // Not ready at once.
+    eventually(Duration::from_millis(300), "readyz 503", async || {
+        send(admin, request("GET", "/readyz", &[("host", "a")], "")).await.status == 503
+    })
+    .await;
+    let (code, err) = healthcheck();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("503"), "{err}");
+    // A slow request that begins inside the drain delay finishes after it, within the grace.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let slow = tokio::spawn(async move { send(data, request("POST", "/invoke/slow", &[("host", "b")], "{}")).await });
+    // After the drain delay: new connections are refused while the admin listener answers.
+    tokio::time::sleep((term + drain + Duration::from_millis(300)).saturating_duration_since(Instant::now())).await;
+    assert!(tokio::net::TcpStream::connect(data).await.is_err(), "a new connection after the drain delay");
+    assert_eq!(send(admin, request("GET", "/healthz", &[("host", "a")], "")).await.status, 200);
+    let r = slow.await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "slow"));
+    done.store(true, Ordering::Relaxed);
+    let results = app.await.unwrap();
+    let (status, log) = tokio::task::spawn_blocking(move || b.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    // Every request that began before the drain delay was over was served.
+    let cut = term + drain;
+    let before: Vec<bool> =
+        results.iter().filter(|(began, _)| *began + Duration::from_millis(100) < cut).map(|r| r.1).collect();
+    let failed = before.iter().filter(|ok| !**ok).count();
+    assert!(before.len() >= 50, "{} requests before the drain delay ended", before.len());
+    assert_eq!(failed, 0, "{failed} of {} requests failed before the drain delay ended", before.len());
+    let after: Vec<bool> =
+        results.iter().filter(|(began, _)| *began > cut + Duration::from_millis(100)).map(|r| r.1).collect();
+    assert!(!after.is_empty() && after.iter().all(|ok| !ok), "refused after the drain delay: {after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,6 +24,35 @@ pub(crate) struct FileConfig {
     pub upstream: UpstreamFile,
     #[serde(default)]
     pub reload: ReloadFile,
+    #[serde(default)]
+    pub shutdown: ShutdownFile,
+    /// SPEC 1.1's `intercept`: read so that its absence of support is said plainly.
+    #[serde(default)]
+    pub intercept: Option<serde_json::Value>,
+}
+
+/// `shutdown`: what SIGTERM does (SPEC 4).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ShutdownFile {
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay: String,
+    #[serde(default = "default_grace")]
+    pub grace: String,
+}
+
+impl Default for ShutdownFile {
+    fn default() -> Self {
+        ShutdownFile { drain_delay: default_drain_delay(), grace: default_grace() }
+    }
+}
+
+fn default_drain_delay() -> String {
+    "5s".into()
+}
+
+fn default_grace() -> String {
+    "30s".into()
 }
 
 fn default_listen() -> String {
@@ -55,7 +84,7 @@ impl Default for AdminFile {
     }
 }
 
-fn default_admin_listen() -> String {
+pub(crate) fn default_admin_listen() -> String {
     "127.0.0.1:10001".into()
 }
 
@@ -266,7 +295,8 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<St
 /// A clearer message for what serde says of a value of the wrong kind where a duration or a
 /// size is expected (`timeout: 15`).
 pub(crate) fn explain(pointer: &str, message: &str) -> String {
-    const DURATIONS: [&str; 3] = ["/refresh/skew", "/upstream/connect_timeout", "/upstream/timeout"];
+    const DURATIONS: [&str; 5] =
+        ["/refresh/skew", "/upstream/connect_timeout", "/upstream/timeout", "/shutdown/drain_delay", "/shutdown/grace"];
     if message.starts_with("invalid type") {
         if DURATIONS.contains(&pointer) {
             let kind = kind_of(message);

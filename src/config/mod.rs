@@ -114,6 +114,7 @@ pub struct Config {
     pub refresh: RefreshConfig,
     pub upstream: UpstreamConfig,
     pub reload_watch: bool,
+    pub shutdown: ShutdownConfig,
     /// The key that encrypts tokens at rest.
     pub store_key: Option<StoreKey>,
     /// Every file read to build this configuration (what a watcher must watch).
@@ -144,6 +145,20 @@ impl StoreKey {
 impl std::fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StoreKey(...)")
+    }
+}
+
+/// What SIGTERM does (SPEC 4): `/readyz` answers 503 at once and the data listener keeps
+/// serving for `drain_delay`; then it stops accepting and in-flight requests get `grace`.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownConfig {
+    pub drain_delay: Duration,
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { drain_delay: Duration::from_secs(5), grace: Duration::from_secs(30) }
     }
 }
 
@@ -277,9 +292,8 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             }
         }
     };
-    if !d.errors.is_empty() {
-        return fail(d);
-    }
+    // The checks below run even after type errors (each bad key was taken out and its default
+    // used), so that every problem is reported at once.
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
     let mut files = vec![path.to_path_buf()];
@@ -299,6 +313,13 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             &shown,
             "/admin/token",
             format!("admin.listen {addr} is not a loopback address: admin.token is required"),
+        );
+    }
+    if parsed.intercept.is_some() {
+        d.error(
+            &shown,
+            "/intercept",
+            "HTTPS through CONNECT (SPEC 2.1) is not implemented yet: remove the intercept section",
         );
     }
     if parsed.max_connections == Some(0) {
@@ -352,6 +373,10 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     });
 
     let skew = duration(&mut d, &shown, "/refresh/skew", &parsed.refresh.skew);
+    let shutdown = ShutdownConfig {
+        drain_delay: duration(&mut d, &shown, "/shutdown/drain_delay", &parsed.shutdown.drain_delay),
+        grace: duration(&mut d, &shown, "/shutdown/grace", &parsed.shutdown.grace),
+    };
     let replay_buffer = match file::parse_size(&parsed.refresh.replay_buffer) {
         Ok(n) if n <= 16 << 20 => n as usize,
         Ok(_) => {
@@ -427,10 +452,34 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         refresh: RefreshConfig { skew, on_status: parsed.refresh.on_status, replay_buffer },
         upstream,
         reload_watch: parsed.reload.watch,
+        shutdown,
         store_key,
         files,
         warnings: d.warnings,
     })
+}
+
+/// A duration as `bearerd.yaml` writes them (`15s`, `500ms`, `2m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    file::parse_duration(s)
+}
+
+/// The admin listener's address as `bearerd.yaml` gives it, read without loading the apps (for
+/// `bearerd healthcheck`: a probe must not fail because an app folder changed on disk).
+pub fn admin_listen(path: &Path) -> Result<SocketAddr, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    let mut value: serde_json::Value = serde_saphyr::from_str(text.trim_start_matches('\u{feff}'))
+        .map_err(|e| format!("{shown}: not valid YAML: {e}"))?;
+    let mut errors = Vec::new();
+    let env = |name: &str| std::env::var(name).ok();
+    file::expand_env(&mut value, &mut String::new(), &env, &mut errors);
+    let listen = value.pointer("/admin/listen").and_then(|v| v.as_str()).map(str::to_string);
+    if let Some((pointer, message)) = errors.into_iter().find(|(p, _)| p == "/admin/listen") {
+        return Err(format!("{shown}: {pointer}: {message}"));
+    }
+    let listen = listen.unwrap_or_else(file::default_admin_listen);
+    listen.parse().map_err(|_| format!("{shown}: /admin/listen: `{listen}` is not an address"))
 }
 
 /// Loads one FDK app folder on its own (for `bearerd check --app`).

@@ -31,8 +31,6 @@ use crate::state::State;
 use crate::token::{Change, FileStore, TokenStore, Tokens};
 use crate::upstream::{Body, Upstream};
 
-/// How long in-flight requests may take to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The accept queue of each listener (capped by the kernel's `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 4096;
 /// Request headers larger than this, or more than [`crate::http::MAX_HEADERS`] of them, are
@@ -62,15 +60,32 @@ pub struct Running {
     pub admin: Arc<Admin>,
     /// Reloads the configuration (SIGHUP).
     pub reloader: Arc<Reloader>,
-    stop: watch::Sender<bool>,
+    stop_data: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    data_task: JoinHandle<()>,
+    /// The admin listener and the file watcher: stopped after the data listener.
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish (up to [`SHUTDOWN_GRACE`]), then returns.
+    /// The shutdown sequence of SPEC 4, with the `shutdown` settings in force: `/readyz`
+    /// answers 503 at once and the data listener keeps serving for `drain_delay` (the
+    /// application beside bearerd is draining too and still makes its last calls); then it
+    /// stops accepting and in-flight requests get `grace` to finish; the admin listener answers
+    /// until the end.
     pub async fn shutdown(self) {
         self.admin.set_draining();
-        let _ = self.stop.send(true);
+        let settings = self.state.snapshot.load().config.shutdown;
+        tracing::info!(
+            drain_delay_ms = settings.drain_delay.as_millis() as u64,
+            grace_ms = settings.grace.as_millis() as u64,
+            "shutting down: not ready; serving until the drain delay is over"
+        );
+        tokio::time::sleep(settings.drain_delay).await;
+        tracing::info!("drain delay over: no new connections; finishing in-flight requests");
+        let _ = self.stop_data.send(true);
+        let _ = self.data_task.await;
+        let _ = self.stop_admin.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
@@ -132,13 +147,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         });
     }
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop_data, data_stop_rx) = watch::channel(false);
+    let (stop_admin, admin_stop_rx) = watch::channel(false);
     let s = state.clone();
     let handler = move |req| crate::proxy::handle(s.clone(), req);
     let s = state.clone();
     let data_cap = Cap::new("data", config_max_connections.unwrap_or_else(default_max_connections), &state.metrics);
     let admin_cap = Cap::new("admin", admin_max_connections, &state.metrics);
-    let data_task = tokio::spawn(accept(data, data_cap, stop_rx.clone(), move |stream, stop| {
+    let grace = {
+        let s = state.clone();
+        move || s.snapshot.load().config.shutdown.grace
+    };
+    let data_task = tokio::spawn(accept(data, data_cap, data_stop_rx, grace.clone(), move |stream, stop| {
         // A client that stops reading holds an answer no longer than the upstream timeout.
         let write_timeout = s.snapshot.load().config.upstream.timeout;
         h1::serve(stream, handler.clone(), stop, write_timeout)
@@ -151,19 +171,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(MAX_HEADER_BYTES);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
-    let admin_task = tokio::spawn(accept(control, admin_cap, stop_rx.clone(), move |stream, stop| {
+    let admin_task = tokio::spawn(accept(control, admin_cap, admin_stop_rx.clone(), grace, move |stream, stop| {
         let activity = Arc::new(Activity::default());
         let service = counted(activity.clone(), handler.clone());
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         drive(conn, activity, stop)
     }));
-    let mut tasks = vec![data_task, admin_task];
+    let mut tasks = vec![admin_task];
     if watch_files {
-        tasks.extend(crate::reload::spawn_watcher(reloader.clone(), stop_rx));
+        tasks.extend(crate::reload::spawn_watcher(reloader.clone(), admin_stop_rx));
     }
     admin.set_ready();
     tracing::info!(%data_addr, %admin_addr, "bearerd is serving");
-    Ok(Running { data_addr, admin_addr, state, admin, reloader, stop, tasks })
+    Ok(Running { data_addr, admin_addr, state, admin, reloader, stop_data, stop_admin, data_task, tasks })
 }
 
 /// Binds `addr` with an accept queue of [`LISTEN_BACKLOG`] (the default 128 overflows when
@@ -235,9 +255,15 @@ impl Cap {
 }
 
 /// Accepts connections until `stop` and runs each with `connection`, then tells them to finish
-/// and waits for up to [`SHUTDOWN_GRACE`]. A connection beyond the cap is closed at once.
-async fn accept<C, Fut>(listener: TcpListener, mut cap: Cap, mut stop: watch::Receiver<bool>, connection: C)
-where
+/// and waits for up to `grace()` (the setting in force then). A connection beyond the cap is
+/// closed at once.
+async fn accept<C, Fut>(
+    listener: TcpListener,
+    mut cap: Cap,
+    mut stop: watch::Receiver<bool>,
+    grace: impl Fn() -> Duration,
+    connection: C,
+) where
     C: Fn(TcpStream, oneshot::Receiver<()>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -273,7 +299,7 @@ where
     drop(listener);
     tokio::select! {
         _ = live.shutdown() => {}
-        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+        _ = tokio::time::sleep(grace()) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
 }
 

@@ -323,6 +323,8 @@ impl Config {
         if let Some(watch) = self.watch {
             config["reload"] = json!({"watch": watch});
         }
+        // Stopped at once unless a test sets the drain delay.
+        config["shutdown"] = json!({"drain_delay": "0s"});
         for (path, value) in &self.extra {
             let mut at = &mut config;
             for key in path.split('.') {
@@ -423,7 +425,11 @@ pub struct Bearerd {
 }
 
 pub async fn start(config: &Path) -> Bearerd {
-    let cfg = bearerd::config::load(config).unwrap_or_else(|e| panic!("config does not load:\n{e}"));
+    let mut cfg = bearerd::config::load(config).unwrap_or_else(|e| panic!("config does not load:\n{e}"));
+    // Tests stop bearerd at once unless they test the drain delay itself.
+    if !std::fs::read_to_string(config).unwrap_or_default().contains("drain_delay") {
+        cfg.shutdown.drain_delay = Duration::ZERO;
+    }
     let running = bearerd::server::start(cfg).await.unwrap();
     Bearerd { data: running.data_addr, admin: running.admin_addr, running: Some(running) }
 }
@@ -580,20 +586,24 @@ impl Logged {
         Logged { child, lines, log, data, admin }
     }
 
-    /// Stops bearerd (SIGTERM) and returns its whole log.
-    pub fn stop(mut self) -> String {
-        assert!(
-            std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(self.child.id().to_string())
-                .status()
-                .unwrap()
-                .success()
-        );
-        let _ = self.child.wait();
+    /// Sends a signal (`-TERM`, `-HUP`).
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill").arg(sig).arg(self.child.id().to_string()).status();
+        assert!(status.unwrap().success());
+    }
+
+    /// Waits for bearerd to exit: its status and whole log.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
         while let Ok(chunk) = self.lines.recv_timeout(Duration::from_millis(500)) {
             self.log.push_str(&chunk);
         }
-        self.log
+        (status, self.log)
+    }
+
+    /// Stops bearerd (SIGTERM) and returns its whole log.
+    pub fn stop(self) -> String {
+        self.signal("-TERM");
+        self.wait().1
     }
 }
