@@ -4,11 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The process tests signal bearerd with /bin/kill (procps).
+# The metrics test parses the exposition with the Prometheus project's Python parser
+# (python3-prometheus-client, for Debian's /usr/bin/python3).
+python=python3
+[ -x /usr/bin/python3 ] && python=/usr/bin/python3
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 \
-   || ! { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; }; then
-  echo "== installing redis-server and procps (Debian packages) for the tests"
+   || ! { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || ! "$python" -c "import prometheus_client" 2>/dev/null; then
+  echo "== installing redis-server, procps and python3-prometheus-client (Debian packages) for the tests"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools procps >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools procps python3-prometheus-client >/dev/null
 fi
 exec cargo test --locked "$@"

@@ -41,7 +41,16 @@ pub(crate) struct Metrics {
     /// `connections_refused_total{listener}`: connections closed at once because the listener
     /// held its `max_connections`
     pub connections_refused: IntCounterVec,
+    /// `tokens{app,integration,state}`: accounts in each state, set when metrics are read
+    pub tokens: IntGaugeVec,
+    /// `config_last_reload_successful`: 1 when the last reload (or the start) succeeded
+    pub config_last_reload_successful: IntGauge,
 }
+
+/// The results `token_refreshes_total` counts.
+pub(crate) const REFRESH_RESULTS: [&str; 4] = ["ok", "invalid_grant", "error", "timeout"];
+/// The results `authorizations_total` counts.
+pub(crate) const AUTHORIZATION_RESULTS: [&str; 5] = ["ok", "denied", "invalid_grant", "error", "timeout"];
 
 impl Metrics {
     pub(crate) fn new() -> Metrics {
@@ -106,6 +115,22 @@ impl Metrics {
             "Connections closed at once because the listener held its max_connections",
             &["listener"],
         );
+        let tokens = IntGaugeVec::new(
+            Opts::new("tokens", "Accounts by token state (reauthorize: a person must authorize again)"),
+            &["app", "integration", "state"],
+        )
+        .expect("static metric definition");
+        registry.register(Box::new(tokens.clone())).expect("metric registered once");
+        let config_last_reload_successful =
+            gauge("config_last_reload_successful", "1 when the last reload (or the start) succeeded");
+        config_last_reload_successful.set(1);
+        let build_info = IntGaugeVec::new(Opts::new("build_info", "bearerd's version"), &["version"])
+            .expect("static metric definition");
+        registry.register(Box::new(build_info.clone())).expect("metric registered once");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]).reset();
+        }
         for listener in ["data", "admin"] {
             open_connections.with_label_values(&[listener]).set(0);
             connections_refused.with_label_values(&[listener]).reset();
@@ -127,7 +152,22 @@ impl Metrics {
             inflight,
             open_connections,
             connections_refused,
+            tokens,
+            config_last_reload_successful,
         }
+    }
+
+    /// Makes the series of an integration exist at 0 from the start, so that dashboards and
+    /// alerts see 0 rather than no data.
+    pub(crate) fn integration_known(&self, app: &str, integration: &str) {
+        for result in REFRESH_RESULTS {
+            self.token_refreshes.with_label_values(&[app, integration, result]).inc_by(0);
+        }
+        for result in AUTHORIZATION_RESULTS {
+            self.authorizations.with_label_values(&[app, integration, result]).inc_by(0);
+        }
+        self.token_refresh_waiters.with_label_values(&[app, integration]).inc_by(0);
+        self.lease_waits.with_label_values(&[app, integration]).inc_by(0);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -91,6 +91,8 @@ async fn reload(
         (Err(errors), _) => return Err(failed(shared, trigger, errors)),
     };
     if fp.is_some() && fp == *last {
+        // Unchanged, and valid: the last reload succeeded (even if one before it failed).
+        shared.metrics.config_last_reload_successful.set(1);
         tracing::debug!(trigger, "configuration unchanged; not reloaded");
         return Ok(Reloaded { generation: old.generation, changed: false, notes: Vec::new() });
     }
@@ -112,6 +114,7 @@ async fn reload(
     *last = fp;
     shared.metrics.config_generation.set(generation as i64);
     shared.metrics.config_reloads.with_label_values(&["ok"]).inc();
+    shared.metrics.config_last_reload_successful.set(1);
     tracing::info!(trigger, generation, "configuration reloaded");
     Ok(Reloaded { generation, changed: true, notes })
 }
@@ -122,6 +125,7 @@ fn single(file: &str, message: &str) -> ConfigErrors {
 
 fn failed(shared: &State, trigger: &str, errors: ConfigErrors) -> ConfigErrors {
     shared.metrics.config_reloads.with_label_values(&["error"]).inc();
+    shared.metrics.config_last_reload_successful.set(0);
     for e in &errors.0 {
         tracing::error!(trigger, "reload refused: {e}");
     }

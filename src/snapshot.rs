@@ -137,6 +137,9 @@ impl Snapshot {
                     .map(|t| http::HeaderValue::from_str(&t.name).unwrap_or(http::HeaderValue::from_static("invalid")))
                     .collect();
                 let answer_lines = template_headers.iter().map(|v| answer_lines(v, 1)).collect();
+                for i in &a.fdk.integrations {
+                    metrics.integration_known(&a.name, &i.name);
+                }
                 App {
                     name: a.name.as_str().into(),
                     by_name: templates.iter().enumerate().map(|(i, t)| (t.name.as_str().into(), i)).collect(),

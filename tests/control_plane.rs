@@ -142,3 +142,51 @@ async fn shutdown_finishes_in_flight_requests() {
     assert_eq!((r.status, r.text().as_str()), (200, "done"));
     stop.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operational_metrics_exist_from_the_start_and_follow_the_tokens() {
+    let (dir, _api, b) = setup().await;
+    let metrics = async || {
+        let text = b.admin("GET", "/metrics", "").await.text();
+        let n = parse_with_prometheus_client(&text).unwrap_or_else(|e| panic!("prometheus_client: {e}\n{text}"));
+        assert!(n > 20, "{n} samples");
+        parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    };
+    let get = |samples: &[Sample], name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|s| s.2)
+    };
+    let api = [("app", "demo"), ("integration", "api")];
+    let with = |extra: (&'static str, &'static str)| [api[0], api[1], extra];
+    let m = metrics().await;
+    // Every series a dashboard or an alert needs exists at 0 before its first event.
+    assert_eq!(get(&m, "bearerd_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    assert_eq!(get(&m, "bearerd_config_last_reload_successful", &[]), Some(1.0));
+    assert_eq!(get(&m, "bearerd_config_reloads_total", &[("result", "error")]), Some(0.0));
+    for result in ["ok", "invalid_grant", "error", "timeout"] {
+        assert_eq!(get(&m, "bearerd_token_refreshes_total", &with(("result", result))), Some(0.0), "{result}");
+    }
+    assert_eq!(get(&m, "bearerd_authorizations_total", &with(("result", "denied"))), Some(0.0));
+    assert_eq!(get(&m, "bearerd_tokens", &with(("state", "missing"))), Some(1.0));
+    assert_eq!(get(&m, "bearerd_tokens", &with(("state", "reauthorize"))), Some(0.0));
+    // A person must act: /admin/tokens says where.
+    let list = b.admin("GET", "/admin/tokens", "").await.json();
+    assert_eq!(list[0]["state"], "missing");
+    assert_eq!(list[0]["authorize"], "http://bearerd.test:10001/auth/authorize/demo/api", "{list}");
+    b.put_token("demo", "api", "", json!({"access_token": "t", "expires_in": 3600})).await;
+    let m = metrics().await;
+    assert_eq!(get(&m, "bearerd_tokens", &with(("state", "valid"))), Some(1.0));
+    assert_eq!(get(&m, "bearerd_tokens", &with(("state", "missing"))), Some(0.0));
+    assert!(b.admin("GET", "/admin/tokens", "").await.json()[0].get("authorize").is_none());
+    // A failed reload is visible until one succeeds.
+    let yaml = std::fs::read_to_string(dir.path().join("bearerd.yaml")).unwrap();
+    dir.write("bearerd.yaml", "apps: [");
+    assert_eq!(b.admin("POST", "/admin/reload", "").await.status, 422);
+    assert_eq!(get(&metrics().await, "bearerd_config_last_reload_successful", &[]), Some(0.0));
+    dir.write("bearerd.yaml", &yaml);
+    assert_eq!(b.admin("POST", "/admin/reload", "").await.status, 200);
+    assert_eq!(get(&metrics().await, "bearerd_config_last_reload_successful", &[]), Some(1.0));
+    b.shutdown().await;
+}

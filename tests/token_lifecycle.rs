@@ -511,6 +511,13 @@ async fn no_secret_reaches_a_debug_log_on_any_path() {
     assert_eq!(invoke("slow").await.status, 504);
     let log = b.stop();
     assert!(log.contains("DEBUG"), "the log is at debug level:\n{log}");
+    // The audit trail: the start lists apps and token states; every token event has its line.
+    assert!(log.contains("demo: 1 templates, api 1 missing"), "{log}");
+    for event in
+        ["authorized", "token refreshed", "token stored through the admin API", "refresh refused (invalid_grant)"]
+    {
+        assert!(log.contains(event), "no `{event}` line:\n{log}");
+    }
     let mut secrets = vec!["csecret".to_string(), code, verifier, loc["state"].clone(), dead, failing];
     secrets.extend(["RT-NEVER-ISSUED", "AT-PUT-dead", "AT-PUT-failing"].map(String::from));
     // Every token the provider issued.

@@ -84,6 +84,7 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
             }
         }
         (&Method::GET, "/metrics") => {
+            count_token_states(shared, &shared.snapshot.load());
             let mut r = Response::new(Body::full(shared.metrics.render()));
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -179,7 +180,10 @@ async fn admin_api(admin: &Admin, req: Request<Bytes>) -> Response<Body> {
             };
             if m == Method::DELETE {
                 return match shared.tokens.delete(&key).await {
-                    Ok(true) => json(StatusCode::OK, serde_json::json!({"deleted": true})),
+                    Ok(true) => {
+                        tracing::info!(token = %key, outcome = "deleted", "token deleted through the admin API");
+                        json(StatusCode::OK, serde_json::json!({"deleted": true}))
+                    }
                     Ok(false) => json(StatusCode::NOT_FOUND, serde_json::json!({"message": "no token stored"})),
                     Err(e) => store_error(e),
                 };
@@ -252,22 +256,89 @@ fn token_key(
 }
 
 /// Every configured (app, integration) with the accounts that have tokens.
-fn list_tokens(shared: &State, snap: &Snapshot) -> serde_json::Value {
-    let stored = shared.tokens.list();
-    let mut out = Vec::new();
+/// Every account of every configured integration with its token: the stored ones, and the
+/// default account of a non-agent integration that has none (missing). What `/admin/tokens`
+/// lists and the `tokens` gauge counts.
+fn accounts<'s>(
+    stored: &'s [(TokenKey, Arc<Token>)],
+    snap: &'s Snapshot,
+    mut each: impl FnMut(&TokenKey, Option<&Token>, &crate::config::IntegrationSpec),
+) {
     for app in &snap.apps {
         for integ in &app.config.fdk.integrations {
             let mut any = false;
             for (k, t) in stored.iter().filter(|(k, _)| *k.app == *app.name && *k.integration == *integ.name) {
                 any |= &*k.account == DEFAULT_ACCOUNT;
-                out.push(entry(k, Some(t), &integ.binding));
+                each(k, Some(t), integ);
             }
             if !any && !integ.agent {
-                out.push(entry(&TokenKey::new(&app.name, &integ.name, DEFAULT_ACCOUNT), None, &integ.binding));
+                each(&TokenKey::new(&app.name, &integ.name, DEFAULT_ACCOUNT), None, integ);
             }
         }
     }
+}
+
+fn list_tokens(shared: &State, snap: &Snapshot) -> serde_json::Value {
+    let stored = shared.tokens.list();
+    let mut out = Vec::new();
+    accounts(&stored, snap, |k, t, integ| {
+        let mut e = entry(k, t, &integ.binding);
+        if e["state"] != "valid" {
+            e["authorize"] = snap.authorize_url(&k.app, &k.integration, &k.account).into();
+        }
+        out.push(e);
+    });
     serde_json::Value::Array(out)
+}
+
+/// One line for the log: each app with its templates and its accounts by token state
+/// (`demo: 3 templates, api 1 valid 1 missing`). Never a token.
+pub(crate) fn summary(shared: &State) -> String {
+    const STATES: [TokenState; 4] =
+        [TokenState::Valid, TokenState::Expired, TokenState::Missing, TokenState::Reauthorize];
+    let snap = shared.snapshot.load();
+    let stored = shared.tokens.list();
+    let now = unix_now();
+    let mut counts: std::collections::HashMap<(String, String), [usize; 4]> = Default::default();
+    accounts(&stored, &snap, |k, t, i| {
+        let state = t.map_or(TokenState::Missing, |t| t.state(now, &i.binding));
+        let slot = STATES.iter().position(|s| *s == state).unwrap_or(2);
+        counts.entry((k.app.to_string(), k.integration.to_string())).or_default()[slot] += 1;
+    });
+    let mut apps = Vec::new();
+    for app in &snap.apps {
+        let mut line = format!("{}: {} templates", app.name, app.templates().len());
+        for integ in &app.config.fdk.integrations {
+            line.push_str(&format!(", {}", integ.name));
+            let n = counts.get(&(app.name.to_string(), integ.name.clone())).copied().unwrap_or_default();
+            for (n, state) in n.iter().zip(STATES) {
+                if *n > 0 {
+                    line.push_str(&format!(" {n} {}", state.as_str()));
+                }
+            }
+        }
+        apps.push(line);
+    }
+    apps.join("; ")
+}
+
+/// Sets `tokens{app,integration,state}`: every configured integration's four states, most at 0.
+fn count_token_states(shared: &State, snap: &Snapshot) {
+    let stored = shared.tokens.list();
+    let gauge = &shared.metrics.tokens;
+    gauge.reset();
+    for app in &snap.apps {
+        for integ in &app.config.fdk.integrations {
+            for state in [TokenState::Valid, TokenState::Expired, TokenState::Missing, TokenState::Reauthorize] {
+                gauge.with_label_values(&[&*app.name, integ.name.as_str(), state.as_str()]).set(0);
+            }
+        }
+    }
+    let now = unix_now();
+    accounts(&stored, snap, |k, t, integ| {
+        let state = t.map_or(TokenState::Missing, |t| t.state(now, &integ.binding));
+        gauge.with_label_values(&[&*k.app, &*k.integration, state.as_str()]).inc();
+    });
 }
 
 fn entry(k: &TokenKey, t: Option<&Token>, binding: &str) -> serde_json::Value {

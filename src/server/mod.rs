@@ -182,7 +182,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks.extend(crate::reload::spawn_watcher(reloader.clone(), admin_stop_rx));
     }
     admin.set_ready();
-    tracing::info!(%data_addr, %admin_addr, "bearerd is serving");
+    tracing::info!(%data_addr, %admin_addr, apps = %crate::admin::summary(&state), "bearerd is serving");
     Ok(Running { data_addr, admin_addr, state, admin, reloader, stop_data, stop_admin, data_task, tasks })
 }
 

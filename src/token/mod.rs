@@ -95,6 +95,18 @@ pub enum TokenState {
     Reauthorize,
 }
 
+impl TokenState {
+    /// The name `/admin/tokens` and the `tokens` gauge use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Valid => "valid",
+            TokenState::Expired => "expired",
+            TokenState::Missing => "missing",
+            TokenState::Reauthorize => "reauthorize",
+        }
+    }
+}
+
 impl Token {
     /// A token with only an access token: no refresh token, no expiry, version 0.
     pub fn new(access_token: Secret) -> Token {

@@ -351,7 +351,10 @@ impl Run {
                 token.binding = Some(integ.binding.clone());
                 // Stored (durably) before any waiter sees the new access token.
                 match r.tokens.replace(key, version, token, Some(lease)).await {
-                    Ok(Ok(t)) => Ok(t),
+                    Ok(Ok(t)) => {
+                        tracing::info!(token = %key, outcome = "ok", expires_at = t.expires_at, "token refreshed");
+                        Ok(t)
+                    }
                     // Replaced meanwhile (a token put by hand, a new authorization): that one wins.
                     Ok(Err(Some(newer))) if !newer.needs_authorization(&integ.binding) => Ok(newer),
                     Ok(Err(_)) => Err(reauthorize()),

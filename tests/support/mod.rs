@@ -607,3 +607,104 @@ impl Logged {
         self.wait().1
     }
 }
+
+pub type Sample = (String, std::collections::HashMap<String, String>, f64);
+
+/// A strict parser of the Prometheus text format (0.0.4): HELP and TYPE lines, samples with
+/// escaped label values, every sample's family declared by a TYPE line first.
+pub fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
+    let mut typed = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    let name_ok = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    for (i, line) in text.lines().enumerate() {
+        let err = |m: &str| format!("line {}: {m}: {line}", i + 1);
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("HELP"), Some(n), _) if name_ok(n) => {}
+                (Some("TYPE"), Some(n), Some(t)) if name_ok(n) => {
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&t) {
+                        return Err(err("unknown type"));
+                    }
+                    typed.insert(n.to_string(), t.to_string());
+                }
+                _ => return Err(err("malformed comment")),
+            }
+            continue;
+        }
+        let (head, value) = line.rsplit_once(' ').ok_or_else(|| err("no value"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().map_err(|_| err("bad value"))?,
+        };
+        let (name, labels) = match head.split_once('{') {
+            None => (head, std::collections::HashMap::new()),
+            Some((n, rest)) => {
+                let body = rest.strip_suffix('}').ok_or_else(|| err("unclosed labels"))?;
+                let mut labels = std::collections::HashMap::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+                    if !name_ok(&key) || chars.next() != Some('"') {
+                        return Err(err("bad label"));
+                    }
+                    let mut v = String::new();
+                    loop {
+                        match chars.next().ok_or_else(|| err("unterminated label value"))? {
+                            '\\' => match chars.next() {
+                                Some('n') => v.push('\n'),
+                                Some(c @ ('\\' | '"')) => v.push(c),
+                                _ => return Err(err("bad escape")),
+                            },
+                            '"' => break,
+                            c => v.push(c),
+                        }
+                    }
+                    labels.insert(key, v);
+                    match chars.next() {
+                        None => break,
+                        Some(',') => {}
+                        _ => return Err(err("expected , between labels")),
+                    }
+                }
+                (n, labels)
+            }
+        };
+        if !name_ok(name) {
+            return Err(err("bad metric name"));
+        }
+        let family =
+            ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|f| typed.contains_key(*f));
+        if !typed.contains_key(name) && family.is_none() {
+            return Err(err("sample without a TYPE line"));
+        }
+        out.push((name.to_string(), labels, value));
+    }
+    Ok(out)
+}
+
+/// Parses the exposition with the Prometheus project's own Python parser (`prometheus_client`,
+/// from Debian's python3-prometheus-client, which scripts/test.sh installs): Ok, or its error.
+pub fn parse_with_prometheus_client(text: &str) -> Result<usize, String> {
+    use std::io::Write as _;
+    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let script = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as p\n\
+                  print(sum(len(f.samples) for f in p(sys.stdin.read())))";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{python}: {e}"))?;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| format!("{e}"))
+}
