@@ -190,6 +190,10 @@ async fn never_an_open_proxy_and_errors_have_the_fdk_shape() {
         assert_eq!(r.status, 403, "{method} {uri}");
         assert_eq!(r.header("x-bearerd-error"), Some("1"));
         assert_eq!(r.json()["errorSource"], "APP");
+        // The 403 names the method, host and path that no template covers.
+        let message = r.json()["message"].as_str().unwrap().to_string();
+        let path = if uri.starts_with("http://") { "/v1/x" } else { uri.as_str() };
+        assert!(message.starts_with(&format!("No request template matches {method} {host}{path}")), "{message}");
     }
     let r = b.invoke("nope", json!({})).await;
     assert_eq!(r.status, 404);

@@ -149,9 +149,13 @@ async fn secrets_in_paths_never_reach_the_log() {
     let uri = format!("http://{host}/bot123:BOT-SECRET/sendMessage?key=Q-SECRET");
     assert_eq!(send(data, request("POST", &uri, &[("host", &host)], "")).await.status, 200);
     assert_eq!(api.count(), 3);
+    // Refused (no GET template): the application hears its path back, the log only the host.
+    let uri = format!("http://{host}/bot123:BOT-SECRET/getMe");
+    assert_eq!(send(data, request("GET", &uri, &[("host", &host)], "")).await.status, 403);
     let log = bearerd.stop();
     assert!(log.contains("bearerd::access"), "the access log is on:\n{log}");
     assert!(log.contains("template=\"send\""));
+    assert!(log.contains(&format!("upstream=\"{host}\" status=403")), "the refused host is logged:\n{log}");
     for secret in ["BOT-SECRET", "Q-SECRET", "AT-SECRET-9", "RT-SECRET-9", "csecret", "sendMessage"] {
         assert!(!log.contains(secret), "{secret} reached the log:\n{log}");
     }

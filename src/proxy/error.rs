@@ -36,8 +36,10 @@ pub(crate) enum ProxyError {
     NoToken { integration: String, account: String, authorize: String },
     #[error("The token for integration {integration} (account {account}) can no longer be refreshed: authorize again")]
     Reauthorize { integration: String, account: String, authorize: String },
+    /// Displayed (and so logged) without the path, which may hold secrets; the answer to the
+    /// application, which sent it, names it.
     #[error("No request template matches {method} {host}")]
-    NoMatch { method: http::Method, host: String },
+    NoMatch { method: http::Method, host: String, path: String },
     #[error("Request template not found: {0}")]
     TemplateNotFound(String),
     #[error(transparent)]
@@ -148,9 +150,17 @@ impl ProxyError {
     /// The FDK-shaped answer: its head written into `head`, its body returned.
     pub(crate) fn into_answer(self, head: &mut ResponseHead) -> Body {
         let (status, source) = self.classify();
+        let message = match &self {
+            ProxyError::NoMatch { method, host, path } => {
+                format!(
+                    "No request template matches {method} {host}{path}: no template of the app has this method, host and path"
+                )
+            }
+            e => e.to_string(),
+        };
         let mut body = serde_json::json!({
             "status": status.as_u16(),
-            "message": self.to_string(),
+            "message": message,
             "errorSource": source.as_str(),
         });
         if let ProxyError::NoToken { authorize, .. } | ProxyError::Reauthorize { authorize, .. } = &self {
@@ -236,7 +246,7 @@ mod tests {
                 401,
                 "PLATFORM",
             ),
-            (ProxyError::NoMatch { method: http::Method::GET, host: h() }, 403, "APP"),
+            (ProxyError::NoMatch { method: http::Method::GET, host: h(), path: "/p".into() }, 403, "APP"),
             (ProxyError::Upstream(UpstreamError::AddressNotAllowed(h())), 403, "APP"),
             (ProxyError::TemplateNotFound("t".into()), 404, "APP"),
             (ProxyError::Upstream(UpstreamError::RequestBody("r".into())), 400, "APP"),

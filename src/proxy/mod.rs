@@ -333,10 +333,12 @@ fn match_transparent<'r>(
         .map(|a| a.as_str())
         .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
-    let m = app
-        .router
-        .find(method, host, uri.path())
-        .ok_or_else(|| ProxyError::NoMatch { method: method.clone(), host: truncate(host, 255) })?;
+    let Some(m) = app.router.find(method, host, uri.path()) else {
+        // The access log names the refused host (never the path).
+        let host = truncate(host, 255);
+        out.host = Some(host.clone());
+        return Err(ProxyError::NoMatch { method: method.clone(), host, path: truncate(uri.path(), 255) });
+    };
     out.template = Some(m.template);
     if let (Some(raw), Some((k, _))) = (m.tail_as_sent, m.captures.last()) {
         ctx.tail_as_sent = Some((Cow::Borrowed(*k), raw));
