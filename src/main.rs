@@ -1,4 +1,5 @@
-//! The `bearerd` command: `run`, `check` and `healthcheck`. Everything else lives in the library.
+//! The `bearerd` command: `run`, `check`, `healthcheck` and `explain`. Everything else lives in
+//! the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,25 @@ enum Command {
         /// How long to wait for the answer.
         #[arg(long, default_value = "2s", value_parser = humantime_secs)]
         timeout: std::time::Duration,
+    },
+    /// Which app and template a request would match and what would be sent (no token state;
+    /// POST /admin/explain on a running bearerd adds it). Exit 0 on a match, 1 on none.
+    Explain {
+        #[arg(long, env = "BEARERD_CONFIG", default_value = "config/bearerd.yaml")]
+        config: PathBuf,
+        /// GET, POST, ...
+        method: String,
+        /// https://api.example.com/v1/x?y=1
+        url: String,
+        /// A request header, `name: value` (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The app, when several are configured.
+        #[arg(long)]
+        app: Option<String>,
+        /// The account (x-bearerd-account).
+        #[arg(long)]
+        account: Option<String>,
     },
     /// Load and validate everything, print every problem, exit 1 on any.
     Check {
@@ -72,6 +92,29 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config),
         Command::Healthcheck { config, timeout } => healthcheck(&config, timeout),
+        Command::Explain { config, method, url, headers, app, account } => {
+            let config = match bearerd::config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("error: {e}");
+                    }
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let mut map = std::collections::BTreeMap::new();
+            for h in &headers {
+                let Some((name, value)) = h.split_once(':') else {
+                    eprintln!("error: -H {h}: a header is `name: value`");
+                    return ExitCode::from(2);
+                };
+                map.insert(name.trim().to_string(), value.trim().to_string());
+            }
+            let req = bearerd::admin::explain::ExplainRequest { method, url, headers: map, app, account };
+            let answer = bearerd::admin::explain::offline(config, &req);
+            println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+            if answer["matched"] == true { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
         Command::Check { config, app: None, .. } => match bearerd::config::load(&config) {
             Ok(c) => {
                 for w in &c.warnings {

@@ -273,4 +273,19 @@ fn check_and_run_commands_report_and_exit() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("get GET api.example.com integration=api context=[]"), "{stdout}");
+    // explain: the offline dry run, from $BEARERD_CONFIG; 0 on a match, 1 on none.
+    let explain = |args: &[&str]| {
+        let out = std::process::Command::new(bin).arg("explain").args(args).env("BEARERD_CONFIG", &p).output().unwrap();
+        (out.status.code(), serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default())
+    };
+    let (code, e) = explain(&["GET", "https://api.example.com/x", "-H", "Accept: text/plain"]);
+    assert_eq!(code, Some(0), "{e}");
+    assert_eq!(
+        (e["template"].clone(), e["upstream"]["url"].clone()),
+        (json!("get"), json!("https://api.example.com/x"))
+    );
+    assert!(e.get("token").is_none(), "offline: no token state");
+    let (code, e) = explain(&["DELETE", "https://api.example.com/x"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(e["nearest"][0]["template"], "get");
 }

@@ -190,3 +190,43 @@ async fn operational_metrics_exist_from_the_start_and_follow_the_tokens() {
     assert_eq!(get(&metrics().await, "bearerd_config_last_reload_successful", &[]), Some(1.0));
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_is_a_dry_run_that_says_why() {
+    let (_dir, api, b) = setup().await;
+    let h = api.host();
+    let explain = async |body: serde_json::Value| {
+        let r = b.admin("POST", "/admin/explain", &body.to_string()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(!r.text().contains("csecret"), "a secret in the explanation: {}", r.text());
+        r.json()
+    };
+    // A match: the upstream request as it would go, secrets redacted, and the token's state.
+    let e = explain(json!({"method": "GET", "url": format!("https://{h}/x?y=1")})).await;
+    assert_eq!(
+        (e["matched"].clone(), e["app"].clone(), e["template"].clone()),
+        (json!(true), json!("demo"), json!("get"))
+    );
+    assert_eq!(e["upstream"]["url"], format!("https://{h}/x?y=1"));
+    assert_eq!(e["upstream"]["headers"]["authorization"], "[redacted]");
+    assert_eq!(e["integration"], "api");
+    assert_eq!(e["token"]["state"], "missing");
+    assert_eq!(e["token"]["authorize"], "http://bearerd.test:10001/auth/authorize/demo/api");
+    b.put_token("demo", "api", "", json!({"access_token": "AT-NEVER-SHOWN", "expires_in": 0})).await;
+    let e = explain(json!({"method": "get", "url": format!("https://{h}/x")})).await;
+    assert_eq!((e["token"]["state"].clone(), e["token"]["refresh_first"].clone()), (json!("expired"), json!(true)));
+    assert!(!e.to_string().contains("AT-NEVER-SHOWN"));
+    // No match: why, and the nearest template.
+    let e = explain(json!({"method": "POST", "url": format!("https://{h}/x")})).await;
+    assert_eq!(e["matched"], false);
+    assert_eq!(e["nearest"][0]["template"], "get");
+    assert!(e["nearest"][0]["differs"].as_str().unwrap().starts_with("method"), "{e}");
+    let e = explain(json!({"method": "GET", "url": format!("https://{h}/y")})).await;
+    assert_eq!(e["nearest"][0]["differs"], "path segment 1 (`y`): the template has `x`", "{e}");
+    let e = explain(json!({"method": "GET", "url": "https://elsewhere.example/x"})).await;
+    assert!(e["nearest"][0]["differs"].as_str().unwrap().starts_with("host"), "{e}");
+    // Bad input is 400; nothing was sent anywhere.
+    assert_eq!(b.admin("POST", "/admin/explain", "{\"url\": 1}").await.status, 400);
+    assert_eq!(api.count(), 0);
+    b.shutdown().await;
+}

@@ -3,6 +3,7 @@
 //! `Authorization: Bearer <admin.token>` when a token is configured.
 
 pub(crate) mod auth;
+pub mod explain;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,6 +163,10 @@ async fn admin_api(admin: &Admin, req: Request<Bytes>) -> Response<Body> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method().clone(), segs.as_slice()) {
         (Method::GET, ["admin", "tokens"]) => json(StatusCode::OK, list_tokens(shared, &snap)),
+        (Method::POST, ["admin", "explain"]) => match serde_json::from_slice::<explain::ExplainRequest>(req.body()) {
+            Ok(r) => json(StatusCode::OK, explain::explain(&snap, Some(&shared.tokens), &r)),
+            Err(e) => bad(&format!("invalid explain body: {e} (fields: method, url, headers?, app?, account?)")),
+        },
         (Method::POST, ["admin", "reload"]) => match admin.reloader.reload("admin").await {
             Ok(r) => json(
                 StatusCode::OK,
