@@ -86,6 +86,17 @@ async fn admin_token_protects_admin_endpoints_only() {
     assert_eq!(get(None, "/admin/tokens").await.status, 401);
     assert_eq!(get(Some("Bearer wrong"), "/admin/tokens").await.status, 401);
     assert_eq!(get(Some("Bearer adm1n-t0ken"), "/admin/tokens").await.status, 200);
+    // A browser gives it as the password of HTTP Basic, after the 401 asks for it.
+    let r = get(None, "/auth/authorize/demo/api").await;
+    assert_eq!(r.status, 401, "starting an authorization needs the token");
+    let asks: Vec<_> = r.headers.get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    assert!(asks.contains(&"Basic realm=\"bearerd\"".to_string()), "{asks:?}");
+    // base64("admin:adm1n-t0ken") and base64("admin:wrong")
+    assert_eq!(get(Some("Basic YWRtaW46YWRtMW4tdDBrZW4="), "/auth/authorize/demo/api").await.status, 302);
+    assert_eq!(get(Some("Basic YWRtaW46d3Jvbmc="), "/admin/tokens").await.status, 401);
+    assert_eq!(get(Some("Basic YWRtaW46YWRtMW4tdDBrZW4="), "/admin/tokens").await.status, 200);
+    // The callback is protected by its single-use state; probes and metrics are open.
+    assert_eq!(get(None, "/auth/callback?code=c&state=forged").await.status, 400);
     assert_eq!(get(None, "/healthz").await.status, 200);
     assert_eq!(get(None, "/metrics").await.status, 200);
     b.shutdown().await;

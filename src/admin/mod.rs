@@ -95,6 +95,11 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
             auth::callback(&admin, &shared.snapshot.load_full(), req.uri().query()).await
         }
         (&Method::GET, p) if p.starts_with("/auth/authorize/") => {
+            // Starting an authorization binds an account to whoever consents: with an admin
+            // token, only those who have it may (the callback needs the single-use state).
+            if let Err(r) = authorized(shared, &req) {
+                return *r;
+            }
             let snap = shared.snapshot.load_full();
             match p["/auth/authorize/".len()..].split_once('/') {
                 Some((app, integration)) if !integration.contains('/') => {
@@ -136,22 +141,32 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
     }
 }
 
+/// When `admin.token` is configured: the request must carry it, as `Authorization: Bearer
+/// <token>` (scripts) or as the password of HTTP Basic (a browser asks for it).
 fn authorized(shared: &State, req: &Request<Bytes>) -> Result<(), Box<Response<Body>>> {
+    use base64::Engine as _;
     let snap = shared.snapshot.load();
     let Some(token) = &snap.config.admin.token else {
         return Ok(());
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if token.constant_time_eq(given.as_bytes()) {
+    let value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let given: Vec<u8> = if let Some(bearer) = value.strip_prefix("Bearer ") {
+        bearer.as_bytes().to_vec()
+    } else if let Some(basic) = value.strip_prefix("Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(basic.trim()).unwrap_or_default();
+        match decoded.iter().position(|&b| b == b':') {
+            Some(i) => decoded[i + 1..].to_vec(),
+            None => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    if token.constant_time_eq(&given) {
         Ok(())
     } else {
         let mut r = json(StatusCode::UNAUTHORIZED, serde_json::json!({"message": "admin token required"}));
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r.headers_mut().append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r.headers_mut().append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"bearerd\""));
         Err(Box::new(r))
     }
 }
