@@ -8,10 +8,13 @@ COPY benches ./benches
 RUN cargo build --release --locked --bin bearerd && strip target/release/bearerd
 
 FROM debian:bookworm-slim
+# ca-certificates tracks Debian's security updates: not pinned.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/bearerd --create-home bearerd
+ && groupadd --system --gid 10001 bearerd \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/bearerd --create-home bearerd
 COPY --from=build /src/target/release/bearerd /usr/local/bin/bearerd
 # Mount your configuration (bearerd.yaml and app folders) here; the example is the default.
 COPY config /etc/bearerd
