@@ -76,7 +76,8 @@ pub fn template(data: &[u8]) {
     if !text.starts_with('/') || text.contains(['?', '#']) || !text.bytes().all(|b| b.is_ascii_graphic()) {
         return;
     }
-    if text.split('/').any(|seg| seg == "." || seg == "..") || text.parse::<http::uri::PathAndQuery>().is_err() {
+    let dot = |seg: &str| matches!(crate::template::escape::decode_segment(seg).as_ref(), "." | "..");
+    if text.split('/').any(dot) || text.parse::<http::uri::PathAndQuery>().is_err() {
         return;
     }
     let spec = TemplateSpec {

@@ -96,6 +96,10 @@ fn iparams_declarations_defaults_secure_and_undeclared() {
     let cfg = Config::new().app(a().iparam("repo", "../admin")).write(&dir);
     let e = bearerd::config::load(&cfg).unwrap_err().to_string();
     assert!(e.contains("the path contains a `.` or `..` segment"), "{e}");
+    // Percent-encoded too (found by the template fuzz target: `%2E` in a template's own path).
+    let cfg = Config::new().app(a().iparam("repo", "%2e%2E")).write(&dir);
+    let e = bearerd::config::load(&cfg).unwrap_err().to_string();
+    assert!(e.contains("the path contains a `.` or `..` segment"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -517,8 +517,9 @@ fn check_path_literals(path: &Parts<Bound>, p: &str, d: &mut Diag) {
     if text.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
         d.error(REQUESTS, p, "the path contains a space, a control character or `#`");
     }
-    if text.split('/').any(|seg| seg == ".." || seg == ".") {
-        d.error(REQUESTS, p, "the path contains a `.` or `..` segment");
+    let dot = |seg: &str| matches!(crate::template::escape::decode_segment(seg).as_ref(), "." | "..");
+    if text.split('/').any(dot) {
+        d.error(REQUESTS, p, "the path contains a `.` or `..` segment (or one percent-encoded)");
     }
 }
 
