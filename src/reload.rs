@@ -45,6 +45,17 @@ fn is_relevant(event: &notify::Event, names: &BTreeSet<OsString>) -> bool {
 pub struct Reloader {
     state: Arc<State>,
     last: tokio::sync::Mutex<Option<u64>>,
+    /// The outcome of the last reload, for the admin page.
+    outcome: std::sync::Mutex<Option<Outcome>>,
+}
+
+/// What the last reload did: when (Unix seconds), what triggered it, and its errors (none: it
+/// succeeded).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub at: u64,
+    pub trigger: String,
+    pub errors: Vec<String>,
 }
 
 /// What a successful reload did.
@@ -60,12 +71,24 @@ pub struct Reloaded {
 impl Reloader {
     /// The reloader of `state`, whose configuration was read from `config`.
     pub(crate) fn new(state: Arc<State>, files: &[PathBuf]) -> Reloader {
-        Reloader { state, last: tokio::sync::Mutex::new(Some(fingerprint(files))) }
+        Reloader { state, last: tokio::sync::Mutex::new(Some(fingerprint(files))), outcome: Default::default() }
     }
 
     /// Reloads the configuration. `trigger` is for the log.
     pub async fn reload(&self, trigger: &str) -> Result<Reloaded, ConfigErrors> {
-        reload(&self.state, &self.last, trigger).await
+        let r = reload(&self.state, &self.last, trigger).await;
+        let errors = match &r {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        };
+        let outcome = Outcome { at: crate::token::unix_now(), trigger: trigger.to_string(), errors };
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        r
+    }
+
+    /// The last reload's outcome (`None` before the first).
+    pub fn last_outcome(&self) -> Option<Outcome> {
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

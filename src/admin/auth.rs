@@ -159,6 +159,9 @@ pub(crate) async fn callback(admin: &Admin, snap: &Snapshot, query: Option<&str>
     let key = started.key;
     let counted = |result: &str| {
         shared.metrics.authorizations.with_label_values(&[&*key.app, &*key.integration, result]).inc();
+        if result != "ok" {
+            shared.tokens.events.push(&key, "authorization failed", Some(result.to_string()));
+        }
     };
     let Some((_, integ)) = snap.app(&key.app).and_then(|a| a.integration_by_name(&key.integration)) else {
         return page(StatusCode::BAD_REQUEST, "Authorization failed", "The integration is no longer configured.");
@@ -217,14 +220,15 @@ pub(crate) async fn callback(admin: &Admin, snap: &Snapshot, query: Option<&str>
     counted("ok");
     shared.refresher.reset(&key);
     tracing::info!(token = %key, "authorized");
+    shared.tokens.events.push(&key, "authorized", None);
     let name = integ.display_name.as_deref().unwrap_or(&integ.name);
-    let text = format!("{name} is authorized for app {} (account {}). You can close this page.", key.app, key.account);
+    let text = format!("{name} is authorized for app {} (account {}).", key.app, key.account);
     page(StatusCode::OK, "Authorized", &text)
 }
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{x}</p></body></html>\n",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{x}</p><p><a href=\"/\">Back to bearerd</a></p></body></html>\n",
         t = html_escape(title),
         x = html_escape(text)
     );
@@ -235,7 +239,7 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     r
 }
 
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

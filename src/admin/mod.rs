@@ -4,6 +4,7 @@
 
 pub(crate) mod auth;
 pub mod explain;
+pub(crate) mod page;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,8 @@ pub struct Admin {
     pending: auth::Pending,
     ready: AtomicBool,
     draining: AtomicBool,
+    /// The admin page's per-process token: its forms carry it, other origins cannot know it.
+    csrf: Secret,
 }
 
 impl Admin {
@@ -43,7 +46,18 @@ impl Admin {
             pending: auth::Pending::default(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            csrf: {
+                use base64::Engine as _;
+                let mut b = [0u8; 24];
+                let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+                Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+            },
         }
+    }
+
+    /// Whether `given` is the admin page's token (compared in constant time).
+    pub(crate) fn csrf_matches(&self, given: &str) -> bool {
+        self.csrf.constant_time_eq(given.as_bytes())
     }
 
     /// A configuration is loaded and both listeners are up.
@@ -113,6 +127,14 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
         }
         (_, p) if p.starts_with("/admin/") => match authorized(shared, &req) {
             Ok(()) => admin_api(&admin, req).await,
+            Err(r) => *r,
+        },
+        (&Method::GET, "/") => match authorized(shared, &req) {
+            Ok(()) => page::page(&admin, query_param(req.uri().query(), "notice").as_deref()),
+            Err(r) => *r,
+        },
+        (&Method::POST, p) if p.starts_with("/ui/") => match authorized(shared, &req) {
+            Ok(()) => page::act(&admin, &req).await,
             Err(r) => *r,
         },
         _ => json(StatusCode::NOT_FOUND, serde_json::json!({"message": "not found"})),
@@ -202,6 +224,7 @@ async fn admin_api(admin: &Admin, req: Request<Bytes>) -> Response<Body> {
                 return match shared.tokens.delete(&key).await {
                     Ok(true) => {
                         tracing::info!(token = %key, outcome = "deleted", "token deleted through the admin API");
+                        shared.tokens.events.push(&key, "deleted", None);
                         json(StatusCode::OK, serde_json::json!({"deleted": true}))
                     }
                     Ok(false) => json(StatusCode::NOT_FOUND, serde_json::json!({"message": "no token stored"})),
@@ -228,6 +251,7 @@ async fn admin_api(admin: &Admin, req: Request<Bytes>) -> Response<Body> {
                 Ok(t) => {
                     shared.refresher.reset(&key);
                     tracing::info!(token = %key, "token stored through the admin API");
+                    shared.tokens.events.push(&key, "stored", None);
                     json(StatusCode::OK, entry(&key, Some(&t), &binding))
                 }
                 Err(e) => store_error(e),

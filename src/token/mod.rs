@@ -4,6 +4,7 @@
 //! client ([`oauth`]) and single-flight refresh ([`refresh`]). It knows no proxy, server or
 //! admin: its callers hand it the integration a token is for, and get a [`TokenError`].
 
+pub mod events;
 pub(crate) mod oauth;
 pub(crate) mod redis_store;
 pub(crate) mod refresh;
@@ -155,6 +156,8 @@ pub struct Tokens {
     store: Arc<dyn TokenStore>,
     /// Serialises this process's writers so that cache and store change in the same order.
     write: tokio::sync::Mutex<()>,
+    /// The latest token events, for the admin page.
+    pub events: events::Events,
 }
 
 impl Tokens {
@@ -162,7 +165,12 @@ impl Tokens {
     pub async fn open(store: Arc<dyn TokenStore>) -> Result<Tokens, StoreError> {
         let all = store.load_all().await?;
         let map: Map = all.into_iter().map(|(k, t)| (k, Arc::new(t))).collect();
-        Ok(Tokens { cache: ArcSwap::from_pointee(map), store, write: tokio::sync::Mutex::new(()) })
+        Ok(Tokens {
+            cache: ArcSwap::from_pointee(map),
+            store,
+            write: tokio::sync::Mutex::new(()),
+            events: events::Events::default(),
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn TokenStore> {

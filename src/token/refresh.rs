@@ -353,6 +353,7 @@ impl Run {
                 match r.tokens.replace(key, version, token, Some(lease)).await {
                     Ok(Ok(t)) => {
                         tracing::info!(token = %key, outcome = "ok", expires_at = t.expires_at, "token refreshed");
+                        r.tokens.events.push(key, "refreshed", None);
                         Ok(t)
                     }
                     // Replaced meanwhile (a token put by hand, a new authorization): that one wins.
@@ -366,6 +367,11 @@ impl Run {
             }
             Err(GrantError::InvalidGrant(detail)) => {
                 refreshes("invalid_grant");
+                r.tokens.events.push(
+                    key,
+                    "needs authorization",
+                    Some("the refresh token was refused (invalid_grant)".into()),
+                );
                 tracing::warn!(token = %key, detail = detail.as_deref().unwrap_or(""), "refresh refused (invalid_grant): authorization needed");
                 if let Some(cur) = current {
                     let mut dead = Token::clone(&cur);
@@ -383,6 +389,7 @@ impl Run {
             }
             Err(e) => {
                 refreshes(e.result_label());
+                r.tokens.events.push(key, "refresh failed", Some(e.to_string()));
                 let wait = r.fail(key);
                 tracing::warn!(token = %key, error = %e, retry_in_ms = wait.as_millis() as u64, "refresh failed");
                 Err(match e {

@@ -159,6 +159,35 @@ fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
 
 async fn token_endpoint(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/authorize" {
+        // The person consents at once: a code bound to the PKCE challenge and the redirect URI,
+        // sent back to the redirect URI with the state.
+        let q: HashMap<String, String> = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (decode(k), decode(v)))
+            .collect();
+        let (Some(redirect), Some(state), Some(challenge)) =
+            (q.get("redirect_uri"), q.get("state"), q.get("code_challenge"))
+        else {
+            return Ok(reply(400, json!({"error": "invalid_request"})));
+        };
+        let code = {
+            let mut s = st.lock().unwrap();
+            s.next += 1;
+            let code = format!("code-{}", s.next);
+            s.codes.insert(code.clone(), (challenge.clone(), redirect.clone()));
+            code
+        };
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::FOUND;
+        let state = percent_encoding::utf8_percent_encode(state, percent_encoding::NON_ALPHANUMERIC);
+        r.headers_mut().insert("location", format!("{redirect}?code={code}&state={state}").parse().unwrap());
+        return Ok(r);
+    }
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let form: HashMap<String, String> = String::from_utf8_lossy(&body)
         .split('&')
