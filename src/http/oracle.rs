@@ -310,6 +310,7 @@ pub(crate) const STRICTER_ANSWERS: &[(&str, &str)] = &[
     ("an empty transfer-encoding", "RFC 9112 6.1: Transfer-Encoding lists at least one coding"),
     ("an empty element in transfer-encoding", "parsers disagree on `chunked,`: refused rather than read one way"),
     ("bad content-length", "RFC 9110 8.6: a list in one line may be refused"),
+    ("conflicting content-length", "RFC 9112 6.3: differing lengths are an unrecoverable error, even on a 204"),
     ("protocol upgrades are not proxied", "a 101 to a request that asked for no upgrade"),
     ("a chunk line not ended by CRLF", "RFC 9112 7.1: chunk lines end in CRLF"),
     ("a control character in a chunk line", "RFC 9112 7.1.1"),
@@ -508,6 +509,9 @@ mod tests {
             // `chunked,` (an empty list element): hyper reads it as close-delimited; bearerd read it
             // as chunked, and now refuses it.
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\n\r\n5;x\r\nhello",
+            // Differing lengths on a 204 (found by the answer_framing fuzz target): hyper ignores
+            // them, bearerd refuses.
+            "HTTP/1.1 204\r\nContent-Length: 5\r\nContent-Length: 159\r\n\r\n",
             // Both framings: refused by bearerd, read by hyper (RFC 9112 6.3).
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         ];
