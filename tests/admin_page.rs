@@ -88,7 +88,22 @@ impl Browser {
     }
 
     async fn text(&self) -> String {
-        self.script("return document.body.innerText").await.as_str().unwrap_or("").to_string()
+        self.script("return document.body ? document.body.innerText : ''").await.as_str().unwrap_or("").to_string()
+    }
+
+    /// The page's text once it shows `needle` (a click that submits a form may return before the
+    /// next page is in).
+    async fn text_with(&self, needle: &str) -> String {
+        let mut text = String::new();
+        let t0 = tokio::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            text = self.text().await;
+            if text.contains(needle) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the page never showed {needle:?}:\n{text}");
     }
 
     async fn screenshot(&self, path: &std::path::Path) {
@@ -136,6 +151,7 @@ async fn the_admin_page_in_a_real_browser() {
 
     let browser = Browser::start().await;
     browser.goto(&format!("{base}/")).await;
+    browser.text_with("Latest token events").await;
     let render_ms = browser.script("return performance.getEntriesByType('navigation')[0].duration").await;
     println!("admin page: {} bytes, rendered in {render_ms} ms (navigation duration)", html.len());
     let text = browser.text().await;
@@ -147,11 +163,10 @@ async fn the_admin_page_in_a_real_browser() {
 
     // Authorize, by keyboard: through the provider and back to the callback.
     browser.enter("a.authorize").await;
-    eventually(Duration::from_secs(10), "the callback page", async || browser.text().await.contains("Authorized"))
-        .await;
+    browser.text_with("Authorized").await;
     assert_eq!(provider.grants("authorization_code"), 1);
     browser.click("a[href='/']").await;
-    let text = browser.text().await;
+    let text = browser.text_with("Latest token events").await;
     assert!(text.contains("valid") && !text.contains("Authorize"), "{text}");
     assert!(text.contains("authorized"), "the event is listed: {text}");
     assert_eq!(b.invoke("get", json!({})).await.status, 200, "the token works");
@@ -162,17 +177,16 @@ async fn the_admin_page_in_a_real_browser() {
 
     // Forget: a confirmation page first, then the token is gone.
     browser.click("button.forget").await;
-    let text = browser.text().await;
-    assert!(text.contains("Forget this token?"), "{text}");
+    browser.text_with("Forget this token?").await;
     browser.click("button.forget").await;
-    let text = browser.text().await;
-    assert!(text.contains("Token forgotten.") && text.contains("missing"), "{text}");
+    let text = browser.text_with("Token forgotten.").await;
+    assert!(text.contains("missing"), "{text}");
     assert_eq!(b.invoke("get", json!({})).await.status, 401);
 
     // Reload.
     browser.click("form[action='/ui/reload'] button").await;
-    let text = browser.text().await;
-    assert!(text.contains("Configuration reloaded.") && text.contains("Last reload: succeeded"), "{text}");
+    let text = browser.text_with("Configuration reloaded.").await;
+    assert!(text.contains("Last reload: succeeded"), "{text}");
     browser.quit().await;
 
     // Actions from another origin, or without the page's token, are refused and do nothing.
