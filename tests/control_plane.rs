@@ -28,7 +28,8 @@ async fn health_readiness_and_token_api() {
     let r = b.admin("GET", "/admin/tokens", "").await;
     assert_eq!(
         r.json(),
-        json!([{"app": "demo", "integration": "api", "account": "default", "state": "missing", "expires_at": null, "scope": null}])
+        json!([{"app": "demo", "integration": "api", "account": "default", "state": "missing", "expires_at": null, "scope": null,
+            "authorize": "http://bearerd.test:10001/auth/authorize/demo/api"}])
     );
     let r = b
         .admin(
