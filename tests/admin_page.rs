@@ -126,12 +126,7 @@ async fn the_admin_page_in_a_real_browser() {
     let provider = Provider::start(&ca).await;
     let api = MockApi::start(Some(ca.server.clone()), provider.api_responder()).await;
     let dir = TempDir::new();
-    dir.app(
-        "demo",
-        &json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/data",
-            "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
-        Some(&oauth_one(&provider.host(), false)),
-    );
+    token_app(&dir, &api.host(), &provider.host());
     // The browser reaches the admin listener at its public URL, where the provider sends it back.
     let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{admin_port}");

@@ -187,12 +187,21 @@ async fn strict_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(String,
             let log = log.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
+                // Reads more into `buf`; false at the end of the connection.
+                async fn more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+                    let mut b = [0u8; 4096];
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => false,
+                        Ok(n) => {
+                            buf.extend_from_slice(&b[..n]);
+                            true
+                        }
+                    }
+                }
                 loop {
                     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        let mut b = [0u8; 4096];
-                        match s.read(&mut b).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        if !more(&mut s, &mut buf).await {
+                            return;
                         }
                         continue;
                     };
@@ -208,29 +217,23 @@ async fn strict_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(String,
                     let mut body = Vec::new();
                     if let Some(n) = length {
                         while buf.len() < n {
-                            let mut b = [0u8; 4096];
-                            match s.read(&mut b).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(k) => buf.extend_from_slice(&b[..k]),
+                            if !more(&mut s, &mut buf).await {
+                                return;
                             }
                         }
                         body = buf.drain(..n).collect();
                     } else if chunked {
                         loop {
                             let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
-                                let mut b = [0u8; 4096];
-                                match s.read(&mut b).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(k) => buf.extend_from_slice(&b[..k]),
+                                if !more(&mut s, &mut buf).await {
+                                    return;
                                 }
                                 continue;
                             };
                             let size = usize::from_str_radix(std::str::from_utf8(&buf[..eol]).unwrap(), 16).unwrap();
                             while buf.len() < eol + 2 + size + 2 {
-                                let mut b = [0u8; 4096];
-                                match s.read(&mut b).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(k) => buf.extend_from_slice(&b[..k]),
+                                if !more(&mut s, &mut buf).await {
+                                    return;
                                 }
                             }
                             body.extend_from_slice(&buf[eol + 2..eol + 2 + size]);

@@ -65,12 +65,7 @@ async fn cluster(n: usize) -> Cluster {
     let mut replicas = Vec::new();
     for _ in 0..n {
         let dir = TempDir::new();
-        dir.app(
-            "demo",
-            &json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/data",
-                "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
-            Some(&oauth_one(&provider.host(), false)),
-        );
+        token_app(&dir, &api.host(), &provider.host());
         let cfg = Config::new().ca(&ca).app(App::new("demo")).redis(redis.port).write(&dir);
         replicas.push(start(&cfg).await);
         dirs.push(dir);

@@ -456,12 +456,7 @@ async fn no_secret_reaches_a_debug_log_on_any_path() {
     let provider = Provider::start(&ca).await;
     let api = MockApi::start(Some(ca.server.clone()), provider.api_responder()).await;
     let dir = TempDir::new();
-    let auth = json!({"Authorization": "Bearer <%= access_token %>"});
-    dir.app(
-        "demo",
-        &json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/data", "headers": auth}, "options": {"oauth": "api"}}}),
-        Some(&oauth_one(&provider.host(), false)),
-    );
+    token_app(&dir, &api.host(), &provider.host());
     let cfg = Config::new().ca(&ca).app(App::new("demo")).upstream_timeout("2s").write(&dir);
     let b = Logged::start(&cfg, "debug");
     let admin = |method: &'static str, path: String, body: String| {

@@ -417,6 +417,17 @@ pub fn oauth_one(token_host: &str, agent: bool) -> Value {
     }}})
 }
 
+/// The app `demo` most token tests use: template `get` (GET /data on `api_host`, with the access
+/// token) and integration `api` whose token endpoint is at `token_host`.
+pub fn token_app(dir: &TempDir, api_host: &str, token_host: &str) {
+    dir.app(
+        "demo",
+        &json!({"get": {"schema": {"method": "GET", "host": api_host, "path": "/data",
+            "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
+        Some(&oauth_one(token_host, false)),
+    );
+}
+
 /// bearerd running in-process.
 pub struct Bearerd {
     pub running: Option<Running>,
