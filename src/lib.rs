@@ -4,11 +4,13 @@
 //! Imports flow one way, from the top of this list to the bottom (`tests/architecture.rs` fails
 //! on a cycle or on an edge against the grain):
 //!
-//! - [`server`]: the process: builds everything below, binds both listeners, runs each
-//!   connection ([`server::h1`]: the data listener's HTTP/1.1, HTTP/2 handed to hyper), the
-//!   per-connection watchdog and graceful shutdown.
-//! - [`admin`]: the control plane (health, readiness, metrics, the token admin API, reload, and
-//!   the authorization-code flow in [`admin::auth`], whose pending table it owns).
+//! - [`server`]: the process: builds everything below, binds both listeners (each with its
+//!   connection cap), runs each connection ([`server::h1`]: the data listener's HTTP/1.1, HTTP/2
+//!   handed to hyper), the per-connection watchdog and the shutdown sequence (drain delay, then
+//!   grace).
+//! - [`admin`]: the control plane (health, readiness, metrics, the token admin API, reload, the
+//!   authorization-code flow in [`admin::auth`], whose pending table it owns, the admin page in
+//!   `admin::page` and the dry run of [`admin::explain`]).
 //! - [`proxy`]: the data plane in named phases (select app, match, token, render, send,
 //!   respond); [`proxy::retry`] the retry/replay policy as a pure function; [`proxy::error`]
 //!   the one place where an error becomes a status and an FDK-shaped body.
@@ -20,7 +22,8 @@
 //! - [`token`]: tokens per (app, integration, account), the lock-free view the data plane
 //!   reads, the stores behind it ([`token::store`], [`token::redis_store`], [`token::seal`]),
 //!   the token-endpoint client ([`token::oauth`]) and single-flight refresh with back-off
-//!   ([`token::refresh`]); its own `TokenError`. It is handed the integration it refreshes.
+//!   ([`token::refresh`]), the latest token events for the admin page ([`token::events`]); its
+//!   own `TokenError`. It is handed the integration it refreshes.
 //! - [`upstream`]: the upstream client: connect, TLS, the address policy, the HTTP/1.1 pool
 //!   ([`upstream::pool`], [`upstream::h1`]) and HTTP/2; the data path's body type
 //!   ([`upstream::body`]); its own `UpstreamError`.
