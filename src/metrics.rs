@@ -106,27 +106,27 @@ impl Metrics {
         };
         let config_generation = gauge("config_generation", "Generation of the configuration being served");
         let inflight = gauge("inflight_requests", "Data-plane requests in flight");
-        let open_connections =
-            IntGaugeVec::new(Opts::new("open_connections", "Connections each listener holds open"), &["listener"])
-                .expect("static metric definition");
-        registry.register(Box::new(open_connections.clone())).expect("metric registered once");
+        // Gauges by label, registered like the counters above.
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(g.clone())).expect("metric registered once");
+            g
+        };
+        let open_connections = gauges("open_connections", "Connections each listener holds open", &["listener"]);
         let connections_refused = counter(
             "connections_refused_total",
             "Connections closed at once because the listener held its max_connections",
             &["listener"],
         );
-        let tokens = IntGaugeVec::new(
-            Opts::new("tokens", "Accounts by token state (reauthorize: a person must authorize again)"),
+        let tokens = gauges(
+            "tokens",
+            "Accounts by token state (reauthorize: a person must authorize again)",
             &["app", "integration", "state"],
-        )
-        .expect("static metric definition");
-        registry.register(Box::new(tokens.clone())).expect("metric registered once");
+        );
         let config_last_reload_successful =
             gauge("config_last_reload_successful", "1 when the last reload (or the start) succeeded");
         config_last_reload_successful.set(1);
-        let build_info = IntGaugeVec::new(Opts::new("build_info", "bearerd's version"), &["version"])
-            .expect("static metric definition");
-        registry.register(Box::new(build_info.clone())).expect("metric registered once");
+        let build_info = gauges("build_info", "bearerd's version", &["version"]);
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]).reset();

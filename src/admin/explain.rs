@@ -3,14 +3,13 @@
 //! be a secret redacted; for no match, why not and the nearest templates; the token's state and
 //! whether a refresh would come first. Nothing is sent, nothing is stored.
 
-use std::borrow::Cow;
-
 use http::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::snapshot::{App, Snapshot};
 use crate::template::expr::{Bound, Part};
+use crate::template::route::Match;
 use crate::template::{Context, RequestScope, TemplateSpec};
 use crate::token::{DEFAULT_ACCOUNT, TokenKey, TokenState, Tokens, unix_now};
 
@@ -50,9 +49,14 @@ pub(crate) fn explain(snap: &Snapshot, tokens: Option<&Tokens>, req: &ExplainReq
         },
         None => snap.apps.iter().collect(),
     };
-    let matches: Vec<(&App, usize)> =
-        apps.iter().filter_map(|a| a.router.find(&method, &host, &path).map(|m| (*a, m.template))).collect();
+    let mut matches: Vec<(&App, Match<'_, '_>)> =
+        apps.iter().filter_map(|a| a.router.find(&method, &host, &path).map(|m| (*a, m))).collect();
     let request = json!({"method": method.as_str(), "host": host, "path": path});
+    if matches.len() == 1
+        && let Some((app, m)) = matches.pop()
+    {
+        return matched(snap, tokens, app, m, req, query.as_deref());
+    }
     match matches.as_slice() {
         [] => json!({
             "matched": false,
@@ -61,12 +65,11 @@ pub(crate) fn explain(snap: &Snapshot, tokens: Option<&Tokens>, req: &ExplainReq
                 if apps.len() == 1 { format!("app {}", apps[0].name) } else { "any app".into() }),
             "nearest": nearest(&apps, &method, &host, &path),
         }),
-        [(app, t)] => matched(snap, tokens, app, *t, req, &method, &host, &path, query.as_deref()),
         several => json!({
             "matched": false,
             "request": request,
             "why": "templates of several apps match: name the app (x-bearerd-app)",
-            "candidates": several.iter().map(|(a, t)| json!({"app": &*a.name, "template": a.templates()[*t].name})).collect::<Vec<_>>(),
+            "candidates": several.iter().map(|(a, m)| json!({"app": &*a.name, "template": a.templates()[m.template].name})).collect::<Vec<_>>(),
         }),
     }
 }
@@ -90,29 +93,16 @@ fn split_url(url: &str, host_header: Option<&str>) -> Option<(String, String, Op
     (!authority.is_empty()).then(|| (authority.to_ascii_lowercase(), path, query))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn matched(
     snap: &Snapshot,
     tokens: Option<&Tokens>,
     app: &App,
-    t_idx: usize,
+    m: Match<'_, '_>,
     req: &ExplainRequest,
-    method: &Method,
-    host: &str,
-    path: &str,
     query: Option<&str>,
 ) -> Value {
-    let t = &app.templates()[t_idx];
-    let m = app.router.find(method, host, path);
     let mut ctx = Context::default();
-    if let Some(m) = &m {
-        if let (Some(raw), Some((k, _))) = (&m.tail_as_sent, m.captures.last()) {
-            ctx.tail_as_sent = Some((Cow::Borrowed(*k), raw.clone()));
-        }
-        for (k, v) in &m.captures {
-            ctx.insert(*k, v.clone());
-        }
-    }
+    let t = &app.templates()[ctx.capture(m)];
     let scope = RequestScope { context: &ctx, token: Some(REDACTED) };
     let secrets = secrets_of(app);
     let redact = |s: &str| secrets.iter().fold(s.to_string(), |s, secret| s.replace(secret.as_str(), REDACTED));

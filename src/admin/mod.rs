@@ -252,7 +252,7 @@ async fn admin_api(admin: &Admin, req: Request<Bytes>) -> Response<Body> {
                     shared.refresher.reset(&key);
                     tracing::info!(token = %key, "token stored through the admin API");
                     shared.tokens.events.push(&key, "stored", None);
-                    json(StatusCode::OK, entry(&key, Some(&t), &binding))
+                    json(StatusCode::OK, entry(&key, Some(&t), t.state(unix_now(), &binding)))
                 }
                 Err(e) => store_error(e),
             }
@@ -300,34 +300,54 @@ fn token_key(
 }
 
 /// Every configured (app, integration) with the accounts that have tokens.
-/// Every account of every configured integration with its token: the stored ones, and the
-/// default account of a non-agent integration that has none (missing). What `/admin/tokens`
-/// lists and the `tokens` gauge counts.
+/// The token states, in the order [`state_counts`] counts them.
+const STATES: [TokenState; 4] = [TokenState::Valid, TokenState::Expired, TokenState::Missing, TokenState::Reauthorize];
+
+/// Every account of every configured integration with its token and that token's state: the
+/// stored ones, and the default account of a non-agent integration that has none (missing).
+/// What `/admin/tokens`, the admin page and the `tokens` gauge show.
 fn accounts<'s>(
     stored: &'s [(TokenKey, Arc<Token>)],
     snap: &'s Snapshot,
-    mut each: impl FnMut(&TokenKey, Option<&Token>, &crate::config::IntegrationSpec),
+    mut each: impl FnMut(&TokenKey, Option<&Token>, &crate::config::IntegrationSpec, TokenState),
 ) {
+    let now = unix_now();
     for app in &snap.apps {
         for integ in &app.config.fdk.integrations {
             let mut any = false;
             for (k, t) in stored.iter().filter(|(k, _)| *k.app == *app.name && *k.integration == *integ.name) {
                 any |= &*k.account == DEFAULT_ACCOUNT;
-                each(k, Some(t), integ);
+                each(k, Some(t), integ, t.state(now, &integ.binding));
             }
             if !any && !integ.agent {
-                each(&TokenKey::new(&app.name, &integ.name, DEFAULT_ACCOUNT), None, integ);
+                each(&TokenKey::new(&app.name, &integ.name, DEFAULT_ACCOUNT), None, integ, TokenState::Missing);
             }
         }
     }
 }
 
+/// Each configured integration (app, integration), in order, with its accounts by state (as
+/// [`STATES`]).
+fn state_counts<'s>(stored: &'s [(TokenKey, Arc<Token>)], snap: &'s Snapshot) -> Vec<(&'s str, &'s str, [usize; 4])> {
+    let mut counts: Vec<(&str, &str, [usize; 4])> = snap
+        .apps
+        .iter()
+        .flat_map(|a| a.config.fdk.integrations.iter().map(move |i| (&*a.name, i.name.as_str(), [0; 4])))
+        .collect();
+    accounts(stored, snap, |k, _, _, state| {
+        if let Some(c) = counts.iter_mut().find(|c| c.0 == &*k.app && c.1 == &*k.integration) {
+            c.2[STATES.iter().position(|s| *s == state).unwrap_or(2)] += 1;
+        }
+    });
+    counts
+}
+
 fn list_tokens(shared: &State, snap: &Snapshot) -> serde_json::Value {
     let stored = shared.tokens.list();
     let mut out = Vec::new();
-    accounts(&stored, snap, |k, t, integ| {
-        let mut e = entry(k, t, &integ.binding);
-        if e["state"] != "valid" {
+    accounts(&stored, snap, |k, t, _, state| {
+        let mut e = entry(k, t, state);
+        if state != TokenState::Valid {
             e["authorize"] = snap.authorize_url(&k.app, &k.integration, &k.account).into();
         }
         out.push(e);
@@ -338,27 +358,16 @@ fn list_tokens(shared: &State, snap: &Snapshot) -> serde_json::Value {
 /// One line for the log: each app with its templates and its accounts by token state
 /// (`demo: 3 templates, api 1 valid 1 missing`). Never a token.
 pub(crate) fn summary(shared: &State) -> String {
-    const STATES: [TokenState; 4] =
-        [TokenState::Valid, TokenState::Expired, TokenState::Missing, TokenState::Reauthorize];
     let snap = shared.snapshot.load();
     let stored = shared.tokens.list();
-    let now = unix_now();
-    let mut counts: std::collections::HashMap<(String, String), [usize; 4]> = Default::default();
-    accounts(&stored, &snap, |k, t, i| {
-        let state = t.map_or(TokenState::Missing, |t| t.state(now, &i.binding));
-        let slot = STATES.iter().position(|s| *s == state).unwrap_or(2);
-        counts.entry((k.app.to_string(), k.integration.to_string())).or_default()[slot] += 1;
-    });
+    let counts = state_counts(&stored, &snap);
     let mut apps = Vec::new();
     for app in &snap.apps {
         let mut line = format!("{}: {} templates", app.name, app.templates().len());
-        for integ in &app.config.fdk.integrations {
-            line.push_str(&format!(", {}", integ.name));
-            let n = counts.get(&(app.name.to_string(), integ.name.clone())).copied().unwrap_or_default();
-            for (n, state) in n.iter().zip(STATES) {
-                if *n > 0 {
-                    line.push_str(&format!(" {n} {}", state.as_str()));
-                }
+        for (_, integ, n) in counts.iter().filter(|c| c.0 == &*app.name) {
+            line.push_str(&format!(", {integ}"));
+            for (n, state) in n.iter().zip(STATES).filter(|(n, _)| **n > 0) {
+                line.push_str(&format!(" {n} {}", state.as_str()));
             }
         }
         apps.push(line);
@@ -371,22 +380,14 @@ fn count_token_states(shared: &State, snap: &Snapshot) {
     let stored = shared.tokens.list();
     let gauge = &shared.metrics.tokens;
     gauge.reset();
-    for app in &snap.apps {
-        for integ in &app.config.fdk.integrations {
-            for state in [TokenState::Valid, TokenState::Expired, TokenState::Missing, TokenState::Reauthorize] {
-                gauge.with_label_values(&[&*app.name, integ.name.as_str(), state.as_str()]).set(0);
-            }
+    for (app, integ, counts) in state_counts(&stored, snap) {
+        for (n, state) in counts.iter().zip(STATES) {
+            gauge.with_label_values(&[app, integ, state.as_str()]).set(*n as i64);
         }
     }
-    let now = unix_now();
-    accounts(&stored, snap, |k, t, integ| {
-        let state = t.map_or(TokenState::Missing, |t| t.state(now, &integ.binding));
-        gauge.with_label_values(&[&*k.app, &*k.integration, state.as_str()]).inc();
-    });
 }
 
-fn entry(k: &TokenKey, t: Option<&Token>, binding: &str) -> serde_json::Value {
-    let state = t.map_or(TokenState::Missing, |t| t.state(unix_now(), binding));
+fn entry(k: &TokenKey, t: Option<&Token>, state: TokenState) -> serde_json::Value {
     serde_json::json!({
         "app": &*k.app,
         "integration": &*k.integration,

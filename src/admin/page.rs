@@ -69,9 +69,8 @@ pub(crate) fn page(admin: &Admin, notice: Option<&str>) -> Response<Body> {
     h.push_str("<table><thead><tr><th scope=\"col\">App</th><th scope=\"col\">Integration</th><th scope=\"col\">Account</th><th scope=\"col\">State</th><th scope=\"col\">Expires</th><th scope=\"col\">Scope</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
     let stored = shared.tokens.list();
     let mut rows = 0;
-    accounts(&stored, &snap, |k, t, integ| {
+    accounts(&stored, &snap, |k, t, integ, state| {
         rows += 1;
-        let state = t.map_or(TokenState::Missing, |t| t.state(now, &integ.binding));
         let expires = match t.and_then(|t| t.expires_at) {
             None if t.is_some() => "no expiry".to_string(),
             None => "&mdash;".to_string(),

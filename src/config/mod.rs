@@ -239,22 +239,13 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let shown = path.display().to_string();
     let mut d = Diag::default();
     let fail = |d: Diag| Err(ConfigErrors(d.errors));
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            d.error(&shown, "", format!("cannot read: {e}"));
-            return fail(d);
-        }
-    };
-    let mut value: serde_json::Value = match serde_saphyr::from_str(text.trim_start_matches('\u{feff}')) {
+    let (mut value, env_errors) = match read_yaml(path, env) {
         Ok(v) => v,
         Err(e) => {
-            d.error(&shown, "", format!("not valid YAML: {e}"));
+            d.error(&shown, "", e);
             return fail(d);
         }
     };
-    let mut env_errors = Vec::new();
-    file::expand_env(&mut value, &mut String::new(), env, &mut env_errors);
     for (p, m) in env_errors {
         d.error(&shown, p, m);
     }
@@ -468,18 +459,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `bearerd healthcheck`: a probe must not fail because an app folder changed on disk).
 pub fn admin_listen(path: &Path) -> Result<SocketAddr, String> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
-    let mut value: serde_json::Value = serde_saphyr::from_str(text.trim_start_matches('\u{feff}'))
-        .map_err(|e| format!("{shown}: not valid YAML: {e}"))?;
-    let mut errors = Vec::new();
-    let env = |name: &str| std::env::var(name).ok();
-    file::expand_env(&mut value, &mut String::new(), &env, &mut errors);
+    let (value, errors) = read_yaml(path, &|name| std::env::var(name).ok()).map_err(|e| format!("{shown}: {e}"))?;
     let listen = value.pointer("/admin/listen").and_then(|v| v.as_str()).map(str::to_string);
     if let Some((pointer, message)) = errors.into_iter().find(|(p, _)| p == "/admin/listen") {
         return Err(format!("{shown}: {pointer}: {message}"));
     }
     let listen = listen.unwrap_or_else(file::default_admin_listen);
     listen.parse().map_err(|_| format!("{shown}: /admin/listen: `{listen}` is not an address"))
+}
+
+/// `bearerd.yaml` read (a BOM skipped), parsed and its `${NAME}`s expanded, with the expansion's
+/// problems as (JSON pointer, message).
+fn read_yaml(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(serde_json::Value, Vec<(String, String)>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut value: serde_json::Value =
+        serde_saphyr::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| format!("not valid YAML: {e}"))?;
+    let mut errors = Vec::new();
+    file::expand_env(&mut value, &mut String::new(), env, &mut errors);
+    Ok((value, errors))
 }
 
 /// Loads one FDK app folder on its own (for `bearerd check --app`).

@@ -339,14 +339,9 @@ fn match_transparent<'r>(
         out.host = Some(host.clone());
         return Err(ProxyError::NoMatch { method: method.clone(), host, path: truncate(uri.path(), 255) });
     };
-    out.template = Some(m.template);
-    if let (Some(raw), Some((k, _))) = (m.tail_as_sent, m.captures.last()) {
-        ctx.tail_as_sent = Some((Cow::Borrowed(*k), raw));
-    }
-    for (k, v) in m.captures {
-        ctx.insert(k, v);
-    }
-    Ok((m.template, uri.query()))
+    let template = ctx.capture(m);
+    out.template = Some(template);
+    Ok((template, uri.query()))
 }
 
 /// Phase 3: the token for the template's integration and the account the request names.

@@ -26,6 +26,18 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
+    /// Takes in the values a transparent match captured from the host and path (and a path
+    /// tail as the request wrote it); the matched template's index.
+    pub fn capture<'r: 'a, 'q: 'a>(&mut self, m: route::Match<'r, 'q>) -> usize {
+        if let (Some(raw), Some((k, _))) = (m.tail_as_sent, m.captures.last()) {
+            self.tail_as_sent = Some((Cow::Borrowed(*k), raw));
+        }
+        for (k, v) in m.captures {
+            self.insert(k, v);
+        }
+        m.template
+    }
+
     pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) {
         let key = key.into();
         match self.values.iter_mut().find(|(k, _)| *k == key) {

@@ -341,30 +341,23 @@ impl Node {
         for (tail, leaves) in &self.tails {
             let Some(leaf) = leaves.iter().find(|l| l.method == *method) else { continue };
             let Some(head) = decoded.strip_prefix(&*tail.prefix) else { continue };
-            let mut v = String::with_capacity(64);
-            if tail.leading {
-                v.push('/');
-            }
-            v.push_str(head);
-            for seg in rest {
-                v.push('/');
-                v.push_str(&decode_segment(seg));
-            }
-            caps.values.push(Cow::Owned(v));
+            // `head` then the rest of the segments, joined again by `/`.
+            let join = |head: &str, seg: &dyn Fn(&str) -> Cow<'_, str>| {
+                let mut v = String::with_capacity(64);
+                if tail.leading {
+                    v.push('/');
+                }
+                v.push_str(head);
+                for s in rest {
+                    v.push('/');
+                    v.push_str(&seg(s));
+                }
+                v
+            };
+            caps.values.push(Cow::Owned(join(head, &|s| decode_segment(s))));
             if first.contains('%') || rest.iter().any(|s| s.contains('%')) {
                 // The same tail as sent, when its prefix is written plainly.
-                caps.tail_as_sent = first.strip_prefix(&*tail.prefix).map(|head| {
-                    let mut raw = String::with_capacity(64);
-                    if tail.leading {
-                        raw.push('/');
-                    }
-                    raw.push_str(head);
-                    for seg in rest {
-                        raw.push('/');
-                        raw.push_str(seg);
-                    }
-                    raw
-                });
+                caps.tail_as_sent = first.strip_prefix(&*tail.prefix).map(|raw| join(raw, &|s| Cow::Borrowed(s)));
             }
             return Some(leaf);
         }
