@@ -11,7 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::provider::Provider;
 use support::*;
 
 /// A WebDriver session on chromedriver, spoken to over HTTP/1.1.
@@ -122,11 +121,7 @@ impl Browser {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_page_in_a_real_browser() {
-    let ca = test_ca();
-    let provider = Provider::start(&ca).await;
-    let api = MockApi::start(Some(ca.server.clone()), provider.api_responder()).await;
-    let dir = TempDir::new();
-    token_app(&dir, &api.host(), &provider.host());
+    let (ca, provider, _api, dir) = provider_world().await;
     // The browser reaches the admin listener at its public URL, where the provider sends it back.
     let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{admin_port}");

@@ -858,12 +858,7 @@ async fn a_body_that_stops_arriving_is_given_up() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     // An upstream timeout longer than the stall limit, so that the stall is what gives up
     // (a body that trickles is given up at the request's deadline: tests/hostile.rs).
-    let ca = test_ca();
-    let api = MockApi::tls(&ca).await;
-    let dir = TempDir::new();
-    let requests = json!({"post": tpl("POST", "/in", json!({}), false)}).to_string().replace("API_HOST", &api.host());
-    dir.app("demo", &serde_json::from_str(&requests).unwrap(), None);
-    let b = start(&Config::new().ca(&ca).app(App::new("demo")).upstream_timeout("30s").write(&dir)).await;
+    let (_d, api, b) = api_app(&[("post", "POST", "/in")], "30s").await;
     let bodies = [
         format!("POST /in HTTP/1.1\r\nHost: {}\r\nContent-Length: 100\r\n\r\n0123456789", api.host()),
         format!("POST /in HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", api.host()),

@@ -83,22 +83,6 @@ async fn each_listener_keeps_at_most_its_max_connections() {
     b.shutdown().await;
 }
 
-/// One app `demo` whose templates (`{name: (method, path)}`) go to a TLS mock API, with the
-/// upstream timeout given; no integration.
-async fn api_app(templates: &[(&str, &str, &str)], timeout: &'static str) -> (TempDir, MockApi, Bearerd) {
-    let ca = test_ca();
-    let api = MockApi::tls(&ca).await;
-    let dir = TempDir::new();
-    let mut requests = serde_json::Map::new();
-    for (name, method, path) in templates {
-        requests.insert(name.to_string(), json!({"schema": {"method": method, "host": api.host(), "path": path}}));
-    }
-    dir.app("demo", &requests.into(), None);
-    let cfg = Config::new().ca(&ca).app(App::new("demo")).upstream_timeout(timeout).write(&dir);
-    let b = start(&cfg).await;
-    (dir, api, b)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_trickles_is_given_up_at_the_request_deadline() {
     use tokio::io::AsyncWriteExt as _;

@@ -452,11 +452,7 @@ fn url_params(url: &str) -> std::collections::HashMap<String, String> {
 /// the client secret, authorization codes, PKCE verifiers, `state`, access and refresh tokens.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_reaches_a_debug_log_on_any_path() {
-    let ca = test_ca();
-    let provider = Provider::start(&ca).await;
-    let api = MockApi::start(Some(ca.server.clone()), provider.api_responder()).await;
-    let dir = TempDir::new();
-    token_app(&dir, &api.host(), &provider.host());
+    let (ca, provider, _api, dir) = provider_world().await;
     let cfg = Config::new().ca(&ca).app(App::new("demo")).upstream_timeout("2s").write(&dir);
     let b = Logged::start(&cfg, "debug");
     let admin = |method: &'static str, path: String, body: String| {

@@ -428,6 +428,33 @@ pub fn token_app(dir: &TempDir, api_host: &str, token_host: &str) {
     );
 }
 
+/// One app `demo` whose templates (`{name: (method, path)}`) go to a TLS mock API, with the
+/// upstream timeout given; no integration.
+pub async fn api_app(templates: &[(&str, &str, &str)], timeout: &'static str) -> (TempDir, MockApi, Bearerd) {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    let mut requests = serde_json::Map::new();
+    for (name, method, path) in templates {
+        requests.insert(name.to_string(), json!({"schema": {"method": method, "host": api.host(), "path": path}}));
+    }
+    dir.app("demo", &requests.into(), None);
+    let cfg = Config::new().ca(&ca).app(App::new("demo")).upstream_timeout(timeout).write(&dir);
+    let b = start(&cfg).await;
+    (dir, api, b)
+}
+
+/// A test CA, a strict mock provider, a mock API that accepts the provider's access tokens, and
+/// a folder holding [`token_app`] against them.
+pub async fn provider_world() -> (TestCa, provider::Provider, MockApi, TempDir) {
+    let ca = test_ca();
+    let provider = provider::Provider::start(&ca).await;
+    let api = MockApi::start(Some(ca.server.clone()), provider.api_responder()).await;
+    let dir = TempDir::new();
+    token_app(&dir, &api.host(), &provider.host());
+    (ca, provider, api, dir)
+}
+
 /// bearerd running in-process.
 pub struct Bearerd {
     pub running: Option<Running>,
