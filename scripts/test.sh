@@ -9,13 +9,22 @@ cd "$(dirname "$0")/.."
 python=python3
 [ -x /usr/bin/python3 ] && python=/usr/bin/python3
 # The admin page is tested in headless Chromium over WebDriver (chromium, chromium-driver).
+# The README's HTTPS_PROXY recipes run with real clients: curl, Python's standard library and
+# requests (python3-requests), Node (nodejs, npm) with undici, which npm puts in target/npm.
+packages="redis-server redis-tools procps python3-prometheus-client python3-requests chromium chromium-driver curl"
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 \
-   || ! { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || ! "$python" -c "import prometheus_client" 2>/dev/null \
-   || [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1; then
-  echo "== installing redis-server, procps, python3-prometheus-client, chromium and chromium-driver (Debian packages) for the tests"
+   || ! { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || ! "$python" -c "import prometheus_client, requests" 2>/dev/null \
+   || [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
+   || ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages="$packages nodejs npm"
+  echo "== installing $packages (Debian packages) for the tests"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools procps \
-    python3-prometheus-client chromium chromium-driver >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $packages >/dev/null
+fi
+if [ ! -d target/npm/node_modules/undici ]; then
+  echo "== installing undici (npm) into target/npm for the Node recipe test"
+  npm install --silent --no-audit --no-fund --prefix target/npm undici@6 >/dev/null
 fi
 exec cargo test --locked "$@"

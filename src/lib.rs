@@ -80,6 +80,7 @@ pub(crate) mod fasthash;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod http;
+pub mod intercept;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub mod reload;

@@ -55,6 +55,12 @@ enum Command {
         #[arg(long)]
         account: Option<String>,
     },
+    /// Print the intercept CA certificate (PEM), creating it if it does not exist yet:
+    /// applications trust it for HTTPS through CONNECT.
+    Ca {
+        #[arg(long, env = "BEARERD_CONFIG", default_value = "config/bearerd.yaml")]
+        config: PathBuf,
+    },
     /// Load and validate everything, print every problem, exit 1 on any.
     Check {
         #[arg(long, env = "BEARERD_CONFIG", default_value = "config/bearerd.yaml", conflicts_with = "app")]
@@ -92,15 +98,26 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config),
         Command::Healthcheck { config, timeout } => healthcheck(&config, timeout),
-        Command::Explain { config, method, url, headers, app, account } => {
-            let config = match bearerd::config::load(&config) {
+        Command::Ca { config } => {
+            let config = match load_or_report(&config) {
                 Ok(c) => c,
-                Err(errors) => {
-                    for e in &errors.0 {
-                        eprintln!("error: {e}");
-                    }
-                    return ExitCode::from(EXIT_CONFIG);
+                Err(code) => return code,
+            };
+            match bearerd::intercept::Authority::open(&config.intercept) {
+                Ok(ca) => {
+                    print!("{}", ca.cert_pem());
+                    ExitCode::SUCCESS
                 }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Explain { config, method, url, headers, app, account } => {
+            let config = match load_or_report(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
             };
             let mut map = std::collections::BTreeMap::new();
             for h in &headers {
@@ -136,6 +153,16 @@ fn main() -> ExitCode {
             check_app(&dir, &iparams, &oauth_iparams, &endpoint_urls, allow_http)
         }
     }
+}
+
+/// The configuration at `path`, or every problem printed and the exit code for them.
+fn load_or_report(path: &std::path::Path) -> Result<bearerd::config::Config, ExitCode> {
+    bearerd::config::load(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("error: {e}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 /// Directives of `RUST_LOG` that name a log target without a level (`RUST_LOG=verbose`): valid,

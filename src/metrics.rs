@@ -45,7 +45,19 @@ pub(crate) struct Metrics {
     pub tokens: IntGaugeVec,
     /// `config_last_reload_successful`: 1 when the last reload (or the start) succeeded
     pub config_last_reload_successful: IntGauge,
+    /// `intercepted_connections_total{result}`: CONNECT requests by outcome
+    /// ([`CONNECT_RESULTS`])
+    pub intercepted_connections: IntCounterVec,
+    /// `certificates_issued_total`: leaf certificates minted from the intercept CA
+    pub certificates_issued: prometheus::IntCounter,
 }
+
+/// The outcomes `intercepted_connections_total` counts: TLS terminated by bearerd
+/// (`intercepted`), a blind tunnel (`tunneled`), CONNECT refused (`refused`), the client's TLS
+/// handshake failed or never came (`handshake_failed`), a blind tunnel's connect failed
+/// (`upstream_failed`).
+pub(crate) const CONNECT_RESULTS: [&str; 5] =
+    ["intercepted", "tunneled", "refused", "handshake_failed", "upstream_failed"];
 
 /// The results `token_refreshes_total` counts.
 pub(crate) const REFRESH_RESULTS: [&str; 4] = ["ok", "invalid_grant", "error", "timeout"];
@@ -131,6 +143,15 @@ impl Metrics {
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]).reset();
         }
+        let intercepted_connections =
+            counter("intercepted_connections_total", "CONNECT requests by outcome", &["result"]);
+        for result in CONNECT_RESULTS {
+            intercepted_connections.with_label_values(&[result]).reset();
+        }
+        let certificates_issued =
+            prometheus::IntCounter::new("certificates_issued_total", "Leaf certificates minted from the intercept CA")
+                .expect("static metric definition");
+        registry.register(Box::new(certificates_issued.clone())).expect("metric registered once");
         for listener in ["data", "admin"] {
             open_connections.with_label_values(&[listener]).set(0);
             connections_refused.with_label_values(&[listener]).reset();
@@ -154,6 +175,8 @@ impl Metrics {
             connections_refused,
             tokens,
             config_last_reload_successful,
+            intercepted_connections,
+            certificates_issued,
         }
     }
 

@@ -1,4 +1,7 @@
-//! A string that must never be printed: tokens, client secrets, admin tokens.
+//! A string that must never be printed: tokens, client secrets, admin tokens; and the one way
+//! secrets are written to disk ([`write_atomic`]).
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +40,28 @@ impl std::fmt::Display for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("...")
     }
+}
+
+/// Writes `bytes` to `path` with permissions `mode` (0600 for a secret) so that a crash at any
+/// point leaves either the old or the new file: a temporary file, fsync, rename, fsync the folder.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! What every request shares: the current configuration snapshot, the tokens and their
-//! refresher, the upstream client and the metrics. Nothing of the control plane lives here:
+//! refresher, the upstream client, the intercept CA's certificates and the metrics. Nothing of the control plane lives here:
 //! readiness, pending authorizations and reloads belong to [`crate::admin`] and
 //! [`crate::reload`], which hold this state, never the other way round.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -25,6 +26,11 @@ pub struct State {
     pub(crate) metrics: Arc<Metrics>,
     /// The `default` account name, shared so the hot path does not allocate it.
     pub(crate) default_account: Arc<str>,
+    /// The data listener's port once it is bound: a request addressed to it is for bearerd.
+    data_port: AtomicU16,
+    /// The intercept CA's certificates for CONNECT hosts; `None` when the CA could not be
+    /// opened (CONNECT to a templated host then gets 503 saying why).
+    pub(crate) intercept: Result<Arc<crate::intercept::Certificates>, String>,
 }
 
 impl State {
@@ -33,6 +39,7 @@ impl State {
         tokens: Arc<Tokens>,
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
+        intercept: Result<Arc<crate::intercept::Certificates>, String>,
     ) -> State {
         let refresher = Arc::new(Refresher::new(tokens.clone(), upstream.clone(), &metrics));
         State {
@@ -42,6 +49,16 @@ impl State {
             upstream,
             metrics,
             default_account: crate::token::DEFAULT_ACCOUNT.into(),
+            data_port: AtomicU16::new(0),
+            intercept,
         }
+    }
+
+    pub(crate) fn data_port(&self) -> u16 {
+        self.data_port.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_data_port(&self, port: u16) {
+        self.data_port.store(port, Ordering::Relaxed);
     }
 }

@@ -37,17 +37,23 @@ fn yaml_problems() {
     );
     assert_has(&load_err(&dir, &format!("admin: {{listn: x}}\n{app}")), "/admin/listn: unknown field `listn`");
     assert_has(&load_err(&dir, "listen: 127.0.0.1:0\n"), "missing field `apps`");
-    // SPEC's sections: shutdown is read (its durations checked); intercept is not built yet and
-    // says so; caps must be at least 1.
+    // SPEC's sections: shutdown is read (its durations checked); intercept's CA comes whole and
+    // its tunnel hosts are host names; caps must be at least 1.
     let errs = load_err(
         &dir,
         &format!(
-            "shutdown: {{drain_delay: 5, grace: soon}}\nintercept: {{tunnel_hosts: []}}\nmax_connections: 0\n{app}"
+            "shutdown: {{drain_delay: 5, grace: soon}}\nintercept: {{ca_key: k.pem, tunnel_hosts: \
+             [ok.example.com, '*.ok.example.com:8443', 'https://x.example', 10.0.0.1, 'x.example:0']}}\n\
+             max_connections: 0\n{app}"
         ),
     );
     assert_has(&errs, "/shutdown/drain_delay: must be a duration like 15s");
     assert_has(&errs, "/shutdown/grace:");
-    assert_has(&errs, "/intercept: HTTPS through CONNECT (SPEC 2.1) is not implemented yet");
+    assert_has(&errs, "/intercept: intercept.ca_cert and intercept.ca_key go together");
+    assert_has(&errs, "/intercept/tunnel_hosts/2: `https://x.example`: must be a host name");
+    assert_has(&errs, "/intercept/tunnel_hosts/3: `10.0.0.1`: must be a host name, not an IP address");
+    assert_has(&errs, "/intercept/tunnel_hosts/4: `x.example:0`: the port must be 1-65535");
+    assert!(!errs.iter().any(|e| e.contains("tunnel_hosts/0") || e.contains("tunnel_hosts/1")), "{errs:?}");
     assert_has(&errs, "/max_connections: must be at least 1");
     // Every typo, not only the first; a number where a duration goes says what it wants.
     let errs = load_err(

@@ -92,12 +92,24 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
+            // Detail that does not change readiness: an intercept CA that expires soon.
+            let detail = match &shared.intercept {
+                Ok(c) if c.authority().remaining() < crate::intercept::CA_WARN => format!(
+                    "warning: the intercept CA expires in {} days\n",
+                    c.authority().remaining().as_secs() / 86_400
+                ),
+                _ => String::new(),
+            };
             if admin.is_ready() {
-                text(StatusCode::OK, "text/plain", "ready\n")
+                text(StatusCode::OK, "text/plain", format!("ready\n{detail}"))
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready\n{detail}"))
             }
         }
+        (&Method::GET, "/ca.pem") => match &shared.intercept {
+            Ok(c) => text(StatusCode::OK, "application/x-pem-file", c.authority().cert_pem().to_string()),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("no intercept CA: {why}\n")),
+        },
         (&Method::GET, "/metrics") => {
             count_token_states(shared, &shared.snapshot.load());
             let mut r = Response::new(Body::full(shared.metrics.render()));
@@ -428,7 +440,7 @@ pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     r
 }
 
-pub(crate) fn text(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, content_type: &'static str, body: impl Into<bytes::Bytes>) -> Response<Body> {
     let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

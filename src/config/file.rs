@@ -26,9 +26,20 @@ pub(crate) struct FileConfig {
     pub reload: ReloadFile,
     #[serde(default)]
     pub shutdown: ShutdownFile,
-    /// SPEC 1.1's `intercept`: read so that its absence of support is said plainly.
     #[serde(default)]
-    pub intercept: Option<serde_json::Value>,
+    pub intercept: InterceptFile,
+}
+
+/// `intercept`: HTTPS through CONNECT (SPEC 2.1).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InterceptFile {
+    #[serde(default)]
+    pub ca_cert: Option<String>,
+    #[serde(default)]
+    pub ca_key: Option<String>,
+    #[serde(default)]
+    pub tunnel_hosts: Vec<String>,
 }
 
 /// `shutdown`: what SIGTERM does (SPEC 4).

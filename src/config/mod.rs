@@ -115,6 +115,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub reload_watch: bool,
     pub shutdown: ShutdownConfig,
+    pub intercept: InterceptConfig,
     /// The key that encrypts tokens at rest.
     pub store_key: Option<StoreKey>,
     /// Every file read to build this configuration (what a watcher must watch).
@@ -159,6 +160,31 @@ pub struct ShutdownConfig {
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig { drain_delay: Duration::from_secs(5), grace: Duration::from_secs(30) }
+    }
+}
+
+/// HTTPS through CONNECT (SPEC 2.1): the CA that signs the certificates bearerd presents, and
+/// the hosts CONNECT may reach as a blind tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterceptConfig {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    /// Whether bearerd creates the CA when neither file exists (the default location); a CA
+    /// the configuration names must exist.
+    pub generate: bool,
+    /// Hosts (`api.example.com`, `*.example.com`, with `:port` for a port other than 443).
+    pub tunnel_hosts: Vec<HostPattern>,
+}
+
+impl InterceptConfig {
+    /// The default: a CA generated in `dir` (beside the token file).
+    pub fn beside(dir: &Path) -> InterceptConfig {
+        InterceptConfig {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca-key.pem"),
+            generate: true,
+            tunnel_hosts: Vec::new(),
+        }
     }
 }
 
@@ -306,13 +332,6 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
             format!("admin.listen {addr} is not a loopback address: admin.token is required"),
         );
     }
-    if parsed.intercept.is_some() {
-        d.error(
-            &shown,
-            "/intercept",
-            "HTTPS through CONNECT (SPEC 2.1) is not implemented yet: remove the intercept section",
-        );
-    }
     if parsed.max_connections == Some(0) {
         d.error(&shown, "/max_connections", "must be at least 1");
     }
@@ -340,6 +359,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         (Some(f), None) => Some(StoreConfig::File(base.join(f))),
         (None, None) => Some(StoreConfig::File(base.join(".bearerd/tokens.json"))),
     };
+    let intercept = intercept(&mut d, &shown, &base, &parsed.intercept, store.as_ref());
     let store_key = match (&parsed.store.encryption_key, &parsed.store.encryption_key_file) {
         (Some(_), Some(_)) => {
             d.error(&shown, "/store", "store.encryption_key and store.encryption_key_file are exclusive");
@@ -444,10 +464,71 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         upstream,
         reload_watch: parsed.reload.watch,
         shutdown,
+        intercept,
         store_key,
         files,
         warnings: d.warnings,
     })
+}
+
+/// `intercept`: the CA's files (both or neither; by default beside the token file) and the
+/// blind-tunnel hosts.
+fn intercept(
+    d: &mut Diag,
+    shown: &str,
+    base: &Path,
+    file: &file::InterceptFile,
+    store: Option<&StoreConfig>,
+) -> InterceptConfig {
+    let default_dir = match store {
+        Some(StoreConfig::File(f)) => f.parent().map(Path::to_path_buf).unwrap_or_else(|| base.to_path_buf()),
+        _ => base.join(".bearerd"),
+    };
+    let mut config = InterceptConfig::beside(&default_dir);
+    match (&file.ca_cert, &file.ca_key) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            config.ca_cert = base.join(cert);
+            config.ca_key = base.join(key);
+            config.generate = false;
+            for (path, pointer) in [(&config.ca_cert, "/intercept/ca_cert"), (&config.ca_key, "/intercept/ca_key")] {
+                if let Err(e) = std::fs::metadata(path) {
+                    d.error(shown, pointer, format!("cannot read {}: {e}", path.display()));
+                }
+            }
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            d.error(shown, "/intercept", "intercept.ca_cert and intercept.ca_key go together: give both or neither");
+        }
+    }
+    for (i, h) in file.tunnel_hosts.iter().enumerate() {
+        match tunnel_host(h) {
+            Ok(()) => config.tunnel_hosts.push(HostPattern::new(h)),
+            Err(e) => d.error(shown, format!("/intercept/tunnel_hosts/{i}"), format!("`{h}`: {e}")),
+        }
+    }
+    config
+}
+
+/// A `tunnel_hosts` entry: a host name, or `*.` and a domain, with an optional `:port`.
+fn tunnel_host(h: &str) -> Result<(), &'static str> {
+    if h.contains('/') {
+        return Err("must be a host name (`api.example.com` or `*.example.com`), without scheme or path");
+    }
+    let (name, port) = crate::template::escape::split_port(h);
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return Err("the port must be 1-65535");
+    }
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    let label_ok =
+        |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err("must be a host name (`api.example.com` or `*.example.com`), without scheme or path");
+    }
+    if name.parse::<std::net::IpAddr>().is_ok() || name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err("must be a host name, not an IP address");
+    }
+    Ok(())
 }
 
 /// A duration as `bearerd.yaml` writes them (`15s`, `500ms`, `2m`).

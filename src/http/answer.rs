@@ -21,6 +21,9 @@ pub(crate) struct ResponseHead {
     /// a whole head to write before the final one to an HTTP/1.1 client (RFC 9110 15.2: a
     /// proxy forwards them). At most [`MAX_INFORMATIONAL`].
     pub(crate) informational: Vec<Bytes>,
+    /// A reason phrase other than the status's own (HTTP/1.1 only; visible characters and
+    /// spaces, which the writer enforces).
+    pub(crate) reason: Option<Box<str>>,
 }
 
 /// The most informational answers kept before a final one; later ones are dropped.
@@ -34,6 +37,7 @@ impl ResponseHead {
             headers: HeaderMap::new(),
             raw: None,
             informational: Vec::new(),
+            reason: None,
         }
     }
 

@@ -341,7 +341,11 @@ pub(crate) fn put_answer_head<D: AsRef<[u8]>>(
     w.extend_from_slice(b"HTTP/1.1 ");
     w.extend_from_slice(status.as_str().as_bytes());
     w.push(b' ');
-    w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    match head.reason.as_deref() {
+        // RFC 9112 4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ); ours keep to VCHAR and SP.
+        Some(r) if r.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) => w.extend_from_slice(r.as_bytes()),
+        _ => w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    }
     w.extend_from_slice(b"\r\n");
     let mut dated = false;
     if let Some(raw) = &head.raw {

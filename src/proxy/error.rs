@@ -50,6 +50,17 @@ pub(crate) enum ProxyError {
     TokenEndpointTimeout { integration: String },
     #[error("Token store failed: {0}")]
     Store(String),
+    /// A request inside an intercepted tunnel for another host than the CONNECT's.
+    #[error("Misdirected request: this tunnel is for {tunnel}, the request is for {host}")]
+    Misdirected { host: String, tunnel: String },
+    #[error("Bad CONNECT: {0}")]
+    BadConnect(String),
+    /// A CONNECT to a host bearerd neither intercepts nor tunnels.
+    #[error("CONNECT to {host} refused: {why}")]
+    ConnectRefused { host: String, why: &'static str },
+    /// A CONNECT that bearerd would intercept, without an intercept CA to do it with.
+    #[error("HTTPS interception is unavailable: {0}")]
+    InterceptUnavailable(String),
 }
 
 /// Who is at fault, in FDK's words.
@@ -92,6 +103,10 @@ impl ProxyError {
             | ProxyError::Render(RenderError::HostNotAllowed(_))
             | ProxyError::Upstream(UpstreamError::AddressNotAllowed(_)) => (StatusCode::FORBIDDEN, App),
             ProxyError::TemplateNotFound(_) => (StatusCode::NOT_FOUND, App),
+            ProxyError::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, App),
+            ProxyError::BadConnect(_) => (StatusCode::BAD_REQUEST, App),
+            ProxyError::ConnectRefused { .. } => (StatusCode::FORBIDDEN, App),
+            ProxyError::InterceptUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Platform),
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => (StatusCode::BAD_REQUEST, App),
             ProxyError::Upstream(
                 UpstreamError::Connect { .. }
@@ -167,6 +182,10 @@ impl ProxyError {
             body["authorize"] = serde_json::Value::String(authorize.clone());
         }
         *head = ResponseHead::new(status);
+        if let ProxyError::ConnectRefused { host, .. } = &self {
+            // Clients that fail a CONNECT print the reason phrase alone (Python, Go, wget).
+            head.reason = Some(format!("No template covers {host}").into());
+        }
         let h = &mut head.headers;
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert("x-bearerd-error", HeaderValue::from_static("1"));
@@ -258,6 +277,10 @@ mod tests {
             (ProxyError::TokenEndpoint { integration: "i".into(), reason: "r".into() }, 502, "PLATFORM"),
             (ProxyError::TokenEndpointTimeout { integration: "i".into() }, 504, "PLATFORM"),
             (ProxyError::Store("s".into()), 502, "PLATFORM"),
+            (ProxyError::Misdirected { host: h(), tunnel: h() }, 421, "APP"),
+            (ProxyError::BadConnect("c".into()), 400, "APP"),
+            (ProxyError::ConnectRefused { host: h(), why: "w" }, 403, "APP"),
+            (ProxyError::InterceptUnavailable("u".into()), 503, "PLATFORM"),
         ];
         for (e, status, source) in cases {
             let framing = matches!(

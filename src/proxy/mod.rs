@@ -6,6 +6,7 @@
 //! body), and records metrics and one access-log line. [`forward`] is the path of one request,
 //! phase by phase.
 
+pub(crate) mod connect;
 pub(crate) mod error;
 pub(crate) mod retry;
 
@@ -27,6 +28,7 @@ use crate::state::State;
 use crate::template::{Context, RenderError, RequestScope, TemplateSpec};
 use crate::token::{DEFAULT_ACCOUNT, Need, Token, TokenKey};
 use crate::upstream::{Body, Call, Target, UpstreamError};
+use connect::Tunneled;
 pub(crate) use error::ProxyError;
 use retry::{Next, Policy, Sent, Tally};
 
@@ -139,21 +141,47 @@ async fn forward(
     head: &mut ResponseHead,
 ) -> Result<Body, ProxyError> {
     let (parts, body) = req.into_parts();
+    let tunnel = parts.extensions.get::<Tunneled>();
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::BadConnect("CONNECT inside a tunnel, or over HTTP/2".into()));
+    }
+    // The request's host: its absolute form's or `:authority`, else `Host`. Inside a tunnel it
+    // must be the CONNECT's host (RFC 9110 7.4: 421 for a request this connection cannot serve).
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    if let Some(t) = tunnel
+        && !connect::is_tunnel_host(t, host)
+    {
+        return Err(ProxyError::Misdirected { host: truncate(host, 255), tunnel: t.name.to_string() });
+    }
 
-    // 1. Which app.
-    let app_idx = select_app(snap, &parts.headers)?;
+    // 1. Which app: the one the request names, the only one, or the only one whose templates
+    //    match.
+    let is_invoke = tunnel.is_none() && is_invoke(state, snap, &parts, host);
+    let app_idx = match connect::named_app(snap, &parts.headers, tunnel)? {
+        Some(i) => i,
+        None if snap.apps.len() == 1 => 0,
+        None => only_app(snap, &parts, host, is_invoke)?,
+    };
     out.app = Some(app_idx);
     let app = &snap.apps[app_idx];
 
     // 2. Which template: by name, or by method + host + path (whose context values it captures).
     let invoke_json: serde_json::Map<String, serde_json::Value>;
     let mut ctx = Context::default();
-    let is_invoke = is_invoke(&parts);
     let (t_idx, query) = if is_invoke {
         (match_invoke(app, &parts.uri, &parts.headers, out)?, None)
     } else {
-        match_transparent(app, &parts.method, &parts.uri, &parts.headers, &mut ctx, out)?
+        match_transparent(app, &parts.method, &parts.uri, host, &mut ctx, out)?
     };
+    if parts.headers.contains_key(header::UPGRADE) {
+        // Never sent on as a plain request (with the token) that the client did not ask for.
+        return Err(ProxyError::NotImplemented("protocol upgrades (websocket) through a template".into()));
+    }
     let t = &app.templates()[t_idx];
 
     // 3. The token, when the template has an integration: fresh from memory, or refreshed once
@@ -261,22 +289,48 @@ async fn forward(
     Ok(body)
 }
 
-/// Whether a request is `POST /invoke/<name>`.
-fn is_invoke(parts: &Parts) -> bool {
-    parts.uri.authority().is_none() && parts.method == Method::POST && parts.uri.path().starts_with("/invoke/")
+/// Whether a request is `POST /invoke/<name>`: in origin form, or addressed to bearerd itself
+/// (absolute form or HTTP/2's `:authority` with the data listener's port, for a host no template
+/// covers: a client whose runtime sends everything through `HTTP_PROXY`).
+fn is_invoke(state: &State, snap: &Snapshot, parts: &Parts, host: &str) -> bool {
+    if parts.method != Method::POST || !parts.uri.path().starts_with("/invoke/") {
+        return false;
+    }
+    let Some(authority) = parts.uri.authority() else { return true };
+    let ours = authority.port_u16() == Some(state.data_port());
+    let lower = host.to_ascii_lowercase();
+    ours && snap.apps.iter().all(|a| a.router.covers(&lower).is_none())
 }
 
-/// Phase 1: the app of a request.
-fn select_app(snap: &Snapshot, headers: &HeaderMap) -> Result<usize, ProxyError> {
-    match headers.get(X_APP) {
-        Some(v) => {
-            let name = v.to_str().unwrap_or("");
-            snap.app_index(name)
-                .ok_or_else(|| ProxyError::BadAppHeader(format!("x-bearerd-app names no app: {}", truncate(name, 100))))
+/// Phase 1 when the request names no app and several are configured: the only app that
+/// declares the invoked template, or whose templates match the request. None: 403 (or 404 for
+/// an invoke); several: 400 naming them.
+fn only_app(snap: &Snapshot, parts: &Parts, host: &str, is_invoke: bool) -> Result<usize, ProxyError> {
+    let matches = |a: &App| {
+        if is_invoke {
+            a.by_name.contains_key(&parts.uri.path()["/invoke/".len()..])
+        } else {
+            a.router.find(&parts.method, host, parts.uri.path()).is_some()
         }
-        None if snap.apps.len() == 1 => Ok(0),
-        None => {
-            Err(ProxyError::BadAppHeader("several apps are configured: name one in the x-bearerd-app header".into()))
+    };
+    let mut found = snap.apps.iter().enumerate().filter(|(_, a)| matches(a)).map(|(i, _)| i);
+    match (found.next(), found.next()) {
+        (Some(i), None) => Ok(i),
+        (None, _) if is_invoke => {
+            Err(ProxyError::TemplateNotFound(truncate(&parts.uri.path()["/invoke/".len()..], 100)))
+        }
+        (None, _) => Err(ProxyError::NoMatch {
+            method: parts.method.clone(),
+            host: truncate(host, 255),
+            path: truncate(parts.uri.path(), 255),
+        }),
+        (Some(_), Some(_)) => {
+            let names: Vec<&str> = snap.apps.iter().filter(|a| matches(a)).map(|a| &*a.name).collect();
+            Err(ProxyError::BadAppHeader(format!(
+                "several apps match ({}): name one in the x-bearerd-app header or as the proxy user \
+                 (HTTP_PROXY=http://<app>@host:port)",
+                names.join(", ")
+            )))
         }
     }
 }
@@ -324,15 +378,10 @@ fn match_transparent<'r>(
     app: &'r App,
     method: &Method,
     uri: &'r http::Uri,
-    headers: &HeaderMap,
+    host: &str,
     ctx: &mut Context<'r>,
     out: &mut Record,
 ) -> Result<(usize, Option<&'r str>), ProxyError> {
-    let host = uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("");
     let Some(m) = app.router.find(method, host, uri.path()) else {
         // The access log names the refused host (never the path).
         let host = truncate(host, 255);

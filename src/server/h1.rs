@@ -29,6 +29,7 @@ use crate::http::Framing;
 use crate::http::server::{ClientBody, Lent, Reader, RequestHead, parse_request, put_answer_head};
 use crate::http::write::{Progress, date_now, write_body};
 use crate::proxy::{Answer, ProxyError};
+use crate::state::State;
 use crate::upstream::Body;
 
 /// What a client speaking HTTP/2 without upgrade sends first.
@@ -46,7 +47,7 @@ const LINGER_TIME: Duration = Duration::from_secs(5);
 const LINGER_BYTES: usize = 64 << 20;
 
 /// One client connection's write side and buffer.
-struct ClientConn {
+pub(super) struct ClientConn {
     reader: Option<Reader>,
     /// Fails a write the client does not take for the progress timeout.
     wr: Progress<OwnedWriteHalf>,
@@ -63,6 +64,7 @@ pub(super) async fn serve<F, Fut>(
     handler: F,
     mut stop: oneshot::Receiver<()>,
     write_timeout: Duration,
+    state: Arc<State>,
 ) where
     F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,
@@ -113,6 +115,10 @@ pub(super) async fn serve<F, Fut>(
             }
         };
         served += 1;
+        if head.req.method() == Method::CONNECT {
+            // The connection becomes the tunnel's (boxed: rare, and its future is large).
+            return Box::pin(super::tunnel::connect(conn, head.req, state, stop)).await;
+        }
         let RequestHead { req, framing, mut keep_alive, expect_continue } = head;
         let bodiless = *req.method() == Method::HEAD;
         let http10 = req.version() == Version::HTTP_10;
@@ -164,8 +170,21 @@ where
 }
 
 impl ClientConn {
+    /// Writes bytes as they are (the answer that opens a tunnel).
+    pub(super) async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.wr.write_all(bytes).await
+    }
+
+    /// The connection whole again, with what was read and not yet used in front (a tunnel's
+    /// first bytes may have come with its CONNECT).
+    pub(super) fn into_stream(mut self) -> Option<Rewind> {
+        let (rd, buf) = self.reader.take()?.into_parts();
+        let inner = rd.reunite(self.wr.into_inner()).ok()?;
+        Some(Rewind { prefix: buf.freeze(), inner })
+    }
+
     /// Writes an answer; `Ok(false)` when the connection must close after it.
-    async fn write_answer(
+    pub(super) async fn write_answer(
         &mut self,
         answer: Answer,
         keep_alive: bool,
@@ -195,7 +214,7 @@ impl ClientConn {
     /// Closes after a last answer: the write side first, then what the client still sends is
     /// read and dropped for a bounded time and amount (lingering close), so that the close does
     /// not reset the connection and take the answer with it.
-    async fn close(mut self) {
+    pub(super) async fn close(mut self) {
         let _ = self.wr.shutdown().await;
         let Some(mut reader) = self.reader.take() else { return };
         let drain = async {
@@ -216,41 +235,37 @@ impl ClientConn {
 }
 
 /// Hands a connection that opened with the HTTP/2 preface to hyper, with what was read of it.
-async fn serve_h2<F, Fut>(mut conn: ClientConn, handler: F, stop: oneshot::Receiver<()>)
+async fn serve_h2<F, Fut>(conn: ClientConn, handler: F, stop: oneshot::Receiver<()>)
 where
     F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,
 {
-    let Some(reader) = conn.reader.take() else { return };
-    let (rd, buf) = reader.into_parts();
-    let Ok(stream) = rd.reunite(conn.wr.into_inner()) else { return };
-    let io = Rewind { prefix: buf.freeze(), inner: stream };
+    let Some(io) = conn.into_stream() else { return };
     let activity = Arc::new(super::Activity::default());
     let service = super::counted(activity.clone(), move |req: Request<Incoming>| {
         let answer = handler(req.map(Body::Hyper));
-        async move {
-            // hyper writes the head from a map: raw header lines go into it.
-            let Answer { head, body } = answer.await;
-            let version = head.version;
-            let (status, headers) = head.into_map();
-            let mut resp = Response::new(body);
-            *resp.status_mut() = status;
-            *resp.version_mut() = version;
-            *resp.headers_mut() = headers;
-            Ok::<_, Infallible>(resp)
-        }
+        async move { Ok::<_, Infallible>(into_response(answer.await)) }
     });
-    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32)
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let conn = super::tunnel::h2_builder().serve_connection(hyper_util::rt::TokioIo::new(io), service);
     super::drive(conn, activity, stop).await;
 }
 
+/// An answer as hyper writes it (HTTP/2, and inside tunnels): raw header lines go into the map.
+pub(super) fn into_response(answer: Answer) -> Response<Body> {
+    let Answer { head, body } = answer;
+    let version = head.version;
+    let (status, headers) = head.into_map();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    resp
+}
+
 /// A stream that first gives back bytes already read from it.
-struct Rewind {
-    prefix: Bytes,
-    inner: TcpStream,
+pub(super) struct Rewind {
+    pub(super) prefix: Bytes,
+    pub(super) inner: TcpStream,
 }
 
 impl AsyncRead for Rewind {

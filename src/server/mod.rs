@@ -4,6 +4,7 @@
 //! clients are served by hyper.
 
 pub(crate) mod h1;
+mod tunnel;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -117,9 +118,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (config_max_connections, admin_max_connections) = (config.max_connections, config.admin.max_connections);
     let watch_files = config.reload_watch && config.source.is_some();
     let files = config.files.clone();
+    let intercept = open_intercept(&config, &metrics)?;
     let snapshot = Snapshot::compile(config, 1, &metrics);
     metrics.config_generation.set(1);
-    let state = Arc::new(State::new(snapshot, tokens, Arc::new(upstream), metrics));
+    let state = Arc::new(State::new(snapshot, tokens, Arc::new(upstream), metrics, intercept));
     let reloader = Arc::new(Reloader::new(state.clone(), &files));
     let admin = Arc::new(Admin::new(state.clone(), reloader.clone()));
     let bind = |addr| listen(addr).map_err(|source| StartError::Bind { addr, source });
@@ -127,6 +129,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let control = bind(admin_addr)?;
     let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: data_addr, source })?;
     let admin_addr = control.local_addr().map_err(|source| StartError::Bind { addr: admin_addr, source })?;
+    state.set_data_port(data_addr.port());
     if let Some(mut changes) = changes {
         // Another replica changed a token: bring this one's copy up to date.
         let tokens = state.tokens.clone();
@@ -152,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let s = state.clone();
     let handler = move |req| crate::proxy::handle(s.clone(), req);
     let s = state.clone();
+    let data_state = state.clone();
     let data_cap = Cap::new("data", config_max_connections.unwrap_or_else(default_max_connections), &state.metrics);
     let admin_cap = Cap::new("admin", admin_max_connections, &state.metrics);
     let grace = {
@@ -161,7 +165,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let data_task = tokio::spawn(accept(data, data_cap, data_stop_rx, grace.clone(), move |stream, stop| {
         // A client that stops reading holds an answer no longer than the upstream timeout.
         let write_timeout = s.snapshot.load().config.upstream.timeout;
-        h1::serve(stream, handler.clone(), stop, write_timeout)
+        h1::serve(stream, handler.clone(), stop, write_timeout, data_state.clone())
     }));
     let a = admin.clone();
     let handler = move |req| {
@@ -184,6 +188,33 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     admin.set_ready();
     tracing::info!(%data_addr, %admin_addr, apps = %crate::admin::summary(&state), "bearerd is serving");
     Ok(Running { data_addr, admin_addr, state, admin, reloader, stop_data, stop_admin, data_task, tasks })
+}
+
+/// The intercept CA and the certificates it signs (SPEC 2.1). A CA the configuration names
+/// must open (or bearerd does not start); one bearerd would generate but cannot (a read-only
+/// folder) leaves interception off, with a warning: plain HTTP works without it.
+fn open_intercept(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Result<Arc<crate::intercept::Certificates>, String>, StartError> {
+    use crate::intercept::{Authority, CA_WARN, Certificates};
+    let ca = match Authority::open(&config.intercept) {
+        Ok(ca) => ca,
+        Err(e) if config.intercept.generate => {
+            tracing::warn!(error = %e, "HTTPS interception is off: the intercept CA cannot be created");
+            return Ok(Err(e.to_string()));
+        }
+        Err(e) => return Err(StartError::Compile(e.to_string())),
+    };
+    let left = ca.remaining();
+    if left < CA_WARN {
+        tracing::warn!(
+            ca = %config.intercept.ca_cert.display(),
+            days_left = left.as_secs() / 86_400,
+            "the intercept CA expires soon: replace it (clients must then trust the new one)"
+        );
+    }
+    Ok(Ok(Arc::new(Certificates::new(Arc::new(ca), metrics.certificates_issued.clone()))))
 }
 
 /// Binds `addr` with an accept queue of [`LISTEN_BACKLOG`] (the default 128 overflows when

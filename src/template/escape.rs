@@ -173,6 +173,11 @@ impl HostPattern {
         HostPattern(p.to_ascii_lowercase().into())
     }
 
+    /// Whether the pattern names a port (`host:8443`).
+    pub fn has_port(&self) -> bool {
+        split_port(&self.0).1.is_some()
+    }
+
     pub fn matches(&self, host: &str) -> bool {
         let (name, _) = split_port(host);
         match self.0.strip_prefix("*.") {

@@ -69,6 +69,15 @@ struct Leaf {
     keys: Box<[Box<str>]>,
 }
 
+/// How a host is covered by templates ([`Router::covers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMatch {
+    /// A template names the host.
+    Literal,
+    /// A template's host captures a context value from it: `allow_hosts` decides.
+    Captured,
+}
+
 /// A matched template and the context values its host and path captured.
 #[derive(Debug)]
 pub struct Match<'r, 'q> {
@@ -228,6 +237,19 @@ impl Router {
         true
     }
 
+    /// How a template of this router can be reached on `host` (`name:port`, lower case), if
+    /// one can: a template names it literally, or a template's host captures a context value
+    /// from it (the caller then checks the app's `allow_hosts`). A template without a port is
+    /// reached on 443 (and 80).
+    pub fn covers(&self, host: &str) -> Option<HostMatch> {
+        let bare = without_default_port(host);
+        if self.hosts.contains_key(host) || bare.is_some_and(|b| self.hosts.contains_key(b)) {
+            return Some(HostMatch::Literal);
+        }
+        let any = |h: &str| self.dynamic.iter().any(|(pat, _)| pat.capture(h).is_some());
+        (any(host) || bare.is_some_and(any)).then_some(HostMatch::Captured)
+    }
+
     /// Finds the template for a request. `host` is the request's `host[:port]`, `path` its path
     /// without the query string.
     pub fn find<'r, 'q>(&'r self, method: &Method, host: &str, path: &'q str) -> Option<Match<'r, 'q>> {
@@ -261,9 +283,9 @@ impl Router {
         {
             return Some(leaf.to_match(caps));
         }
-        // A request for `host:80` may match a template without a port.
-        if lower.ends_with(":80")
-            && let Some(node) = self.hosts.get(split_port(&lower).0)
+        // A request for `host:80` or `host:443` may match a template without a port.
+        if let Some(bare) = without_default_port(&lower)
+            && let Some(node) = self.hosts.get(bare)
             && let Some(leaf) = node.find(method, segs, &mut caps)
         {
             return Some(leaf.to_match(caps));
@@ -278,6 +300,15 @@ impl Router {
             }
         }
         None
+    }
+}
+
+/// `host` without a port of 80 or 443 (the ports a template without one is reached on), when it
+/// has one of them.
+fn without_default_port(host: &str) -> Option<&str> {
+    match split_port(host) {
+        (name, Some("80" | "443")) => Some(name),
+        _ => None,
     }
 }
 
@@ -416,6 +447,11 @@ mod tests {
         let m = r.find(&Method::GET, "api.x.com", "/v1/items/42.json").unwrap();
         assert_eq!((m.template, m.captures[0].1.as_ref()), (3, "42"));
         assert!(r.find(&Method::GET, "api.x.com:80", "/v1/users/me").is_some());
+        assert!(r.find(&Method::GET, "api.x.com:443", "/v1/users/me").is_some(), "http://host:443 (SPEC 2)");
+        assert!(r.find(&Method::GET, "api.x.com:8443", "/v1/users/me").is_none());
+        assert_eq!(r.covers("api.x.com:443"), Some(HostMatch::Literal));
+        assert_eq!(r.covers("api.x.com:8443"), None, "a port no template uses");
+        assert_eq!(r.covers("other.com:443"), None);
     }
 
     #[test]
@@ -429,6 +465,7 @@ mod tests {
         assert_eq!(m.captures[0], ("domain", Cow::Owned::<str>("acme.freshdesk.com".into())));
         assert_eq!(m.captures[1].1, "9");
         assert_eq!(r.unmatchable, vec![1]);
+        assert_eq!(r.covers("acme.freshdesk.com:443"), Some(HostMatch::Captured));
     }
 
     #[test]

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
@@ -177,25 +176,6 @@ fn remove_stale_temporaries(path: &Path) {
     }
 }
 
-/// Writes `bytes` to `path` so that a crash at any point leaves either the old or the new file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 impl TokenStore for FileStore {
     fn load_all(&self) -> BoxFuture<'_, Result<Vec<(TokenKey, Token)>, StoreError>> {
         Box::pin(async move { Ok(self.tokens.lock().await.iter().map(|(k, t)| (k.clone(), t.clone())).collect()) })
@@ -237,7 +217,7 @@ impl TokenStore for FileStore {
                 source: std::io::Error::other(e),
             })?;
             let path = self.path.clone();
-            tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
+            tokio::task::spawn_blocking(move || crate::secret::write_atomic(&path, &bytes, 0o600))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))
                 .and_then(|r| r)

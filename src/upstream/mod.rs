@@ -366,6 +366,7 @@ impl Upstream {
                     headers: parts.headers,
                     raw: None,
                     informational: Vec::new(),
+                    reason: None,
                 };
                 Ok(Body::Hyper(body))
             }
@@ -391,7 +392,6 @@ impl Upstream {
     async fn connect(&self, target: Target<'_>) -> Result<Connected, UpstreamError> {
         self.start_sweeping();
         let settings = self.settings.load_full();
-        let config = &settings.config;
         let generation = self.h1.generation();
         let host = || target.authority.to_string();
         let (name, port) = split_port(target.authority);
@@ -403,36 +403,7 @@ impl Upstream {
             None => 80,
         };
         let name = name.trim_start_matches('[').trim_end_matches(']');
-        let connect_error = |e: io::Error| UpstreamError::Connect { host: host(), reason: e.to_string() };
-        let connect_timeout = || UpstreamError::Timeout { host: host(), secs: config.connect_timeout.as_secs() };
-        let all: Vec<SocketAddr> = match name.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::time::timeout(config.connect_timeout, tokio::net::lookup_host((name, port)))
-                .await
-                .map_err(|_| connect_timeout())?
-                .map_err(connect_error)?
-                .collect(),
-        };
-        let allowed = all.iter().copied().filter(|a| config.allow_private_ips || is_public(a.ip()));
-        let mut last = None;
-        let mut tcp = None;
-        for addr in allowed {
-            match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Ok(Err(e)) => last = Some(connect_error(e)),
-                Err(_) => last = Some(connect_timeout()),
-            }
-        }
-        let Some(tcp) = tcp else {
-            return Err(match last {
-                Some(e) => e,
-                None if !all.is_empty() => UpstreamError::AddressNotAllowed(host()),
-                None => UpstreamError::Connect { host: host(), reason: "the name has no address".into() },
-            });
-        };
+        let tcp = self.connect_tcp(name, port, target.authority).await?;
         let _ = tcp.set_nodelay(true);
         let _ = socket2::SockRef::from(&tcp)
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
@@ -459,6 +430,38 @@ impl Upstream {
         });
         self.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(target.origin.into(), sender.clone());
         Ok(Connected::H2(sender))
+    }
+
+    /// A TCP connection to `name:port` (a host name or an IP literal): resolved with the
+    /// connect timeout, each address checked against the address policy, connected with the
+    /// connect timeout. `shown` names the upstream in errors. Also the blind tunnel's connect.
+    pub(crate) async fn connect_tcp(&self, name: &str, port: u16, shown: &str) -> Result<TcpStream, UpstreamError> {
+        let config = &self.settings.load().config;
+        let host = || shown.to_string();
+        let connect_error = |e: io::Error| UpstreamError::Connect { host: host(), reason: e.to_string() };
+        let connect_timeout = || UpstreamError::Timeout { host: host(), secs: config.connect_timeout.as_secs() };
+        let all: Vec<SocketAddr> = match name.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::time::timeout(config.connect_timeout, tokio::net::lookup_host((name, port)))
+                .await
+                .map_err(|_| connect_timeout())?
+                .map_err(connect_error)?
+                .collect(),
+        };
+        let allowed = all.iter().copied().filter(|a| config.allow_private_ips || is_public(a.ip()));
+        let mut last = None;
+        for addr in allowed {
+            match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(e)) => last = Some(connect_error(e)),
+                Err(_) => last = Some(connect_timeout()),
+            }
+        }
+        Err(match last {
+            Some(e) => e,
+            None if !all.is_empty() => UpstreamError::AddressNotAllowed(host()),
+            None => UpstreamError::Connect { host: host(), reason: "the name has no address".into() },
+        })
     }
 
     /// Closes idle connections past their time, every half idle timeout, for as long as this

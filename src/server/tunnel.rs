@@ -1,0 +1,138 @@
+//! `CONNECT` on the data listener (SPEC 2.1), carried out: the data plane decides
+//! ([`crate::proxy::connect::decide`]); here a refused CONNECT gets its answer, a blind tunnel
+//! is connected and relayed, and an intercepted one gets `200`, then a TLS handshake with a
+//! certificate for exactly the CONNECT host (the ClientHello's SNI must name it), then HTTP/1.1
+//! or HTTP/2 (by ALPN) served by hyper, every request going through [`crate::proxy::handle`]
+//! marked with its tunnel ([`Tunneled`]).
+
+use std::sync::Arc;
+
+use http::{Request, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::oneshot;
+
+use super::h1::{ClientConn, Rewind, into_response};
+use super::{Activity, HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, counted, drive};
+use crate::proxy::ProxyError;
+use crate::proxy::connect::{Connect, Tunneled, decide};
+use crate::state::State;
+use crate::upstream::Body;
+
+/// The answer that opens a tunnel (RFC 9110 9.3.6: no framing headers).
+const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+
+/// Serves a `CONNECT` that arrived on `conn`; the connection is the tunnel's from here on.
+pub(super) async fn connect(mut conn: ClientConn, req: Request<()>, state: Arc<State>, stop: oneshot::Receiver<()>) {
+    let snap = state.snapshot.load_full();
+    let results = &state.metrics.intercepted_connections;
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let decided = decide(&snap, authority, req.headers()).and_then(|d| match (&d, &state.intercept) {
+        (Connect::Intercept { .. }, Err(why)) => Err(ProxyError::InterceptUnavailable(why.clone())),
+        _ => Ok(d),
+    });
+    drop(snap);
+    let http10 = req.version() == Version::HTTP_10;
+    match decided {
+        Err(e) => {
+            results.with_label_values(&["refused"]).inc();
+            // The host is the application's own choice, and no secret: it is logged.
+            tracing::info!(target: "bearerd::access", method = "CONNECT", host = authority.unwrap_or(""), error = %e, "CONNECT refused");
+            let _ = conn.write_answer(e.answer(), false, false, http10).await;
+            conn.close().await;
+        }
+        Ok(Connect::Tunnel { name, port }) => blind(conn, &state, &name, port, http10).await,
+        Ok(Connect::Intercept { name, port, app }) => {
+            let Ok(certs) = state.intercept.clone() else { return };
+            if conn.write_raw(ESTABLISHED).await.is_err() {
+                return;
+            }
+            let Some(io) = conn.into_stream() else { return };
+            // The whole handshake within the header timeout: a ClientHello that never comes, or
+            // trickles, closes the connection.
+            let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+            let handshake = async {
+                let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+                    .await
+                    .map_err(|e| format!("no TLS ClientHello: {e}"))?;
+                match start.client_hello().server_name() {
+                    Some(sni) if !sni.eq_ignore_ascii_case(&name) => {
+                        return Err(format!("the ClientHello names {sni}, the CONNECT {name}"));
+                    }
+                    _ => {}
+                }
+                let config = certs.server_config(&name).await.map_err(|e| e.to_string())?;
+                start.into_stream(config).await.map_err(|e| format!("TLS handshake failed: {e}"))
+            };
+            let tls = match tokio::time::timeout_at(deadline, handshake).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(why)) => {
+                    results.with_label_values(&["handshake_failed"]).inc();
+                    tracing::info!(host = %name, port, %why, "intercepted connection closed");
+                    return;
+                }
+                Err(_) => {
+                    results.with_label_values(&["handshake_failed"]).inc();
+                    tracing::info!(host = %name, port, "intercepted connection closed: no TLS handshake within the header timeout");
+                    return;
+                }
+            };
+            results.with_label_values(&["intercepted"]).inc();
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let tunnel = Tunneled { name: name.into(), port, app };
+            let activity = Arc::new(Activity::default());
+            let service = counted(activity.clone(), move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(tunnel.clone());
+                let answer = crate::proxy::handle(state.clone(), req.map(Body::Hyper));
+                async move { Ok::<_, std::convert::Infallible>(into_response(answer.await)) }
+            });
+            let io = TokioIo::new(tls);
+            if h2 {
+                let conn = h2_builder().serve_connection(io, service);
+                drive(conn, activity, stop).await;
+            } else {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEADER_BYTES)
+                    .serve_connection(io, service);
+                drive(conn, activity, stop).await;
+            }
+        }
+    }
+}
+
+/// hyper's HTTP/2 server as the data listener uses it (prior knowledge, and inside tunnels).
+pub(super) fn h2_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
+    b
+}
+
+/// A blind tunnel to `name:port` (`tunnel_hosts`): connected after the address check, then bytes
+/// relayed both ways until either side closes. No token, nothing read.
+async fn blind(mut conn: ClientConn, state: &State, name: &str, port: u16, http10: bool) {
+    let results = &state.metrics.intercepted_connections;
+    let shown = format!("{name}:{port}");
+    let mut upstream = match state.upstream.connect_tcp(name, port, &shown).await {
+        Ok(s) => s,
+        Err(e) => {
+            results.with_label_values(&["upstream_failed"]).inc();
+            tracing::info!(host = %shown, error = %e, "blind tunnel: cannot connect");
+            let _ = conn.write_answer(ProxyError::from(e).answer(), false, false, http10).await;
+            conn.close().await;
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if conn.write_raw(ESTABLISHED).await.is_err() {
+        return;
+    }
+    let Some(Rewind { prefix, inner: mut client }) = conn.into_stream() else { return };
+    results.with_label_values(&["tunneled"]).inc();
+    if !prefix.is_empty() && upstream.write_all(&prefix).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}

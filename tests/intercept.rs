@@ -1,0 +1,397 @@
+//! HTTPS through CONNECT (SPEC 2.1) and the other ways in (SPEC 2): CONNECT decided per host,
+//! TLS terminated with a certificate from the intercept CA, requests inside matched like any
+//! other, blind tunnels, bad input; `/invoke` from anywhere; the app chosen without headers.
+//! Each test starts bearerd and a TLS mock API on 127.0.0.1:0 and asserts on what the mock API
+//! received.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use support::*;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// One app `demo`: `get` (GET /data with the integration's token) and `post` (POST /items) on a
+/// TLS mock API, a token stored for it; plus whatever `extra` sets.
+async fn world(extra: impl FnOnce(Config) -> Config) -> (TempDir, MockApi, Bearerd, String) {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    dir.app(
+        "demo",
+        &json!({
+            "get": {"schema": {"method": "GET", "host": api.host(), "path": "/data",
+                "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}},
+            "post": {"schema": {"method": "POST", "host": api.host(), "path": "/items",
+                "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}},
+        }),
+        Some(&oauth_one("tokens.invalid", false)),
+    );
+    let cfg = extra(Config::new().ca(&ca).app(App::new("demo"))).write(&dir);
+    let b = start(&cfg).await;
+    b.put_token("demo", "api", "", json!({"access_token": "tok-demo", "expires_in": 3600})).await;
+    let ca_pem = b.admin("GET", "/ca.pem", "").await.text();
+    (dir, api, b, ca_pem)
+}
+
+/// Sends `CONNECT authority` with `headers`; the answer's head (read to its blank line) and the
+/// connection.
+async fn connect(data: SocketAddr, authority: &str, headers: &[(&str, &str)]) -> (String, TcpStream) {
+    let mut s = TcpStream::connect(data).await.unwrap();
+    let mut req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    (String::from_utf8_lossy(&head).into_owned(), s)
+}
+
+/// A TLS client trusting `ca_pem` alone, offering `alpn`.
+fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+async fn handshake(s: TcpStream, ca_pem: &str, sni: &str, alpn: &[&[u8]]) -> std::io::Result<TlsStream<TcpStream>> {
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(client_config(ca_pem, alpn)).connect(name, s).await
+}
+
+/// A CONNECT to `authority` and a TLS handshake inside it naming its host.
+async fn tunnel(data: SocketAddr, authority: &str, ca_pem: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let (head, s) = connect(data, authority, &[]).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let host = authority.rsplit_once(':').unwrap().0;
+    handshake(s, ca_pem, host, alpn).await.unwrap()
+}
+
+/// Sends requests over an HTTP/1.1 connection inside a tunnel; the answers.
+async fn h1_requests(tls: TlsStream<TcpStream>, reqs: Vec<http::Request<Full<Bytes>>>) -> Vec<Resp> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let mut out = Vec::new();
+    for req in reqs {
+        let resp = sender.send_request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        out.push(Resp { status: parts.status.as_u16(), headers: parts.headers, body });
+    }
+    out
+}
+
+/// The sum of a metric's samples whose labels include `label` (any when `None`).
+fn metric(text: &str, name: &str) -> f64 {
+    labelled(text, name, None)
+}
+
+fn labelled(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let samples = parse_prometheus(text).unwrap();
+    let wanted = |s: &&Sample| s.0 == name && label.is_none_or(|(k, v)| s.1.get(k).map(String::as_str) == Some(v));
+    samples.iter().filter(wanted).map(|s| s.2).sum()
+}
+
+#[tokio::test]
+async fn requests_inside_an_intercepted_tunnel_get_the_token() {
+    let (_dir, api, b, ca_pem) = world(|c| c).await;
+    let host = api.host();
+    // Keep-alive inside the tunnel: three requests, one TLS connection.
+    let tls = tunnel(b.data, &host, &ca_pem, &[b"http/1.1"]).await;
+    let reqs = vec![
+        request("GET", "/data?q=1", &[("host", &host), ("authorization", "Bearer app-made-up")], ""),
+        request("POST", "/items", &[("host", &host), ("content-type", "application/json")], r#"{"a":1}"#),
+        request("GET", "/data", &[("host", &host), ("x-bearerd-account", "default")], ""),
+    ];
+    let answers = h1_requests(tls, reqs).await;
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    assert_eq!(answers[0].header("x-bearerd-template"), Some("get"));
+    assert_eq!(answers[1].header("x-bearerd-template"), Some("post"));
+    let seen = api.requests();
+    assert_eq!(seen.len(), 3);
+    for r in &seen {
+        assert_eq!(r.header("authorization"), Some("Bearer tok-demo"), "the template's token, never the app's own");
+        assert_eq!(r.authority, host);
+    }
+    assert_eq!(seen[0].path_and_query, "/data?q=1");
+    assert_eq!(&seen[1].body[..], br#"{"a":1}"#);
+
+    // HTTP/2 by ALPN inside the tunnel.
+    let tls = tunnel(b.data, &host, &ca_pem, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder().uri(format!("https://{host}/data")).body(Full::new(Bytes::new())).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(api.requests()[3].header("authorization"), Some("Bearer tok-demo"));
+
+    // One certificate for the host, however many tunnels; the metrics say what happened.
+    let m = b.admin("GET", "/metrics", "").await.text();
+    assert_eq!(metric(&m, "bearerd_certificates_issued_total"), 1.0, "{m}");
+    let intercepted = labelled(&m, "bearerd_intercepted_connections_total", Some(("result", "intercepted")));
+    assert_eq!(intercepted, 2.0);
+    assert!(!m.contains("PRIVATE"), "no key in the metrics");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn connects_that_bearerd_does_not_intercept_are_refused_plainly() {
+    let (_dir, api, b, ca_pem) = world(|c| c).await;
+    let port = api.addr.port();
+    // A host no template covers: 403, the reason phrase and the body name it.
+    let (head, _) = connect(b.data, "other.example:443", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 403 No template covers other.example:443\r\n"), "{head}");
+    let r =
+        raw(b.data, b"CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\n\r\n", Duration::from_secs(5))
+            .await;
+    let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["status"], 403);
+    assert!(body["message"].as_str().unwrap().contains("other.example"), "{body}");
+    // A port no template uses, an IP literal, no port, a malformed host: 4xx, nothing minted.
+    for (authority, status) in [
+        (format!("localhost:{}", port + 1), "403"),
+        (format!("127.0.0.1:{port}"), "403"),
+        ("[::1]:443".to_string(), "403"),
+        ("localhost".to_string(), "400"),
+        ("local_host:443".to_string(), "400"),
+        ("localhost:0".to_string(), "400"),
+    ] {
+        let (head, _) = connect(b.data, &authority, &[]).await;
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "CONNECT {authority}: {head}");
+        assert!(head.contains("x-bearerd-error: 1"), "{head}");
+    }
+    // Naming an app that is not configured.
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("nope:"));
+    let (head, _) = connect(b.data, &api.host(), &[("Proxy-Authorization", &basic)]).await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+
+    // A second CONNECT inside a tunnel: 400, nothing forwarded.
+    let tls = tunnel(b.data, &api.host(), &ca_pem, &[b"http/1.1"]).await;
+    let inner = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("localhost:{port}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let a = h1_requests(tls, vec![inner]).await;
+    assert_eq!(a[0].status, 400, "{}", a[0].text());
+    // A request inside the tunnel for another host: 421.
+    let tls = tunnel(b.data, &api.host(), &ca_pem, &[b"http/1.1"]).await;
+    let a = h1_requests(tls, vec![request("GET", "/data", &[("host", "other.example")], "")]).await;
+    assert_eq!(a[0].status, 421, "{}", a[0].text());
+    // A path no template has, inside the tunnel: 403 like any other request.
+    let tls = tunnel(b.data, &api.host(), &ca_pem, &[b"http/1.1"]).await;
+    let a = h1_requests(tls, vec![request("GET", "/admin", &[("host", &api.host())], "")]).await;
+    assert_eq!(a[0].status, 403, "{}", a[0].text());
+
+    assert_eq!(api.count(), 0, "nothing reached the API");
+    let m = b.admin("GET", "/metrics", "").await.text();
+    assert_eq!(metric(&m, "bearerd_certificates_issued_total"), 1.0, "minted for the templated host only");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_handshake_is_for_the_connect_host_only() {
+    let (_dir, api, b, ca_pem) = world(|c| c).await;
+    // SNI naming another host: the handshake is refused.
+    let (head, s) = connect(b.data, &api.host(), &[]).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(handshake(s, &ca_pem, "evil.example", &[b"http/1.1"]).await.is_err());
+    // A client that does not trust the CA fails its handshake.
+    let other = test_ca();
+    let (_, s) = connect(b.data, &api.host(), &[]).await;
+    assert!(handshake(s, &other.ca_pem, "localhost", &[b"http/1.1"]).await.is_err());
+    // A ClientHello that never comes, and one that trickles: closed within the header timeout.
+    let (_, mut silent) = connect(b.data, &api.host(), &[]).await;
+    let (_, mut slow) = connect(b.data, &api.host(), &[]).await;
+    let t0 = std::time::Instant::now();
+    let trickle = async {
+        // A TLS record header, then a byte a second.
+        let _ = slow.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if slow.write_all(&[0x01]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let mut buf = [0u8; 16];
+    let (closed, _) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(15), silent.read(&mut buf)),
+        tokio::time::timeout(Duration::from_secs(15), trickle)
+    );
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the silent client is closed: {closed:?}");
+    assert!(t0.elapsed() < Duration::from_secs(14), "{:?}", t0.elapsed());
+    assert_eq!(api.count(), 0);
+    let m = b.admin("GET", "/metrics", "").await.text();
+    let failed = labelled(&m, "bearerd_intercepted_connections_total", Some(("result", "handshake_failed")));
+    assert_eq!(failed, 4.0, "{m}");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn tunnel_hosts_are_relayed_blind_without_a_token() {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    // The tunnel host is a second mock API, which no template names.
+    let other = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    dir.app("demo", &json!({"get": {"schema": {"method": "GET", "host": api.host(), "path": "/data"}}}), None);
+    let cfg =
+        Config::new().ca(&ca).app(App::new("demo")).set("intercept.tunnel_hosts", json!([other.host()])).write(&dir);
+    let b = start(&cfg).await;
+    let (head, s) = connect(b.data, &other.host(), &[]).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    // The client's TLS is with the API itself (the test CA), not with bearerd.
+    let tls = handshake(s, &ca.ca_pem, "localhost", &[b"http/1.1"]).await.unwrap();
+    let a = h1_requests(tls, vec![request("GET", "/anything", &[("host", &other.host())], "")]).await;
+    assert_eq!(a[0].status, 200);
+    let seen = other.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("authorization"), None, "a blind tunnel carries no token");
+    assert_eq!(seen[0].path_and_query, "/anything");
+    // tunnel_hosts without a port reach 443 only.
+    let (head, _) = connect(b.data, "localhost:1", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn invoke_arrives_in_any_form_and_the_app_is_found_without_headers() {
+    let ca = test_ca();
+    let api = MockApi::tls(&ca).await;
+    let dir = TempDir::new();
+    let get = |path: &str| json!({"schema": {"method": "GET", "host": api.host(), "path": path}});
+    dir.app("alpha", &json!({"a_only": get("/a"), "shared": get("/shared")}), None);
+    dir.app("beta", &json!({"b_only": get("/b"), "shared": get("/shared")}), None);
+    let cfg = Config::new().ca(&ca).app(App::new("alpha")).app(App::new("beta")).write(&dir);
+    let b = start(&cfg).await;
+    let host = api.host();
+    let abs = |path: &str| format!("http://{host}{path}");
+
+    // Only one app has a template that matches: it is the app.
+    let r = send(b.data, request("GET", &abs("/b"), &[], "")).await;
+    assert_eq!((r.status, r.header("x-bearerd-template")), (200, Some("b_only")), "{}", r.text());
+    // Both match: 400 naming them; the proxy user name chooses.
+    let r = send(b.data, request("GET", &abs("/shared"), &[], "")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("alpha, beta"), "{}", r.text());
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("beta:"));
+    let r = send(b.data, request("GET", &abs("/shared"), &[("proxy-authorization", &basic)], "")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // http://host:443 matches a template without a port... on the templates' own host only.
+    let r = send(b.data, request("GET", "http://nowhere.example:443/a", &[], "")).await;
+    assert_eq!(r.status, 403);
+
+    // /invoke by name: origin form, absolute form to bearerd's own address, HTTP/2.
+    let own = format!("http://127.0.0.1:{}/invoke/a_only", b.data.port());
+    for uri in ["/invoke/a_only".to_string(), own.clone()] {
+        let r = send(b.data, request("POST", &uri, &[("host", "bearerd")], "{}")).await;
+        assert_eq!(r.status, 200, "{uri}: {}", r.text());
+        assert_eq!(r.header("x-bearerd-template"), Some("a_only"));
+    }
+    let stream = TcpStream::connect(b.data).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder().method("POST").uri(&own).body(Full::new(Bytes::from("{}"))).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-bearerd-template"], "a_only");
+    // A name only one app declares needs no header; one both declare does.
+    let r = send(b.data, request("POST", "/invoke/shared", &[("host", "bearerd")], "{}")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(api.requests().iter().filter(|r| r.path_and_query == "/a").count(), 3);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upgrade_is_never_sent_on_as_a_plain_request_with_the_token() {
+    let (_dir, api, b, _) = world(|c| c).await;
+    let host = api.host();
+    let upgrade = [
+        ("host", host.as_str()),
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let r = send(b.data, request("GET", "/data", &upgrade, "")).await;
+    assert_ne!(r.status, 200, "{}", r.text());
+    // One that matches no template is refused as any other.
+    let mut nomatch = upgrade;
+    nomatch[0] = ("host", "other.example");
+    let r = send(b.data, request("GET", "/data", &nomatch, "")).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(api.count(), 0, "no token went out");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_ca_is_served_printed_and_kept() {
+    let (dir, _api, b, ca_pem) = world(|c| c).await;
+    assert!(ca_pem.starts_with("-----BEGIN CERTIFICATE-----"), "{ca_pem}");
+    // Kept beside the token file, the key its owner's alone.
+    let kept = std::fs::read_to_string(dir.path().join("state/ca.pem")).unwrap();
+    assert_eq!(kept, ca_pem);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.path().join("state/ca-key.pem")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    b.shutdown().await;
+    // `bearerd ca` prints the same certificate.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bearerd"))
+        .args(["ca", "--config"])
+        .arg(dir.path().join("bearerd.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), ca_pem);
+    // A configured CA must be given whole.
+    let cfg = Config::new().app(App::new("demo")).set("intercept.ca_cert", json!("state/ca.pem")).write(&dir);
+    let e = bearerd::config::load(&cfg).unwrap_err().to_string();
+    assert!(e.contains("/intercept") && e.contains("both or neither"), "{e}");
+    // A configured CA is used as it is.
+    let cfg = Config::new()
+        .app(App::new("demo"))
+        .set("intercept.ca_cert", json!("state/ca.pem"))
+        .set("intercept.ca_key", json!("state/ca-key.pem"))
+        .set("store.file", json!("elsewhere/tokens.json"))
+        .write(&dir);
+    let b = start(&cfg).await;
+    assert_eq!(b.admin("GET", "/ca.pem", "").await.text(), ca_pem);
+    assert!(!dir.path().join("elsewhere/ca.pem").exists());
+    b.shutdown().await;
+}
