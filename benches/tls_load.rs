@@ -201,15 +201,15 @@ fn main() {
                 held.push(open(&a, &tls).await.expect("an idle connection"));
             }
             println!("idle={}", held.len());
-            let _ = tokio::task::spawn_blocking(|| std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())).await;
+            let _ = tokio::task::spawn_blocking(|| std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new()))
+                .await;
             return;
         }
         let counts = Arc::new(Counts::default());
         let stop = Arc::new(AtomicBool::new(false));
         let t0 = Instant::now();
-        let tasks: Vec<_> = (0..a.conns)
-            .map(|_| tokio::spawn(worker(a.clone(), tls.clone(), counts.clone(), stop.clone())))
-            .collect();
+        let tasks: Vec<_> =
+            (0..a.conns).map(|_| tokio::spawn(worker(a.clone(), tls.clone(), counts.clone(), stop.clone()))).collect();
         tokio::time::sleep(Duration::from_secs(a.secs)).await;
         stop.store(true, Ordering::Relaxed);
         let secs = t0.elapsed().as_secs_f64();

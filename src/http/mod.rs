@@ -9,6 +9,7 @@
 pub(crate) mod answer;
 pub(crate) mod client;
 pub(crate) mod framing;
+pub(crate) mod io;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod oracle;
 pub(crate) mod server;

@@ -11,13 +11,12 @@ use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::answer::ResponseHead;
 use super::framing::{self, BodyState, Framing};
+use super::io::ReadSide;
 use super::write::{Delimit, put_delimit, put_header};
 use super::{BoxError, HttpError, MAX_HEADERS, Ranges, connection_tokens, fill_map, keeps_alive};
 
@@ -162,14 +161,14 @@ fn valid_host(value: &[u8]) -> bool {
 /// The read side of a client connection and what has been read from it.
 #[derive(Debug)]
 pub(crate) struct Reader {
-    io: OwnedReadHalf,
+    io: ReadSide,
     pub(crate) buf: BytesMut,
     chunk: usize,
 }
 
 impl Reader {
     /// Reads with a buffer that grows by `chunk`.
-    pub(crate) fn new(io: OwnedReadHalf, chunk: usize) -> Reader {
+    pub(crate) fn new(io: ReadSide, chunk: usize) -> Reader {
         Reader { io, buf: BytesMut::new(), chunk }
     }
 
@@ -178,8 +177,8 @@ impl Reader {
         framing::poll_fill(&mut self.io, &mut self.buf, self.chunk, cx)
     }
 
-    /// The socket, for putting the connection back together.
-    pub(crate) fn into_parts(self) -> (OwnedReadHalf, BytesMut) {
+    /// The read side, for putting the connection back together.
+    pub(crate) fn into_parts(self) -> (ReadSide, BytesMut) {
         (self.io, self.buf)
     }
 }
@@ -245,15 +244,9 @@ impl ClientBody {
     /// Writes what is owed of `100 Continue` (a few bytes on a socket with nothing else in
     /// flight: at once, but waited for like any write).
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(r) = self.reader.as_ref() else { return Poll::Ready(Ok(())) };
-        let tcp: &TcpStream = r.io.as_ref();
+        let Some(r) = self.reader.as_mut() else { return Poll::Ready(Ok(())) };
         while self.continued < CONTINUE.len() {
-            ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write(&CONTINUE[self.continued..]) {
-                Ok(n) => self.continued += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+            self.continued += ready!(r.io.poll_write_interim(cx, &CONTINUE[self.continued..]))?;
         }
         Poll::Ready(Ok(()))
     }

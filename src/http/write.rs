@@ -112,7 +112,8 @@ impl From<WriteError> for io::Error {
 }
 
 /// Writes what `wbuf` holds (a head), then `body`, delimited as `delimit` says (a writer that
-/// buffers, such as TLS, is flushed by the caller). What the body has ready at once joins the buffered head, up to `coalesce` bytes in all, so a
+/// buffers, such as TLS, is flushed while the body has nothing ready, and by the caller at the
+/// end). What the body has ready at once joins the buffered head, up to `coalesce` bytes in all, so a
 /// small message goes out in one write; when the body has nothing ready, what is buffered goes
 /// out before waiting for it.
 pub(crate) async fn write_body<W, B>(
@@ -142,6 +143,8 @@ where
                     io.write_all(wbuf).await.map_err(WriteError::Io)?;
                     wbuf.clear();
                 }
+                // What a buffering writer (TLS) holds goes out before the wait, too.
+                io.flush().await.map_err(WriteError::Io)?;
                 std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };

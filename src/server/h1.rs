@@ -21,11 +21,11 @@ use http::{Method, Request, Response, Version};
 use hyper::body::{Body as _, Incoming};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
 
 use super::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES};
 use crate::http::Framing;
+use crate::http::io::{ReadSide, WriteSide};
 use crate::http::server::{ClientBody, Lent, Reader, RequestHead, parse_request, put_answer_head};
 use crate::http::write::{Progress, date_now, write_body};
 use crate::proxy::{Answer, ProxyError};
@@ -50,7 +50,7 @@ const LINGER_BYTES: usize = 64 << 20;
 pub(super) struct ClientConn {
     reader: Option<Reader>,
     /// Fails a write the client does not take for the progress timeout.
-    wr: Progress<OwnedWriteHalf>,
+    wr: Progress<WriteSide>,
     wbuf: Vec<u8>,
 }
 
@@ -59,17 +59,20 @@ pub(super) struct ClientConn {
 /// too slowly counts as idle), or `stop` asks it to finish (the answer in progress is completed
 /// first). An answer the client stops reading for `write_timeout` is dropped with the
 /// connection (and the upstream connection it streams from).
+///
+/// `listener`: the connection came from the data listener (plain TCP), where a connection that
+/// opens with the HTTP/2 preface goes to hyper and a `CONNECT` opens a tunnel; `None` inside an
+/// intercepted tunnel, where ALPN chose HTTP/1.1 and a `CONNECT` is the handler's to refuse.
 pub(super) async fn serve<F, Fut>(
-    stream: TcpStream,
+    (rd, wr): (ReadSide, WriteSide),
     handler: F,
     mut stop: oneshot::Receiver<()>,
     write_timeout: Duration,
-    state: Arc<State>,
+    listener: Option<Arc<State>>,
 ) where
     F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,
 {
-    let (rd, wr) = stream.into_split();
     let wr = Progress::new(wr, write_timeout);
     let mut conn = ClientConn { reader: Some(Reader::new(rd, READ_CHUNK)), wr, wbuf: Vec::new() };
     let tick = HEADER_READ_TIMEOUT / 2;
@@ -79,7 +82,11 @@ pub(super) async fn serve<F, Fut>(
         let Some(reader) = conn.reader.as_mut() else { return };
         let head = loop {
             let buf = &reader.buf[..];
-            if served == 0 && !buf.is_empty() && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
+            if served == 0
+                && listener.is_some()
+                && !buf.is_empty()
+                && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())])
+            {
                 if buf.len() >= H2_PREFACE.len() {
                     // Boxed: hyper's connection is large, and rare here.
                     return Box::pin(serve_h2(conn, handler, stop)).await;
@@ -115,9 +122,11 @@ pub(super) async fn serve<F, Fut>(
             }
         };
         served += 1;
-        if head.req.method() == Method::CONNECT {
+        if let Some(state) = &listener
+            && head.req.method() == Method::CONNECT
+        {
             // The connection becomes the tunnel's (boxed: rare, and its future is large).
-            return Box::pin(super::tunnel::connect(conn, head.req, state, stop)).await;
+            return Box::pin(super::tunnel::connect(conn, head.req, state.clone(), stop)).await;
         }
         let RequestHead { req, framing, mut keep_alive, expect_continue } = head;
         let bodiless = *req.method() == Method::HEAD;
@@ -172,14 +181,15 @@ where
 impl ClientConn {
     /// Writes bytes as they are (the answer that opens a tunnel).
     pub(super) async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.wr.write_all(bytes).await
+        self.wr.write_all(bytes).await?;
+        self.wr.flush().await
     }
 
     /// The connection whole again, with what was read and not yet used in front (a tunnel's
     /// first bytes may have come with its CONNECT).
     pub(super) fn into_stream(mut self) -> Option<Rewind> {
         let (rd, buf) = self.reader.take()?.into_parts();
-        let inner = rd.reunite(self.wr.into_inner()).ok()?;
+        let inner = crate::http::io::reunite(rd, self.wr.into_inner())?;
         Some(Rewind { prefix: buf.freeze(), inner })
     }
 
@@ -205,9 +215,11 @@ impl ClientConn {
         if sending.delimit == crate::http::write::Delimit::None {
             drop(body);
             self.wr.write_all(&self.wbuf).await?;
-            return Ok(sending.keep_alive);
+        } else {
+            write_body(&mut self.wr, &mut self.wbuf, &mut body, sending.delimit, COALESCE).await?;
         }
-        write_body(&mut self.wr, &mut self.wbuf, &mut body, sending.delimit, COALESCE).await?;
+        // Out of a writer that buffers (TLS); nothing to do on a TCP socket.
+        self.wr.flush().await?;
         Ok(sending.keep_alive)
     }
 

@@ -165,7 +165,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let data_task = tokio::spawn(accept(data, data_cap, data_stop_rx, grace.clone(), move |stream, stop| {
         // A client that stops reading holds an answer no longer than the upstream timeout.
         let write_timeout = s.snapshot.load().config.upstream.timeout;
-        h1::serve(stream, handler.clone(), stop, write_timeout, data_state.clone())
+        h1::serve(crate::http::io::split_tcp(stream), handler.clone(), stop, write_timeout, Some(data_state.clone()))
     }));
     let a = admin.clone();
     let handler = move |req| {

@@ -2,14 +2,16 @@
 //! ([`crate::proxy::connect::decide`]); here a refused CONNECT gets its answer, a blind tunnel
 //! is connected and relayed, and an intercepted one gets `200`, then a TLS handshake with a
 //! certificate for exactly the CONNECT host (the ClientHello's SNI must name it), then HTTP/1.1
-//! or HTTP/2 (by ALPN) served by hyper, every request going through [`crate::proxy::handle`]
-//! marked with its tunnel ([`Tunneled`]).
+//! (bearerd's own server, [`super::h1`], as on the listener) or HTTP/2 (hyper), as ALPN chose,
+//! every request going through [`crate::proxy::handle`] marked with its tunnel ([`Tunneled`]).
 
 use std::sync::Arc;
 
 use http::{Request, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::http::io::split_shared;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::oneshot;
 
@@ -79,25 +81,25 @@ pub(super) async fn connect(mut conn: ClientConn, req: Request<()>, state: Arc<S
                 }
             };
             results.with_label_values(&["intercepted"]).inc();
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let tunnel = Tunneled { name: name.into(), port, app };
-            let activity = Arc::new(Activity::default());
-            let service = counted(activity.clone(), move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(tunnel.clone());
-                let answer = crate::proxy::handle(state.clone(), req.map(Body::Hyper));
-                async move { Ok::<_, std::convert::Infallible>(into_response(answer.await)) }
-            });
-            let io = TokioIo::new(tls);
-            if h2 {
-                let conn = h2_builder().serve_connection(io, service);
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let activity = Arc::new(Activity::default());
+                let service = counted(activity.clone(), move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(tunnel.clone());
+                    let answer = crate::proxy::handle(state.clone(), req.map(Body::Hyper));
+                    async move { Ok::<_, std::convert::Infallible>(into_response(answer.await)) }
+                });
+                let conn = h2_builder().serve_connection(TokioIo::new(tls), service);
                 drive(conn, activity, stop).await;
             } else {
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .max_buf_size(MAX_HEADER_BYTES)
-                    .serve_connection(io, service);
-                drive(conn, activity, stop).await;
+                // HTTP/1.1 with bearerd's own server, as on the listener; its requests carry
+                // their tunnel.
+                let write_timeout = state.snapshot.load().config.upstream.timeout;
+                let handler = move |mut req: Request<Body>| {
+                    req.extensions_mut().insert(tunnel.clone());
+                    crate::proxy::handle(state.clone(), req)
+                };
+                super::h1::serve(split_shared(tls), handler, stop, write_timeout, None).await;
             }
         }
     }
