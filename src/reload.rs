@@ -177,6 +177,13 @@ fn carry_over(old: &Snapshot, new: &mut Config) -> Vec<String> {
         notes.push("store changed: restart bearerd to apply it (tokens stay in the store opened at start)".into());
         new.store = old.config.store.clone();
     }
+    let (was, now) = (&old.config.intercept, &mut new.intercept);
+    if (&now.ca_cert, &now.ca_key) != (&was.ca_cert, &was.ca_key) {
+        notes.push("intercept.ca_cert/ca_key changed: restart bearerd to apply it (the CA read at start signs)".into());
+        now.ca_cert = was.ca_cert.clone();
+        now.ca_key = was.ca_key.clone();
+        now.generate = was.generate;
+    }
     notes
 }
 

@@ -393,5 +393,11 @@ async fn the_ca_is_served_printed_and_kept() {
     let b = start(&cfg).await;
     assert_eq!(b.admin("GET", "/ca.pem", "").await.text(), ca_pem);
     assert!(!dir.path().join("elsewhere/ca.pem").exists());
+    // A reload cannot swap the CA: it says so, and the CA read at start keeps signing.
+    Config::new().app(App::new("demo")).set("store.file", json!("elsewhere/tokens.json")).write(&dir);
+    let r = b.admin("POST", "/admin/reload", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("intercept.ca_cert/ca_key changed: restart"), "{}", r.text());
+    assert_eq!(b.admin("GET", "/ca.pem", "").await.text(), ca_pem);
     b.shutdown().await;
 }
