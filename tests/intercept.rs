@@ -338,25 +338,160 @@ async fn invoke_arrives_in_any_form_and_the_app_is_found_without_headers() {
     b.shutdown().await;
 }
 
+/// A websocket upstream (TLS, the test CA): records each request head, answers a handshake with
+/// `101` and then echoes what it reads; anything else gets 400.
+async fn ws_upstream(ca: &TestCa) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen, tls) = (heads.clone(), tokio_rustls::TlsAcceptor::from(ca.server.clone()));
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            let (seen, tls) = (seen.clone(), tls.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = tls.accept(s).await else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                seen.lock().unwrap().push(head.clone());
+                if !head.contains("upgrade: websocket") {
+                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: accept-1\r\n\r\nhello")
+                    .await;
+                let mut buf = [0u8; 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, heads)
+}
+
+/// Writes a websocket handshake for `path` on `host` and reads the answer's head.
+async fn handshake_ws<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    host: &str,
+    path: &str,
+    upgrade: &str,
+) -> String {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Reads exactly `n` bytes.
+async fn read_n<S: tokio::io::AsyncRead + Unpin>(s: &mut S, n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
 #[tokio::test]
-async fn an_upgrade_is_never_sent_on_as_a_plain_request_with_the_token() {
+async fn a_websocket_goes_through_a_template_with_the_token() {
+    let ca = test_ca();
+    let (port, heads) = ws_upstream(&ca).await;
+    let host = format!("localhost:{port}");
+    let dir = TempDir::new();
+    dir.app(
+        "demo",
+        &json!({"ws": {"schema": {"method": "GET", "host": host, "path": "/ws",
+            "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
+        Some(&oauth_one("tokens.invalid", false)),
+    );
+    let b = start(&Config::new().ca(&ca).app(App::new("demo")).write(&dir)).await;
+    b.put_token("demo", "api", "", json!({"access_token": "tok-ws", "expires_in": 3600})).await;
+    let ca_pem = b.admin("GET", "/ca.pem", "").await.text();
+
+    // ws:// through the data listener: 101, then bytes both ways (the upstream's first ones
+    // came with its 101).
+    let mut s = TcpStream::connect(b.data).await.unwrap();
+    let head = handshake_ws(&mut s, &host, "/ws", "websocket").await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let lower = head.to_ascii_lowercase();
+    for line in
+        ["connection: upgrade", "upgrade: websocket", "sec-websocket-accept: accept-1", "x-bearerd-template: ws"]
+    {
+        assert!(lower.contains(line), "{line} in {head}");
+    }
+    assert_eq!(read_n(&mut s, 5).await, "hello");
+    s.write_all(b"frame-1").await.unwrap();
+    assert_eq!(read_n(&mut s, 7).await, "frame-1");
+    // wss:// through an intercepted tunnel.
+    let mut tls = tunnel(b.data, &host, &ca_pem, &[b"http/1.1"]).await;
+    let head = handshake_ws(&mut tls, &host, "/ws", "websocket").await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert_eq!(read_n(&mut tls, 5).await, "hello");
+    tls.write_all(b"frame-2").await.unwrap();
+    assert_eq!(read_n(&mut tls, 7).await, "frame-2");
+    // The client closes: the relay ends (and lets shutdown finish at once).
+    drop((s, tls));
+    {
+        let heads = heads.lock().unwrap();
+        assert_eq!(heads.len(), 2);
+        for h in heads.iter() {
+            for line in
+                ["authorization: bearer tok-ws", "upgrade: websocket", "connection: upgrade", "sec-websocket-key: "]
+            {
+                assert!(h.contains(line), "{line} in {h}");
+            }
+        }
+    }
+
+    // An upgrade that matches no template: 403, nothing sent.
+    let mut s = TcpStream::connect(b.data).await.unwrap();
+    let head = handshake_ws(&mut s, "other.example", "/ws", "websocket").await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+    assert_eq!(heads.lock().unwrap().len(), 2, "nothing sent for it");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn another_upgrade_is_dropped_and_the_request_sent_as_it_is() {
+    // curl --http2 http://... asks for `Upgrade: h2c`: hop-by-hop, ignored (RFC 9110 7.8).
     let (_dir, api, b, _) = world(|c| c).await;
     let host = api.host();
-    let upgrade = [
+    let headers = [
         ("host", host.as_str()),
-        ("connection", "Upgrade"),
-        ("upgrade", "websocket"),
-        ("sec-websocket-version", "13"),
-        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("connection", "Upgrade, HTTP2-Settings"),
+        ("upgrade", "h2c"),
+        ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
     ];
-    let r = send(b.data, request("GET", "/data", &upgrade, "")).await;
-    assert_ne!(r.status, 200, "{}", r.text());
-    // One that matches no template is refused as any other.
-    let mut nomatch = upgrade;
-    nomatch[0] = ("host", "other.example");
-    let r = send(b.data, request("GET", "/data", &nomatch, "")).await;
-    assert_eq!(r.status, 403);
-    assert_eq!(api.count(), 0, "no token went out");
+    let r = send(b.data, request("GET", "/data", &headers, "")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = api.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("upgrade"), None);
+    assert_eq!(seen[0].header("http2-settings"), None);
+    assert_eq!(seen[0].header("authorization"), Some("Bearer tok-demo"));
     b.shutdown().await;
 }
 

@@ -41,6 +41,10 @@ pub(crate) fn put_request_head(
 pub(crate) enum Parsed {
     /// A 1xx informational head: the real answer follows.
     Informational,
+    /// `101 Switching Protocols` (its headers in the head's map, less `Connection` and
+    /// `Keep-Alive`): the connection is the new protocol's from here on. Only a caller that asked
+    /// for an upgrade takes it.
+    Upgrade,
     /// The answer's head (written into the caller's), how its body is delimited, and whether the
     /// connection may carry another request after it.
     Final { framing: Framing, keep_alive: bool },
@@ -52,7 +56,7 @@ pub(crate) enum Parsed {
 /// whose lines can be passed on as they are keeps them raw, less hop-by-hop lines,
 /// `Content-Length` and the lines `leave_out` names; any other gets a header map, without
 /// `Connection` and `Keep-Alive` (unless `Connection` names other headers, which the caller then
-/// strips with it). A 101 is refused: upgrades are not followed here.
+/// strips with it). A 101 is [`Parsed::Upgrade`], for the caller to refuse unless it asked for it.
 pub(crate) fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
@@ -147,7 +151,16 @@ pub(crate) fn parse_response(
     }
     let bytes = buf.split_to(len).freeze();
     match code {
-        101 => return Err(bad("protocol upgrades are not proxied")),
+        101 => {
+            head.status = StatusCode::SWITCHING_PROTOCOLS;
+            head.version = version;
+            head.raw = None;
+            head.headers.clear();
+            fill_map(&mut head.headers, &bytes, &ranges[..count], |name| {
+                name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive") || leave_out(name)
+            })?;
+            return Ok(Some(Parsed::Upgrade));
+        }
         // `100 Continue` answers an expectation bearerd handles itself; others are kept to be
         // passed on, without hop-by-hop lines or what the caller sets itself.
         100 => return Ok(Some(Parsed::Informational)),
@@ -244,7 +257,7 @@ mod tests {
         let mut head = ResponseHead::new(StatusCode::OK);
         match parse_into(raw, head_request, &mut head).unwrap().unwrap() {
             Parsed::Final { framing, keep_alive } => (head, framing, keep_alive),
-            Parsed::Informational => panic!("informational"),
+            Parsed::Informational | Parsed::Upgrade => panic!("not a final answer"),
         }
     }
 
@@ -285,7 +298,14 @@ mod tests {
         assert_eq!(buf.len(), 19);
         assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-le", false).unwrap().is_none());
         assert!(parse(b"HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
-        assert!(parse(b"HTTP/1.1 101 Switching\r\n\r\n", false).is_err());
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nframe"[..]);
+        let mut h = ResponseHead::new(StatusCode::OK);
+        assert_eq!(parse_response(&mut buf, false, |_| false, &mut h).unwrap(), Some(Parsed::Upgrade));
+        assert_eq!(h.status.as_u16(), 101);
+        assert_eq!(h.headers["upgrade"], "websocket");
+        assert_eq!(h.headers.get("connection"), None);
+        assert_eq!(&buf[..], b"frame", "what follows the head is the new protocol's");
     }
 
     #[test]

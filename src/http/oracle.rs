@@ -236,6 +236,8 @@ pub(crate) fn ours_answer(pieces: &[&[u8]]) -> Answer {
                 match super::client::parse_response(&mut buf, false, |_| false, &mut head) {
                     Ok(None) => break,
                     Ok(Some(super::client::Parsed::Informational)) => continue,
+                    // The upstream client refuses an upgrade it did not ask for.
+                    Ok(Some(super::client::Parsed::Upgrade)) => return Err("protocol upgrades are not proxied".into()),
                     Ok(Some(super::client::Parsed::Final { framing, .. })) => body = Some((framing, Vec::new())),
                     Err(e) => return Err(reason(&e)),
                 }

@@ -178,10 +178,9 @@ async fn forward(
     } else {
         match_transparent(app, &parts.method, &parts.uri, host, &mut ctx, out)?
     };
-    if parts.headers.contains_key(header::UPGRADE) {
-        // Never sent on as a plain request (with the token) that the client did not ask for.
-        return Err(ProxyError::NotImplemented("protocol upgrades (websocket) through a template".into()));
-    }
+    // A websocket handshake is forwarded as one (SPEC 2), over HTTP/1.1 only (HTTP/2 carries no
+    // `Upgrade`); another upgrade (`h2c`) is hop-by-hop, and dropped like the rest.
+    let upgrade = parts.headers.contains_key(header::UPGRADE) && is_websocket(&parts);
     let t = &app.templates()[t_idx];
 
     // 3. The token, when the template has an integration: fresh from memory, or refreshed once
@@ -232,6 +231,10 @@ async fn forward(
     if json_body && !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
 
     // 5. Send, and again as the retry policy decides.
     let policy = Policy {
@@ -250,7 +253,7 @@ async fn forward(
             Some(b) if policy.keep_body(&tally) => (b, true),
             _ => (body.take().unwrap_or_default(), false),
         };
-        let call = Call { method: &t.method, target, headers: &headers, deadline };
+        let call = Call { method: &t.method, target, headers: &headers, deadline, upgrade };
         let result = state.upstream.send(call, this_body, head).await;
         let sent = match &result {
             Ok(_) => Sent::Answer(head.status, retry_after_of(head)),
@@ -300,6 +303,18 @@ fn is_invoke(state: &State, snap: &Snapshot, parts: &Parts, host: &str) -> bool 
     let ours = authority.port_u16() == Some(state.data_port());
     let lower = host.to_ascii_lowercase();
     ours && snap.apps.iter().all(|a| a.router.covers(&lower).is_none())
+}
+
+/// Whether a request asks for a websocket (RFC 6455 4.1): `GET` over HTTP/1.1 with `Upgrade:
+/// websocket` and `Connection: upgrade`.
+fn is_websocket(parts: &Parts) -> bool {
+    let upgrade = parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let connection = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")));
+    upgrade && connection && parts.method == Method::GET && parts.version == http::Version::HTTP_11
 }
 
 /// Phase 1 when the request names no app and several are configured: the only app that

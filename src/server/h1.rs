@@ -158,6 +158,10 @@ pub(super) async fn serve<F, Fut>(
                 Err(_) => keep_alive = false,
             }
         }
+        if matches!(answer.body, Body::Upgraded(_)) {
+            // 101 to a websocket handshake: the connection is the relay's from here on.
+            return conn.relay(answer).await;
+        }
         if !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
             keep_alive = false;
         }
@@ -191,6 +195,32 @@ impl ClientConn {
         let (rd, buf) = self.reader.take()?.into_parts();
         let inner = crate::http::io::reunite(rd, self.wr.into_inner())?;
         Some(Rewind { prefix: buf.freeze(), inner })
+    }
+
+    /// After `101 Switching Protocols` from the upstream: writes the 101 (the upstream's lines,
+    /// `Connection: upgrade`, `Upgrade: websocket`), then relays bytes both ways, what each side sent early first,
+    /// until both sides have closed.
+    async fn relay(mut self, answer: Answer) {
+        let Answer { head, body } = answer;
+        let Body::Upgraded(upgraded) = body else { return };
+        self.wbuf.clear();
+        self.wbuf.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+        for (name, value) in &head.headers {
+            if name != http::header::CONNECTION && name != http::header::UPGRADE {
+                crate::http::write::put_header(&mut self.wbuf, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        // Only a websocket handshake is sent upstream as an upgrade.
+        self.wbuf.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
+        if self.wr.write_all(&self.wbuf).await.is_err() || self.wr.flush().await.is_err() {
+            return;
+        }
+        let Some(reader) = self.reader.take() else { return };
+        let (rd, early) = reader.into_parts();
+        let mut client = Rewind { prefix: early.freeze(), inner: crate::http::io::Both(rd, self.wr.into_inner()) };
+        let (io, early) = upgraded.into_parts();
+        let mut upstream = Rewind { prefix: early.freeze(), inner: io };
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     }
 
     /// Writes an answer; `Ok(false)` when the connection must close after it.
@@ -275,12 +305,12 @@ pub(super) fn into_response(answer: Answer) -> Response<Body> {
 }
 
 /// A stream that first gives back bytes already read from it.
-pub(super) struct Rewind {
+pub(super) struct Rewind<T = TcpStream> {
     pub(super) prefix: Bytes,
-    pub(super) inner: TcpStream,
+    pub(super) inner: T,
 }
 
-impl AsyncRead for Rewind {
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.prefix.is_empty() {
@@ -292,7 +322,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }

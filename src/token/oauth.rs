@@ -120,7 +120,7 @@ pub(crate) async fn request_token(
             h.insert(name.clone(), v);
         }
     }
-    let call = Call { method: &Method::POST, target, headers: &h, deadline };
+    let call = Call { method: &Method::POST, target, headers: &h, deadline, upgrade: false };
     let mut head = ResponseHead::new(http::StatusCode::OK);
     let body = upstream.send(call, Body::full(form), &mut head).await.map_err(|e| match e {
         UpstreamError::Timeout { .. } => GrantError::Timeout,

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
-use super::h1::UpstreamBody;
+use super::h1::{Upgraded, UpstreamBody};
 use crate::http::BoxError;
 use crate::http::server::ClientBody;
 
@@ -25,6 +25,9 @@ pub(crate) enum Body {
     /// A streamed body whose first bytes were read already (to see whether it fits the replay
     /// buffer).
     Prefixed(Option<Bytes>, Box<Body>),
+    /// No body: the upstream connection after `101 Switching Protocols`, for the client's
+    /// connection to relay.
+    Upgraded(Upgraded),
 }
 
 impl Body {
@@ -49,7 +52,7 @@ impl HttpBody for Body {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Body::Empty => Poll::Ready(None),
+            Body::Empty | Body::Upgraded(_) => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Body::Client(b) => Pin::new(b).poll_frame(cx),
@@ -65,7 +68,7 @@ impl HttpBody for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Empty => true,
+            Body::Empty | Body::Upgraded(_) => true,
             Body::Full(b) => b.is_none(),
             Body::Hyper(b) => b.is_end_stream(),
             Body::Client(b) => b.is_end_stream(),
@@ -76,7 +79,7 @@ impl HttpBody for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Empty => SizeHint::with_exact(0),
+            Body::Empty | Body::Upgraded(_) => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Hyper(b) => b.size_hint(),
             Body::Client(b) => b.size_hint(),

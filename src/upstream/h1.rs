@@ -187,7 +187,9 @@ impl UpstreamConn {
         };
         self.timer = Some(timer);
         match result {
-            Ok((framing, keep_alive)) => {
+            // 101 to an upgrade: the connection is the new protocol's.
+            Ok(None) => Ok(Body::Upgraded(Upgraded(self))),
+            Ok(Some((framing, keep_alive))) => {
                 self.reused = true;
                 self.framing = framing;
                 self.keep_alive = keep_alive;
@@ -208,8 +210,9 @@ impl UpstreamConn {
         mut body: Body,
         leave_out: fn(&[u8]) -> bool,
         head: &mut ResponseHead,
-    ) -> Result<(Framing, bool), SendError> {
+    ) -> Result<Option<(Framing, bool)>, SendError> {
         let delimit = match body.size_hint().exact() {
+            Some(0) if call.upgrade => Delimit::None,
             Some(0) if body.is_end_stream() => match *call.method {
                 Method::POST | Method::PUT | Method::PATCH => Delimit::Length(0),
                 _ => Delimit::None,
@@ -249,13 +252,35 @@ impl UpstreamConn {
             };
             match parsed {
                 Parsed::Informational => continue,
-                Parsed::Final { framing, keep_alive } => return Ok((framing, keep_alive)),
+                Parsed::Final { framing, keep_alive } => return Ok(Some((framing, keep_alive))),
+                Parsed::Upgrade if call.upgrade => return Ok(None),
+                Parsed::Upgrade => {
+                    return Err(SendError::Protocol(HttpError::Malformed("protocol upgrades are not proxied".into())));
+                }
             }
         }
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
         std::future::poll_fn(|cx| framing::poll_fill(&mut self.io, &mut self.rbuf, READ_CHUNK, cx)).await
+    }
+}
+
+/// An upstream connection after `101 Switching Protocols` to an upgrade.
+pub(crate) struct Upgraded(Box<UpstreamConn>);
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upgraded")
+    }
+}
+
+impl Upgraded {
+    /// The connection, and what the upstream sent after the 101's head (the new protocol's
+    /// first bytes).
+    pub(crate) fn into_parts(self) -> (Io, BytesMut) {
+        let conn = *self.0;
+        (conn.io, conn.rbuf)
     }
 }
 

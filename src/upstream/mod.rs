@@ -95,6 +95,9 @@ pub(crate) struct Call<'a> {
     pub(crate) headers: &'a HeaderMap,
     /// The answer's head must arrive by then.
     pub(crate) deadline: Instant,
+    /// A protocol upgrade (websocket): sent on a new HTTP/1.1 connection, and a `101` answer's
+    /// body is that connection ([`Body::Upgraded`]).
+    pub(crate) upgrade: bool,
 }
 
 impl<'a> Target<'a> {
@@ -134,13 +137,21 @@ pub(crate) struct Upstream {
 struct Settings {
     config: UpstreamConfig,
     tls: tokio_rustls::TlsConnector,
+    /// ALPN `http/1.1` alone: for upgrades, which HTTP/2 does not carry.
+    tls_h1: tokio_rustls::TlsConnector,
 }
 
 impl Settings {
     fn new(config: &UpstreamConfig) -> Result<Settings, String> {
         let mut tls = tls_config(config.ca_file.as_deref())?;
+        let mut tls_h1 = tls.clone();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Settings { config: config.clone(), tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
+        tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Settings {
+            config: config.clone(),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            tls_h1: tokio_rustls::TlsConnector::from(Arc::new(tls_h1)),
+        })
     }
 }
 
@@ -263,6 +274,9 @@ impl Upstream {
     ) -> Result<Body, UpstreamError> {
         let target = call.target;
         head.informational.clear();
+        if call.upgrade {
+            return Box::pin(self.upgrade(call, head)).await;
+        }
         if target.path_and_query.bytes().any(|b| b <= b' ' || b == 0x7f) || !target.path_and_query.starts_with('/') {
             // Rendering escapes every value: this is a bug, never something to send.
             return Err(UpstreamError::Protocol {
@@ -292,7 +306,7 @@ impl Upstream {
             match checkout {
                 Checkout::Idle(c) => break c,
                 Checkout::Connect(permit) => {
-                    let connected = Box::pin(tokio::time::timeout_at(deadline, self.connect(target))).await;
+                    let connected = Box::pin(tokio::time::timeout_at(deadline, self.connect(target, false))).await;
                     drop(permit);
                     match connected.map_err(|_| timeout())?? {
                         Connected::H1(c) => break c,
@@ -310,14 +324,39 @@ impl Upstream {
                 }
             }
         };
-        let host = || target.authority.to_string();
-        match conn.send(&self.h1, &call, body, self.leave_out, head).await {
+        let sent = conn.send(&self.h1, &call, body, self.leave_out, head).await;
+        self.h1_result(&call, sent)
+    }
+
+    /// An HTTP/1.1 exchange's outcome as the caller sees it.
+    fn h1_result(&self, call: &Call<'_>, sent: Result<Body, (SendError, bool)>) -> Result<Body, UpstreamError> {
+        let host = || call.target.authority.to_string();
+        match sent {
             Ok(body) => Ok(body),
             Err((SendError::Closed, true)) => Err(UpstreamError::Closed { host: host() }),
-            Err((SendError::Timeout, _)) => Err(timeout()),
+            Err((SendError::Timeout, _)) => {
+                Err(UpstreamError::Timeout { host: host(), secs: self.timeout().as_secs() })
+            }
             Err((SendError::Body(e), _)) => Err(UpstreamError::RequestBody(e.to_string())),
             Err((e, _)) => Err(UpstreamError::Protocol { host: host(), reason: e.to_string() }),
         }
+    }
+
+    /// An upgrade request (websocket) on a new HTTP/1.1 connection (ALPN `http/1.1` alone; never
+    /// a pooled one): a `101` answer's body is the connection, for the caller to relay; any other
+    /// answer is an ordinary one.
+    async fn upgrade(&self, call: Call<'_>, head: &mut ResponseHead) -> Result<Body, UpstreamError> {
+        let host = || call.target.authority.to_string();
+        let timeout = || UpstreamError::Timeout { host: host(), secs: self.timeout().as_secs() };
+        let connected = tokio::time::timeout_at(call.deadline, self.connect(call.target, true)).await;
+        let conn = match connected.map_err(|_| timeout())?? {
+            Connected::H1(c) => c,
+            Connected::H2(_) => {
+                return Err(UpstreamError::Protocol { host: host(), reason: "HTTP/2 chosen for an upgrade".into() });
+            }
+        };
+        let sent = conn.send(&self.h1, &call, Body::Empty, self.leave_out, head).await;
+        self.h1_result(&call, sent)
     }
 
     /// A live HTTP/2 connection to `origin`, if there is one.
@@ -389,7 +428,8 @@ impl Upstream {
 
     /// Resolves (with the address policy), connects (with the connect timeout) and, for https,
     /// runs the TLS handshake.
-    async fn connect(&self, target: Target<'_>) -> Result<Connected, UpstreamError> {
+    /// `h1_only`: offer ALPN `http/1.1` alone (an upgrade).
+    async fn connect(&self, target: Target<'_>, h1_only: bool) -> Result<Connected, UpstreamError> {
         self.start_sweeping();
         let settings = self.settings.load_full();
         let generation = self.h1.generation();
@@ -412,7 +452,8 @@ impl Upstream {
         }
         let server_name = ServerName::try_from(name.to_string())
             .map_err(|e| UpstreamError::Tls { host: host(), reason: e.to_string() })?;
-        let tls = settings.tls.connect(server_name, tcp).await.map_err(|e| {
+        let connector = if h1_only { &settings.tls_h1 } else { &settings.tls };
+        let tls = connector.connect(server_name, tcp).await.map_err(|e| {
             match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
                 Some(t) => UpstreamError::Tls { host: host(), reason: t.to_string() },
                 None => UpstreamError::Connect { host: host(), reason: e.to_string() },
