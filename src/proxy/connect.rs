@@ -58,7 +58,7 @@ pub(crate) fn decide(snap: &Snapshot, authority: Option<&str>, headers: &HeaderM
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
         return Err(ProxyError::BadConnect(format!("CONNECT to a malformed host: {}", truncate(authority, 255))));
     }
-    let app = named_app(snap, headers, None)?;
+    let app = named_app(snap, headers, None, super::Marks::of(headers))?;
     let host = format!("{name}:{port}");
     let covered = |i: usize| {
         let a = &snap.apps[i];
@@ -84,20 +84,25 @@ pub(crate) fn decide(snap: &Snapshot, authority: Option<&str>, headers: &HeaderM
 
 /// The app a request names, if it names one: `x-bearerd-app`, else the user name of a
 /// `Proxy-Authorization: Basic` credential (`HTTP_PROXY=http://<app>@host:port`), else the one
-/// its tunnel's CONNECT named.
+/// its tunnel's CONNECT named. `marks` say which headers are there to look for.
 pub(crate) fn named_app(
     snap: &Snapshot,
     headers: &HeaderMap,
     tunnel: Option<&Tunneled>,
+    marks: super::Marks,
 ) -> Result<Option<usize>, ProxyError> {
     let unknown = |how: &str, name: &str| {
         ProxyError::BadAppHeader(format!("{how} names no app: {} (apps: {})", truncate(name, 100), app_names(snap)))
     };
-    if let Some(v) = headers.get(X_APP) {
+    if marks.ours
+        && let Some(v) = headers.get(X_APP)
+    {
         let name = v.to_str().unwrap_or("");
         return snap.app_index(name).map(Some).ok_or_else(|| unknown("x-bearerd-app", name));
     }
-    if let Some(v) = headers.get(header::PROXY_AUTHORIZATION) {
+    if marks.hop_by_hop
+        && let Some(v) = headers.get(header::PROXY_AUTHORIZATION)
+    {
         let user = proxy_user(v.as_bytes()).ok_or_else(|| {
             ProxyError::BadAppHeader("Proxy-Authorization must be Basic, naming an app as its user".into())
         })?;

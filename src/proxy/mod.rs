@@ -159,10 +159,12 @@ async fn forward(
         return Err(ProxyError::Misdirected { host: truncate(host, 255), tunnel: t.name.to_string() });
     }
 
+    let marks = Marks::of(&parts.headers);
+
     // 1. Which app: the one the request names, the only one, or the only one whose templates
     //    match.
     let is_invoke = tunnel.is_none() && is_invoke(state, snap, &parts, host);
-    let app_idx = match connect::named_app(snap, &parts.headers, tunnel)? {
+    let app_idx = match connect::named_app(snap, &parts.headers, tunnel, marks)? {
         Some(i) => i,
         None if snap.apps.len() == 1 => 0,
         None => only_app(snap, &parts, host, is_invoke)?,
@@ -180,7 +182,7 @@ async fn forward(
     };
     // A websocket handshake is forwarded as one (SPEC 2), over HTTP/1.1 only (HTTP/2 carries no
     // `Upgrade`); another upgrade (`h2c`) is hop-by-hop, and dropped like the rest.
-    let upgrade = parts.headers.contains_key(header::UPGRADE) && is_websocket(&parts);
+    let upgrade = marks.hop_by_hop && parts.headers.contains_key(header::UPGRADE) && is_websocket(&parts);
     let t = &app.templates()[t_idx];
 
     // 3. The token, when the template has an integration: fresh from memory, or refreshed once
@@ -189,7 +191,7 @@ async fn forward(
     let deadline = start + snap.config.upstream.timeout;
     let mut auth = match t.integration {
         None => None,
-        Some(i) => Some(token(state, snap, app, i, &parts.headers, deadline).await?),
+        Some(i) => Some(token(state, snap, app, i, &parts.headers, marks.ours, deadline).await?),
     };
 
     // The body: an invoke body's JSON (and its context values), or a transparent body buffered
@@ -224,7 +226,7 @@ async fn forward(
         crate::reuse::take::<HeaderMap>(t.headers.len() + 2)
     } else {
         let mut h = parts.headers;
-        strip_request_headers(&mut h);
+        strip_request_headers(&mut h, marks);
         h
     };
     apply_template_headers(state, app, t_idx, &scope, auth.as_ref(), &mut headers)?;
@@ -415,10 +417,12 @@ async fn token(
     app: &App,
     integration: usize,
     headers: &HeaderMap,
+    ours: bool,
     deadline: Instant,
 ) -> Result<Auth, ProxyError> {
     let integ = app.integration(integration);
-    let account = match headers.get(X_ACCOUNT) {
+    let named = if ours { headers.get(X_ACCOUNT) } else { None };
+    let account = match named {
         Some(v) => match v.to_str() {
             Ok(s) if !s.is_empty() && s.len() <= 256 => s,
             _ => return Err(ProxyError::BadAppHeader("x-bearerd-account must be 1-256 visible characters".into())),
@@ -573,11 +577,36 @@ async fn read_transparent(mut body: Body, limit: usize) -> Result<Body, ProxyErr
 
 /// Removes what must not travel from the application to the upstream: hop-by-hop headers,
 /// `x-bearerd-*`, `Host` (taken from the template) and framing (recomputed).
-fn strip_request_headers(h: &mut HeaderMap) {
-    strip_hop_by_hop(h);
+fn strip_request_headers(h: &mut HeaderMap, marks: Marks) {
+    if marks.hop_by_hop {
+        strip_hop_by_hop(h);
+    }
     h.remove(header::HOST);
     h.remove(header::CONTENT_LENGTH);
-    strip_bearerd_headers(h);
+    if marks.ours {
+        strip_bearerd_headers(h);
+    }
+}
+
+/// What one pass over a request's header names finds: hop-by-hop headers (`Connection`,
+/// `Upgrade`, `Proxy-Authorization`, ...) and bearerd's own `x-bearerd-*`. Most requests carry
+/// neither, and then none of them is looked up or stripped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Marks {
+    pub(crate) hop_by_hop: bool,
+    pub(crate) ours: bool,
+}
+
+impl Marks {
+    pub(crate) fn of(h: &HeaderMap) -> Marks {
+        let mut m = Marks { hop_by_hop: false, ours: false };
+        for name in h.keys() {
+            let name = name.as_str().as_bytes();
+            m.hop_by_hop |= crate::http::is_hop_by_hop(name);
+            m.ours |= is_bearerd_header(name);
+        }
+        m
+    }
 }
 
 /// Removes `x-bearerd-*` (bearerd's own namespace, in either direction).
