@@ -1,5 +1,6 @@
 //! Micro-benches of the per-request hot path: route matching at 10 / 1,000 / 10,000 templates,
-//! rendering a template, and the token lookup of a fresh token.
+//! rendering a template, the token lookup of a fresh token; and of interception: the TLS
+//! settings for a CONNECT host minted cold (a new host each time) and taken from the cache.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -97,5 +98,28 @@ fn token_lookup(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, route, render, token_lookup);
+fn certificates(c: &mut Criterion) {
+    use bearerd::intercept::{Authority, Certificates};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let dir = std::env::temp_dir().join(format!("bearerd-bench-ca-{}", std::process::id()));
+    let ca = Arc::new(Authority::open(&bearerd::config::InterceptConfig::beside(&dir)).unwrap());
+    let issued = prometheus::IntCounter::new("issued", "certificates minted").unwrap();
+    // Cold: a new Certificates (empty cache) for each mint, so the cache's evictions do not count.
+    let mut n = 0u64;
+    c.bench_function("certificate_mint_cold", |b| {
+        b.iter(|| {
+            n += 1;
+            let certs = Certificates::new(ca.clone(), issued.clone());
+            black_box(rt.block_on(certs.server_config(&format!("h{n}.example.com"))).unwrap())
+        })
+    });
+    let certs = Certificates::new(ca.clone(), issued.clone());
+    rt.block_on(certs.server_config("api.example.com")).unwrap();
+    c.bench_function("certificate_cached", |b| {
+        b.iter(|| black_box(rt.block_on(certs.server_config(black_box("api.example.com"))).unwrap()))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, route, render, token_lookup, certificates);
 criterion_main!(benches);

@@ -105,7 +105,13 @@ compare() {  # compare LABEL CONNS [client args]
       l, c, nr, nc/100, br, bc/100, (nr > 0 ? br/nr : 0), (nc > 0 ? bc/nc : 0) }' | tee -a "$state/summary"
 }
 
-rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+rss_kib() {  # rss_kib PID -> resident KiB of the process and its children (nginx's worker)
+  local t=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    t=$(( t + $(awk '/VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0) ))
+  done
+  echo "$t"
+}
 
 idle_memory() {  # memory per idle connection (TLS done; through CONNECT for bearerd)
   for name in nginx bearerd; do

@@ -220,7 +220,7 @@ impl std::fmt::Debug for Certificates {
 
 impl Certificates {
     /// `issued` counts each certificate minted (`certificates_issued_total`).
-    pub(crate) fn new(ca: Arc<Authority>, issued: prometheus::IntCounter) -> Certificates {
+    pub fn new(ca: Arc<Authority>, issued: prometheus::IntCounter) -> Certificates {
         Certificates {
             ca,
             cache: Mutex::default(),
@@ -236,7 +236,7 @@ impl Certificates {
 
     /// The TLS settings for `host` (lower case, no port): from the cache, or with a certificate
     /// minted now. Concurrent handshakes for one host wait for one mint.
-    pub(crate) async fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, InterceptError> {
+    pub async fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, InterceptError> {
         let cell = {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             let now = SystemTime::now();
