@@ -7,7 +7,8 @@
 # (benches/tls_load.rs: wrk cannot CONNECT) runs alone on CPU 1. Rounds alternate; medians and
 # ratios (bearerd / nginx) at the end. Loopback only.
 #
-#   benches/intercept.sh                 # c=32 and c=256 keep-alive, handshakes, idle memory
+#   benches/intercept.sh                 # c=32 and c=256 keep-alive, handshakes, idle memory,
+#                                        # then instructions per request under callgrind
 #   ROUNDS=5 SECS=10 benches/intercept.sh
 #   CONNS="32" MODES="keepalive" benches/intercept.sh
 set -euo pipefail
@@ -20,7 +21,7 @@ source "$perf/lib.sh"
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-8}
 CONNS=${CONNS:-"32 256"}
-MODES=${MODES:-"keepalive handshakes idle"}
+MODES=${MODES:-"keepalive handshakes idle callgrind"}
 IDLE=${IDLE:-1000}
 
 for tool in nginx openssl taskset; do
@@ -40,7 +41,7 @@ state=$(mktemp -d)
 mkdir -p "$RUN_DIR"
 cleanup() {
   stop_pidfile "$RUN_DIR/nginx-ssl.pid" nginx-ssl || true
-  if [ -n "${bearerd_pid:-}" ]; then kill "$bearerd_pid" 2>/dev/null || true; fi
+  if [ -n "${bearerd_pid:-}" ]; then kill "$bearerd_pid" 2>/dev/null; wait "$bearerd_pid" 2>/dev/null || true; fi
   if [ -n "${own_upstream:-}" ]; then stop_pidfile "$RUN_DIR/upstream.pid" upstream.nginx.conf || true; fi
   [ -n "${KEEP_STATE:-}" ] && echo "state kept in $state" || rm -rf "$state"
 }
@@ -51,8 +52,10 @@ start_upstream
 export BEARERD_BENCH_STATE="$state/tokens.json"
 port_open 127.0.0.1:18092 && die "127.0.0.1:18092 is in use (a bearerd still draining?)"
 port_open 127.0.0.1:18443 && die "127.0.0.1:18443 is in use"
-RUST_LOG=${RUST_LOG:-warn} pin "$SERVER_CPUS" "$root/target/release/bearerd" run --config "$here/perf/intercept.yaml" \
-  > "$state/bearerd.log" 2>&1 &
+# taskset execs bearerd: $! is bearerd's own pid (for its CPU time, its memory, and the end).
+bearerd_cmd=("$root/target/release/bearerd" run --config "$here/perf/intercept.yaml")
+[ -n "$SERVER_CPUS" ] && bearerd_cmd=(taskset -c "$SERVER_CPUS" "${bearerd_cmd[@]}")
+RUST_LOG=${RUST_LOG:-warn} "${bearerd_cmd[@]}" > "$state/bearerd.log" 2>&1 &
 bearerd_pid=$!
 wait_port 127.0.0.1:18092 100 || { cat "$state/bearerd.log"; die "bearerd did not open 127.0.0.1:18092"; }
 
@@ -135,12 +138,45 @@ idle_memory() {  # memory per idle connection (TLS done; through CONNECT for bea
   done
 }
 
+# Instructions per request under callgrind (steady where the machine's load moves req/s): each
+# proxy alone under valgrind, c=32 keep-alive for CG_SECS after a warm-up. Stops the servers
+# above, so it runs last.
+callgrind_compare() {
+  stop_pidfile "$RUN_DIR/nginx-ssl.pid" nginx-ssl || true
+  kill "$bearerd_pid" 2>/dev/null; wait "$bearerd_pid" 2>/dev/null || true; bearerd_pid=
+  for _ in $(seq 1 100); do port_open 127.0.0.1:18092 || break; sleep 0.1; done
+  local name vpid args n ir
+  for name in nginx bearerd; do
+    if [ "$name" = nginx ]; then
+      args=(--target 127.0.0.1:18443)
+      valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$state/cg-$name.%p" \
+        nginx -p "$p/" -e "$p/logs/error.log" -c "$p/nginx.conf" -g "pid $p/cg.pid; daemon off; master_process off;" \
+        > "$state/cg-$name.log" 2>&1 &
+      vpid=$!; wait_port 127.0.0.1:18443 300 || die "nginx under valgrind did not listen"
+    else
+      args=(--proxy 127.0.0.1:18092)
+      RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$state/cg-$name.%p" \
+        "$root/target/release/bearerd" run --config "$here/perf/intercept.yaml" > "$state/cg-$name.log" 2>&1 &
+      vpid=$!; wait_port 127.0.0.1:18092 300 || die "bearerd under valgrind did not listen"
+    fi
+    "$client" "${args[@]}" --host localhost:18080 --ca "$ca" --conns 32 --secs 2 > /dev/null   # warm-up
+    callgrind_control -i on "$vpid" > /dev/null 2>&1
+    n=$("$client" "${args[@]}" --host localhost:18080 --ca "$ca" --conns 32 --secs "${CG_SECS:-6}" | sed -n 's/.*requests=\([0-9]*\).*/\1/p')
+    callgrind_control -d "$vpid" > /dev/null 2>&1
+    kill "$vpid" 2>/dev/null; wait "$vpid" 2>/dev/null || true
+    ir=$(cat "$state"/cg-"$name".*.1 2>/dev/null | awk '/^summary:/ {s += $2} END {print s+0}')
+    awk -v l="$name" -v i="$ir" -v n="$n" 'BEGIN{printf "callgrind   %-7s c=32 %.0f instructions/request (%d requests)\n", l, (n > 0 ? i/n : 0), n}' \
+      | tee -a "$state/summary"
+  done
+}
+
 echo "== HTTPS interception against nginx ssl: ${ROUNDS} rounds of ${SECS} s, alternating"
 for mode in $MODES; do
   case $mode in
     keepalive) for c in $CONNS; do compare keepalive "$c"; done ;;
     handshakes) compare handshakes 32 --handshakes ;;
     idle) idle_memory ;;
+    callgrind) callgrind_compare ;;
   esac
 done
 echo "== summary"
