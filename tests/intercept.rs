@@ -535,4 +535,25 @@ async fn the_ca_is_served_printed_and_kept() {
     assert!(r.text().contains("intercept.ca_cert/ca_key changed: restart"), "{}", r.text());
     assert_eq!(b.admin("GET", "/ca.pem", "").await.text(), ca_pem);
     b.shutdown().await;
+
+    // A CA near its end: warned about in /readyz, which stays 200.
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.not_after = (std::time::SystemTime::now() + Duration::from_secs(5 * 86_400)).into();
+    dir.write("short/ca.pem", &params.self_signed(&key).unwrap().pem());
+    dir.write("short/ca-key.pem", &key.serialize_pem());
+    let cfg = Config::new()
+        .app(App::new("demo"))
+        .set("intercept.ca_cert", json!("short/ca.pem"))
+        .set("intercept.ca_key", json!("short/ca-key.pem"))
+        .write(&dir);
+    let b = start(&cfg).await;
+    let r = b.admin("GET", "/readyz", "").await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let days = text.split("warning: the intercept CA expires in ").nth(1).and_then(|t| t.split(' ').next());
+    assert!(matches!(days, Some("4" | "5")), "{text}");
+    b.shutdown().await;
 }

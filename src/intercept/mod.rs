@@ -210,6 +210,8 @@ pub struct Certificates {
     sessions: Arc<dyn rustls::server::StoresServerSessions>,
     tickets: Option<Arc<dyn rustls::server::ProducesTickets>>,
     issued: prometheus::IntCounter,
+    /// The most hosts kept ([`MAX_CACHED`]).
+    max: usize,
 }
 
 impl std::fmt::Debug for Certificates {
@@ -227,6 +229,7 @@ impl Certificates {
             sessions: rustls::server::ServerSessionMemoryCache::new(4096),
             tickets: rustls::crypto::ring::Ticketer::new().ok(),
             issued,
+            max: MAX_CACHED,
         }
     }
 
@@ -243,10 +246,10 @@ impl Certificates {
             match cache.get(host) {
                 Some(cell) if cell.get().is_none_or(|leaf| leaf.renew_at > now) => cell.clone(),
                 _ => {
-                    if cache.len() >= MAX_CACHED {
+                    if cache.len() >= self.max {
                         // Drop an eighth (an arbitrary one: the map's order is seeded per
                         // process); the hosts in use come back at their next handshake.
-                        let drop: Vec<Box<str>> = cache.keys().take(MAX_CACHED / 8).cloned().collect();
+                        let drop: Vec<Box<str>> = cache.keys().take(self.max.div_ceil(8)).cloned().collect();
                         for k in drop {
                             cache.remove(&k);
                         }
@@ -288,6 +291,67 @@ impl Certificates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CA valid until `left` from now, written to `dir`, and its configuration.
+    fn ca_expiring_in(dir: &Path, left: Duration) -> InterceptConfig {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "short-lived test CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params.not_before = (SystemTime::now() - BACKDATE).into();
+        params.not_after = (SystemTime::now() + left).into();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let mut c = InterceptConfig::beside(dir);
+        c.generate = false;
+        std::fs::write(&c.ca_cert, cert.pem()).unwrap();
+        std::fs::write(&c.ca_key, key.serialize_pem()).unwrap();
+        c
+    }
+
+    #[test]
+    fn a_leaf_never_outlives_its_ca() {
+        let dir = std::env::temp_dir().join(format!("bearerd-ca-short-{}", std::process::id()));
+        let ca = Authority::open(&ca_expiring_in(&dir, Duration::from_secs(2 * 3600))).unwrap();
+        assert!(ca.remaining() < CA_WARN, "warned about at start and in /readyz");
+        let (cert, _, end) = ca.mint("api.example.com").unwrap();
+        assert!(end <= SystemTime::now() + Duration::from_secs(2 * 3600), "capped at the CA's end");
+        let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref()).unwrap();
+        assert!(x509.validity().not_after.timestamp() <= ca.not_after);
+        let san = x509.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(format!("{:?}", san.value.general_names), r#"[DNSName("api.example.com")]"#);
+        let expired = Authority::open(&ca_expiring_in(&dir.join("x"), Duration::ZERO)).unwrap();
+        assert!(expired.mint("api.example.com").unwrap_err().contains("expired"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_and_one_host_is_minted_once() {
+        let dir = std::env::temp_dir().join(format!("bearerd-ca-cache-{}", std::process::id()));
+        let ca = Arc::new(Authority::open(&InterceptConfig::beside(&dir)).unwrap());
+        let issued = prometheus::IntCounter::new("issued", "issued").unwrap();
+        let mut certs = Certificates::new(ca, issued.clone());
+        certs.max = 16;
+        let certs = Arc::new(certs);
+        // 50 handshakes for one host at once: one mint.
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let c = certs.clone();
+                tokio::spawn(async move { c.server_config("api.example.com").await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(issued.get(), 1);
+        for i in 0..100 {
+            certs.server_config(&format!("h{i}.example.com")).await.unwrap();
+            assert!(certs.cache.lock().unwrap().len() <= 16);
+        }
+        assert_eq!(issued.get(), 101);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn config(dir: &Path) -> InterceptConfig {
         InterceptConfig::beside(dir)

@@ -42,22 +42,7 @@ pub(crate) enum Connect {
 /// otherwise. An IP literal, a missing port or a malformed authority is refused.
 pub(crate) fn decide(snap: &Snapshot, authority: Option<&str>, headers: &HeaderMap) -> Result<Connect, ProxyError> {
     let authority = authority.ok_or_else(|| ProxyError::BadConnect("CONNECT needs host:port".into()))?;
-    let (name, port) = split_port(authority);
-    let port = match port.map(str::parse::<u16>) {
-        Some(Ok(p)) if p != 0 => p,
-        _ => return Err(ProxyError::BadConnect(format!("CONNECT needs host:port, not {}", truncate(authority, 255)))),
-    };
-    let name = name.to_ascii_lowercase();
-    let is_ip = name.starts_with('[') || name.parse::<std::net::IpAddr>().is_ok();
-    if is_ip {
-        return Err(ProxyError::ConnectRefused {
-            host: truncate(authority, 255),
-            why: "bearerd intercepts host names that templates name, never IP addresses",
-        });
-    }
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
-        return Err(ProxyError::BadConnect(format!("CONNECT to a malformed host: {}", truncate(authority, 255))));
-    }
+    let (name, port) = connect_target(authority)?;
     let app = named_app(snap, headers, None, super::Marks::of(headers))?;
     let host = format!("{name}:{port}");
     let covered = |i: usize| {
@@ -80,6 +65,27 @@ pub(crate) fn decide(snap: &Snapshot, authority: Option<&str>, headers: &HeaderM
         return Ok(Connect::Tunnel { name, port });
     }
     Err(ProxyError::ConnectRefused { host, why: "no request template covers it, and it is not in tunnel_hosts" })
+}
+
+/// A CONNECT's `host:port`: a host name (lower case; letters, digits, `-` and `.`) and a port
+/// other than 0. An IP literal is refused (403), anything else malformed is 400.
+fn connect_target(authority: &str) -> Result<(String, u16), ProxyError> {
+    let (name, port) = split_port(authority);
+    let port = match port.map(str::parse::<u16>) {
+        Some(Ok(p)) if p != 0 => p,
+        _ => return Err(ProxyError::BadConnect(format!("CONNECT needs host:port, not {}", truncate(authority, 255)))),
+    };
+    let name = name.to_ascii_lowercase();
+    if name.starts_with('[') || name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(ProxyError::ConnectRefused {
+            host: truncate(authority, 255),
+            why: "bearerd intercepts host names that templates name, never IP addresses",
+        });
+    }
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        return Err(ProxyError::BadConnect(format!("CONNECT to a malformed host: {}", truncate(authority, 255))));
+    }
+    Ok((name, port))
 }
 
 /// The app a request names, if it names one: `x-bearerd-app`, else the user name of a
@@ -160,6 +166,35 @@ mod tests {
         assert_eq!(proxy_user(basic("my%2Dapp:").as_bytes()).as_deref(), Some("my-app"));
         assert_eq!(proxy_user(b"Bearer abc"), None);
         assert_eq!(proxy_user(b"Basic !!!"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, failure_persistence: None, ..Default::default() })]
+
+        /// Oracle: the `http` crate's reading of the same authority (what hyper's server does with
+        /// a CONNECT target). Whatever bearerd accepts, it reads as `http` does; it accepts no
+        /// authority `http` refuses.
+        #[test]
+        fn connect_targets_read_as_the_http_crate_reads_them(
+            authority in "[a-zA-Z0-9.\\-_:\\[\\]@%]{0,12}(:[0-9]{0,6})?"
+        ) {
+            if let Ok((name, port)) = connect_target(&authority) {
+                let theirs: http::uri::Authority = authority.parse().expect("http accepts what bearerd accepts");
+                proptest::prop_assert_eq!(name, theirs.host().to_ascii_lowercase());
+                proptest::prop_assert_eq!(Some(port), theirs.port_u16());
+            }
+        }
+    }
+
+    #[test]
+    fn connect_targets() {
+        assert_eq!(connect_target("API.x.com:443").unwrap(), ("api.x.com".to_string(), 443));
+        for bad in ["api.x.com", "api.x.com:", "api.x.com:0", "api.x.com:99999", "a_b.com:443", "u@a.com:443", ":443"] {
+            assert!(matches!(connect_target(bad), Err(ProxyError::BadConnect(_))), "{bad}");
+        }
+        for ip in ["127.0.0.1:443", "[::1]:443"] {
+            assert!(matches!(connect_target(ip), Err(ProxyError::ConnectRefused { .. })), "{ip}");
+        }
     }
 
     #[test]
