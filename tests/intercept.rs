@@ -53,6 +53,11 @@ async fn connect(data: SocketAddr, authority: &str, headers: &[(&str, &str)]) ->
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
+    (read_head(&mut s).await, s)
+}
+
+/// Reads an answer's head, up to its blank line (or whatever came within 5 s).
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -61,7 +66,7 @@ async fn connect(data: SocketAddr, authority: &str, headers: &[(&str, &str)]) ->
             _ => break,
         }
     }
-    (String::from_utf8_lossy(&head).into_owned(), s)
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// A TLS client trusting `ca_pem` alone, offering `alpn`.
@@ -397,15 +402,7 @@ async fn handshake_ws<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await {
-            Ok(Ok(1)) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
+    read_head(s).await
 }
 
 /// Reads exactly `n` bytes.

@@ -159,8 +159,9 @@ pub(super) async fn serve<F, Fut>(
             }
         }
         if matches!(answer.body, Body::Upgraded(_)) {
-            // 101 to a websocket handshake: the connection is the relay's from here on.
-            return conn.relay(answer).await;
+            // 101 to a websocket handshake: the connection is the relay's from here on (boxed:
+            // rare, and its future would make every connection's task larger).
+            return Box::pin(conn.relay(answer)).await;
         }
         if !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
             keep_alive = false;
