@@ -520,9 +520,8 @@ fn tunnel_host(h: &str) -> Result<(), &'static str> {
         return Err("the port must be 1-65535");
     }
     let name = name.strip_prefix("*.").unwrap_or(name);
-    let label_ok =
-        |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+    // The rule of a template's host: any host a template can name can be a tunnel host.
+    if name.contains([':', '[', ']']) || !crate::template::escape::valid_authority(name) {
         return Err("must be a host name (`api.example.com` or `*.example.com`), without scheme or path");
     }
     if name.parse::<std::net::IpAddr>().is_ok() || name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {

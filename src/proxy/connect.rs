@@ -13,7 +13,7 @@ use http::header::{self, HeaderMap};
 
 use super::{ProxyError, X_APP, truncate};
 use crate::snapshot::Snapshot;
-use crate::template::escape::split_port;
+use crate::template::escape::{split_port, valid_authority};
 use crate::template::route::HostMatch;
 
 /// What a request that came through an intercepted tunnel carries (a request extension): the
@@ -67,7 +67,7 @@ pub(crate) fn decide(snap: &Snapshot, authority: Option<&str>, headers: &HeaderM
     Err(ProxyError::ConnectRefused { host, why: "no request template covers it, and it is not in tunnel_hosts" })
 }
 
-/// A CONNECT's `host:port`: a host name (lower case; letters, digits, `-` and `.`) and a port
+/// A CONNECT's `host:port`: a host name as a template host may be one (lower case) and a port
 /// other than 0. An IP literal is refused (403), anything else malformed is 400.
 fn connect_target(authority: &str) -> Result<(String, u16), ProxyError> {
     let (name, port) = split_port(authority);
@@ -82,7 +82,9 @@ fn connect_target(authority: &str) -> Result<(String, u16), ProxyError> {
             why: "bearerd intercepts host names that templates name, never IP addresses",
         });
     }
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+    // The same rule as a rendered template host: a CONNECT for any host a template can name
+    // gets through this check.
+    if !valid_authority(authority) {
         return Err(ProxyError::BadConnect(format!("CONNECT to a malformed host: {}", truncate(authority, 255))));
     }
     Ok((name, port))
@@ -189,7 +191,9 @@ mod tests {
     #[test]
     fn connect_targets() {
         assert_eq!(connect_target("API.x.com:443").unwrap(), ("api.x.com".to_string(), 443));
-        for bad in ["api.x.com", "api.x.com:", "api.x.com:0", "api.x.com:99999", "a_b.com:443", "u@a.com:443", ":443"] {
+        // A name a template host may have (`_` included) is read as one.
+        assert_eq!(connect_target("a_b.com:443").unwrap(), ("a_b.com".to_string(), 443));
+        for bad in ["api.x.com", "api.x.com:", "api.x.com:0", "api.x.com:99999", "u@a.com:443", ":443", "-a.com:443"] {
             assert!(matches!(connect_target(bad), Err(ProxyError::BadConnect(_))), "{bad}");
         }
         for ip in ["127.0.0.1:443", "[::1]:443"] {
