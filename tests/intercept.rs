@@ -190,7 +190,7 @@ async fn connects_that_bearerd_does_not_intercept_are_refused_plainly() {
         (format!("127.0.0.1:{port}"), "403"),
         ("[::1]:443".to_string(), "403"),
         ("localhost".to_string(), "400"),
-        ("local_host:443".to_string(), "400"),
+        ("-localhost:443".to_string(), "400"),
         ("localhost:0".to_string(), "400"),
     ] {
         let (head, _) = connect(b.data, &authority, &[]).await;
