@@ -68,9 +68,7 @@ impl Metrics {
     pub(crate) fn new() -> Metrics {
         let registry = Registry::new_custom(Some("bearerd".into()), None).expect("static prefix is valid");
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(c.clone())).expect("metric registered once");
-            c
+            registered(&registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
         let requests =
             counter("requests_total", "Data-plane requests by app, template and status", &["app", "template", "code"]);
@@ -108,21 +106,14 @@ impl Metrics {
             HistogramOpts::new("request_duration_seconds", "Data-plane request duration, until the response head")
                 .buckets(DURATION_BUCKETS.to_vec()),
             &["app", "template"],
-        )
-        .expect("static metric definition");
-        registry.register(Box::new(duration.clone())).expect("metric registered once");
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("static metric definition");
-            registry.register(Box::new(g.clone())).expect("metric registered once");
-            g
-        };
+        );
+        let duration = registered(&registry, duration);
+        let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help));
         let config_generation = gauge("config_generation", "Generation of the configuration being served");
         let inflight = gauge("inflight_requests", "Data-plane requests in flight");
         // Gauges by label, registered like the counters above.
         let gauges = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(g.clone())).expect("metric registered once");
-            g
+            registered(&registry, IntGaugeVec::new(Opts::new(name, help), labels))
         };
         let open_connections = gauges("open_connections", "Connections each listener holds open", &["listener"]);
         let connections_refused = counter(
@@ -148,10 +139,10 @@ impl Metrics {
         for result in CONNECT_RESULTS {
             intercepted_connections.with_label_values(&[result]).reset();
         }
-        let certificates_issued =
-            prometheus::IntCounter::new("certificates_issued_total", "Leaf certificates minted from the intercept CA")
-                .expect("static metric definition");
-        registry.register(Box::new(certificates_issued.clone())).expect("metric registered once");
+        let certificates_issued = registered(
+            &registry,
+            prometheus::IntCounter::new("certificates_issued_total", "Leaf certificates minted from the intercept CA"),
+        );
         for listener in ["data", "admin"] {
             open_connections.with_label_values(&[listener]).set(0);
             connections_refused.with_label_values(&[listener]).reset();
@@ -199,6 +190,16 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
+
+/// A metric from a static definition (which cannot fail), registered once on `registry`.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("static metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
 }
 
 impl Default for Metrics {

@@ -178,8 +178,7 @@ pub(crate) fn parse_response(
                 // Headers a `Connection` line names are hop-by-hop too.
                 let named = |name: &[u8]| {
                     lines.iter().any(|&(n0, n1, v0, v1)| {
-                        line((n0, n1)).eq_ignore_ascii_case(b"connection")
-                            && line((v0, v1)).split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+                        line((n0, n1)).eq_ignore_ascii_case(b"connection") && super::lists(line((v0, v1)), name)
                     })
                 };
                 for &(n0, n1, v0, v1) in lines {

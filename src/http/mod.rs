@@ -94,6 +94,12 @@ pub(crate) fn connection_tokens(value: &[u8]) -> ConnectionTokens {
     c
 }
 
+/// Whether a comma-separated header value (`Connection`, ...) holds `token`
+/// (case-insensitive).
+pub(crate) fn lists(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// Whether a connection stays open after a message of `version` whose `Connection` lines said
 /// `tokens` (RFC 9112 9.3): HTTP/1.1 unless `close`; HTTP/1.0 only with `keep-alive`; `close`
 /// wins over `keep-alive`.

@@ -69,7 +69,7 @@ impl Authority {
     /// the configuration leaves the location to bearerd.
     pub fn open(config: &InterceptConfig) -> Result<Authority, InterceptError> {
         let (cert, key) = (&config.ca_cert, &config.ca_key);
-        let fail = |path: &Path, message: String| InterceptError::Ca { path: path.display().to_string(), message };
+        let fail = ca_error;
         match (cert.exists(), key.exists()) {
             (true, true) => {
                 let cert_pem = std::fs::read_to_string(cert).map_err(|e| fail(cert, format!("cannot read: {e}")))?;
@@ -91,10 +91,7 @@ impl Authority {
     }
 
     fn from_pem(cert_pem: String, key_pem: &str, cert: &Path, key: &Path) -> Result<Authority, InterceptError> {
-        let fail = |path: &Path, message: &str| InterceptError::Ca {
-            path: path.display().to_string(),
-            message: message.into(),
-        };
+        let fail = |path: &Path, message: &str| ca_error(path, message.to_string());
         let key_pair = KeyPair::from_pem(key_pem)
             .map_err(|_| fail(key, "not a PEM private key (PKCS#8: ECDSA, Ed25519 or RSA)"))?;
         let (_, pem) =
@@ -115,7 +112,7 @@ impl Authority {
 
     /// A new CA (ECDSA P-256), written to `cert` and `key` (0600, written first).
     fn generate(cert: &Path, key: &Path) -> Result<Authority, InterceptError> {
-        let fail = |path: &Path, message: String| InterceptError::Ca { path: path.display().to_string(), message };
+        let fail = ca_error;
         let key_pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| fail(key, format!("cannot generate a key: {e}")))?;
         let now = SystemTime::now();
@@ -179,6 +176,11 @@ impl Authority {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok((cert.der().clone(), key, not_after))
     }
+}
+
+/// A problem with the CA's file at `path` (never its content).
+fn ca_error(path: &Path, message: String) -> InterceptError {
+    InterceptError::Ca { path: path.display().to_string(), message }
 }
 
 /// A random positive 16-byte serial number.

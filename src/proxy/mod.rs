@@ -311,11 +311,8 @@ fn is_invoke(state: &State, snap: &Snapshot, parts: &Parts, host: &str) -> bool 
 /// websocket` and `Connection: upgrade`.
 fn is_websocket(parts: &Parts) -> bool {
     let upgrade = parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let connection = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")));
+    let connection =
+        parts.headers.get_all(header::CONNECTION).iter().any(|v| crate::http::lists(v.as_bytes(), b"upgrade"));
     upgrade && connection && parts.method == Method::GET && parts.version == http::Version::HTTP_11
 }
 

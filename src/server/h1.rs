@@ -88,8 +88,9 @@ pub(super) async fn serve<F, Fut>(
                 && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())])
             {
                 if buf.len() >= H2_PREFACE.len() {
+                    let Some(io) = conn.into_stream() else { return };
                     // Boxed: hyper's connection is large, and rare here.
-                    return Box::pin(serve_h2(conn, handler, stop)).await;
+                    return Box::pin(serve_h2(io, handler, stop)).await;
                 }
             } else {
                 // Room for what the template adds, so the map is not grown on the way upstream.
@@ -277,24 +278,28 @@ impl ClientConn {
     }
 }
 
-/// Hands a connection that opened with the HTTP/2 preface to hyper, with what was read of it.
-async fn serve_h2<F, Fut>(conn: ClientConn, handler: F, stop: oneshot::Receiver<()>)
+/// Serves HTTP/2 on `io` with hyper: a listener connection that opened with the preface (what
+/// was read of it in front), or an intercepted tunnel whose ALPN chose h2.
+pub(super) async fn serve_h2<I, F, Fut>(io: I, handler: F, stop: oneshot::Receiver<()>)
 where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,
 {
-    let Some(io) = conn.into_stream() else { return };
     let activity = Arc::new(super::Activity::default());
     let service = super::counted(activity.clone(), move |req: Request<Incoming>| {
         let answer = handler(req.map(Body::Hyper));
         async move { Ok::<_, Infallible>(into_response(answer.await)) }
     });
-    let conn = super::tunnel::h2_builder().serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
     super::drive(conn, activity, stop).await;
 }
 
-/// An answer as hyper writes it (HTTP/2, and inside tunnels): raw header lines go into the map.
-pub(super) fn into_response(answer: Answer) -> Response<Body> {
+/// An answer as hyper writes it (HTTP/2): raw header lines go into the map.
+fn into_response(answer: Answer) -> Response<Body> {
     let Answer { head, body } = answer;
     let version = head.version;
     let (status, headers) = head.into_map();

@@ -8,15 +8,12 @@
 use std::sync::Arc;
 
 use http::{Request, Version};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-
-use crate::http::io::split_shared;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::oneshot;
 
-use super::h1::{ClientConn, Rewind, into_response};
-use super::{Activity, HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, counted, drive};
+use super::HEADER_READ_TIMEOUT;
+use super::h1::{ClientConn, Rewind};
+use crate::http::io::split_shared;
 use crate::proxy::ProxyError;
 use crate::proxy::connect::{Connect, Tunneled, decide};
 use crate::state::State;
@@ -81,35 +78,21 @@ pub(super) async fn connect(mut conn: ClientConn, req: Request<()>, state: Arc<S
                 }
             };
             results.with_label_values(&["intercepted"]).inc();
+            // Each request inside carries its tunnel; HTTP/1.1 is bearerd's own server, as on
+            // the listener, HTTP/2 hyper's, as on the listener.
             let tunnel = Tunneled { name: name.into(), port, app };
+            let write_timeout = state.snapshot.load().config.upstream.timeout;
+            let handler = move |mut req: Request<Body>| {
+                req.extensions_mut().insert(tunnel.clone());
+                crate::proxy::handle(state.clone(), req)
+            };
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                let activity = Arc::new(Activity::default());
-                let service = counted(activity.clone(), move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(tunnel.clone());
-                    let answer = crate::proxy::handle(state.clone(), req.map(Body::Hyper));
-                    async move { Ok::<_, std::convert::Infallible>(into_response(answer.await)) }
-                });
-                let conn = h2_builder().serve_connection(TokioIo::new(tls), service);
-                drive(conn, activity, stop).await;
+                super::h1::serve_h2(tls, handler, stop).await;
             } else {
-                // HTTP/1.1 with bearerd's own server, as on the listener; its requests carry
-                // their tunnel.
-                let write_timeout = state.snapshot.load().config.upstream.timeout;
-                let handler = move |mut req: Request<Body>| {
-                    req.extensions_mut().insert(tunnel.clone());
-                    crate::proxy::handle(state.clone(), req)
-                };
                 super::h1::serve(split_shared(tls), handler, stop, write_timeout, None).await;
             }
         }
     }
-}
-
-/// hyper's HTTP/2 server as the data listener uses it (prior knowledge, and inside tunnels).
-pub(super) fn h2_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
-    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
-    b
 }
 
 /// A blind tunnel to `name:port` (`tunnel_hosts`): connected after the address check, then bytes
