@@ -52,10 +52,13 @@ start_upstream
 export BEARERD_BENCH_STATE="$state/tokens.json"
 port_open 127.0.0.1:18092 && die "127.0.0.1:18092 is in use (a bearerd still draining?)"
 port_open 127.0.0.1:18443 && die "127.0.0.1:18443 is in use"
-# taskset execs bearerd: $! is bearerd's own pid (for its CPU time, its memory, and the end).
+# setsid and taskset exec bearerd: $! is bearerd's own pid (for its CPU time, its memory, and
+# the end). Its own session, as nginx has by daemonizing: with autogroup scheduling, a process in
+# this script's session shares one CPU weight with the load client on the other CPU, and the
+# upstream on its CPU then preempts it more often than it preempts nginx.
 bearerd_cmd=("$root/target/release/bearerd" run --config "$here/perf/intercept.yaml")
 [ -n "$SERVER_CPUS" ] && bearerd_cmd=(taskset -c "$SERVER_CPUS" "${bearerd_cmd[@]}")
-RUST_LOG=${RUST_LOG:-warn} "${bearerd_cmd[@]}" > "$state/bearerd.log" 2>&1 &
+RUST_LOG=${RUST_LOG:-warn} setsid "${bearerd_cmd[@]}" > "$state/bearerd.log" 2>&1 < /dev/null &
 bearerd_pid=$!
 wait_port 127.0.0.1:18092 100 || { cat "$state/bearerd.log"; die "bearerd did not open 127.0.0.1:18092"; }
 
@@ -74,19 +77,43 @@ wait_port 127.0.0.1:18443 || die "nginx ssl did not open 127.0.0.1:18443"
 nginx_pid=$(cat "$RUN_DIR/nginx-ssl.pid")
 ca="$state/ca.pem"
 
-# run NAME CONNS [client args] -> "rps cpu_us_per_req" (the proxy's own CPU time per request)
+# csw PID... -> "voluntary involuntary" context switches of the pids' threads and their children's
+csw() {
+  local p c v=0 n=0 a b
+  for p in "$@"; do
+    for c in "$p" $(pgrep -P "$p" 2>/dev/null); do
+      read -r a b < <(cat /proc/"$c"/task/*/status 2>/dev/null | awk '
+        /^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2} END {print v+0, n+0}')
+      v=$((v + a)); n=$((n + b))
+    done
+  done
+  echo "$v $n"
+}
+
+# run NAME CONNS [client args] -> "rps cpu_us_per_req" (the proxy's own CPU time per request).
+# Also printed: context switches per request, voluntary/involuntary, of the proxy and of the
+# upstream that shares its CPU (an upstream woken by the request preempts the proxy).
 run() {
   local name=$1 conns=$2; shift 2
-  local pid args out t0 t1 req rps
+  local pid args out t0 t1 req rps s0 s1 u0 u1 up ut0 ut1 c0 c1 st0 st1 sa0 sa1 _
   if [ "$name" = nginx ]; then pid=$nginx_pid; args=(--target 127.0.0.1:18443)
   else pid=$bearerd_pid; args=(--proxy 127.0.0.1:18092); fi
   wait_quiet >/dev/null || true
+  up=$(cat "$RUN_DIR/upstream.pid")
+  s0=$(csw "$pid"); u0=$(csw "$up"); ut0=$(tree_ticks "$up")
+  read -r c0 st0 < <(sys_ticks "$LOADGEN_CPUS"); read -r _ sa0 < <(sys_ticks)
   t0=$(tree_ticks "$pid")
   out=$(pin "$LOADGEN_CPUS" "$client" "${args[@]}" --host localhost:18080 --ca "$ca" --conns "$conns" --secs "$SECS" "$@")
   t1=$(tree_ticks "$pid")
+  s1=$(csw "$pid"); u1=$(csw "$up"); ut1=$(tree_ticks "$up")
+  read -r c1 st1 < <(sys_ticks "$LOADGEN_CPUS"); read -r _ sa1 < <(sys_ticks)
   req=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
   rps=$(sed -n 's/.*rps=\([0-9]*\).*/\1/p' <<<"$out")
-  echo "  $name c=$conns $out cpu_us/req=$(( (t1 - t0) * 10000 / (req > 0 ? req : 1) ))" >&2
+  echo "  $name c=$conns $out cpu_us/req=$(( (t1 - t0) * 10000 / (req > 0 ? req : 1) ))" \
+    "$(awk -v a="$s0 $u0" -v b="$s1 $u1" -v r="$req" 'BEGIN{split(a, x); split(b, y); r = (r > 0 ? r : 1)
+      printf "csw/req proxy %.2f/%.2f upstream %.2f/%.2f", (y[1]-x[1])/r, (y[2]-x[2])/r, (y[3]-x[3])/r, (y[4]-x[4])/r}')" \
+    "upstream_cpu_us/req=$(( (ut1 - ut0) * 10000 / (req > 0 ? req : 1) ))" \
+    "client_cpu=$(( (c1 - c0) / SECS ))% steal=$(( (sa1 - sa0) / SECS ))%" >&2
   grep -q "non2xx=0 errors=0" <<<"$out" || echo "  ^ non-2xx answers or errors" >&2
   echo "$rps $(( (t1 - t0) * 10000 * 100 / (req > 0 ? req : 1) ))"
 }
@@ -139,8 +166,8 @@ idle_memory() {  # memory per idle connection (TLS done; through CONNECT for bea
 }
 
 # Instructions per request under callgrind (steady where the machine's load moves req/s): each
-# proxy alone under valgrind, c=32 keep-alive for CG_SECS after a warm-up. Stops the servers
-# above, so it runs last.
+# proxy alone under valgrind, c=32 keep-alive for CG_SECS after a warm-up, counting requests on
+# open connections only. Stops the servers above, so it runs last.
 callgrind_compare() {
   stop_pidfile "$RUN_DIR/nginx-ssl.pid" nginx-ssl || true
   kill "$bearerd_pid" 2>/dev/null; wait "$bearerd_pid" 2>/dev/null || true; bearerd_pid=
@@ -160,9 +187,20 @@ callgrind_compare() {
       vpid=$!; wait_port 127.0.0.1:18092 300 || die "bearerd under valgrind did not listen"
     fi
     "$client" "${args[@]}" --host localhost:18080 --ca "$ca" --conns 32 --secs 2 > /dev/null   # warm-up
+    # --gate: the counted window holds requests only (the 32 handshakes before it, the closes after).
+    rm -f "$state/gate"; mkfifo "$state/gate"
+    "$client" "${args[@]}" --host localhost:18080 --ca "$ca" --conns 32 --secs "${CG_SECS:-6}" --gate \
+      < "$state/gate" > "$state/gate.out" &
+    local gated=$!
+    exec 8>"$state/gate"
+    for _ in $(seq 1 600); do grep -q ready "$state/gate.out" && break; sleep 0.1; done
     callgrind_control -i on "$vpid" > /dev/null 2>&1
-    n=$("$client" "${args[@]}" --host localhost:18080 --ca "$ca" --conns 32 --secs "${CG_SECS:-6}" | sed -n 's/.*requests=\([0-9]*\).*/\1/p')
+    echo go >&8
+    for _ in $(seq 1 600); do grep -q requests= "$state/gate.out" && break; sleep 0.1; done
     callgrind_control -d "$vpid" > /dev/null 2>&1
+    exec 8>&-
+    wait "$gated" || true
+    n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' "$state/gate.out")
     kill "$vpid" 2>/dev/null; wait "$vpid" 2>/dev/null || true
     ir=$(cat "$state"/cg-"$name".*.1 2>/dev/null | awk '/^summary:/ {s += $2} END {print s+0}')
     awk -v l="$name" -v i="$ir" -v n="$n" 'BEGIN{printf "callgrind   %-7s c=32 %.0f instructions/request (%d requests)\n", l, (n > 0 ? i/n : 0), n}' \

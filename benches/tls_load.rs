@@ -10,7 +10,11 @@
 //! ```
 //! `--handshakes`: a new connection (and tunnel, and handshake) per request, for handshakes per
 //! second. `--idle N`: open N connections (tunnels with TLS done), hold them idle until stdin
-//! closes, and print nothing else (for memory per idle connection).
+//! closes, and print nothing else (for memory per idle connection). `--gate`: for counting a
+//! proxy's instructions per request in the steady state only: open every connection and make one
+//! request on each, print `ready`, wait for a line on stdin, count for `--secs`, let every
+//! connection finish its request in flight, print the result and hold the connections until
+//! stdin closes (so that no handshake and no close falls inside the counted window).
 //! Prints one line: `requests=N secs=S rps=R non2xx=N errors=N`.
 
 use std::net::SocketAddr;
@@ -32,6 +36,7 @@ struct Args {
     secs: u64,
     handshakes: bool,
     idle: usize,
+    gate: bool,
     path: String,
 }
 
@@ -45,6 +50,7 @@ fn args() -> Args {
         secs: 10,
         handshakes: false,
         idle: 0,
+        gate: false,
         path: "/".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -60,6 +66,7 @@ fn args() -> Args {
             "--path" => a.path = v(),
             "--idle" => a.idle = v().parse().unwrap(),
             "--handshakes" => a.handshakes = true,
+            "--gate" => a.gate = true,
             // cargo bench passes --bench.
             _ => {}
         }
@@ -149,7 +156,24 @@ struct Counts {
     errors: AtomicU64,
 }
 
-async fn worker(a: Arc<Args>, tls: tokio_rustls::TlsConnector, counts: Arc<Counts>, stop: Arc<AtomicBool>) {
+/// `--gate`'s meeting points: workers count themselves in `ready` after their first request, wait
+/// for `go`, and count themselves in `parked` once they stop, holding their connection.
+#[derive(Default)]
+struct Gate {
+    ready: AtomicU64,
+    go: tokio::sync::Notify,
+    gone: AtomicBool,
+    parked: AtomicU64,
+    hold: tokio::sync::Notify,
+}
+
+async fn worker(
+    a: Arc<Args>,
+    tls: tokio_rustls::TlsConnector,
+    counts: Arc<Counts>,
+    stop: Arc<AtomicBool>,
+    gate: Arc<Gate>,
+) {
     let close = if a.handshakes { "Connection: close\r\n" } else { "" };
     let req = format!("GET {} HTTP/1.1\r\nHost: {}\r\n{close}\r\n", a.path, a.host);
     let mut buf = Vec::with_capacity(4096);
@@ -186,8 +210,25 @@ async fn worker(a: Arc<Args>, tls: tokio_rustls::TlsConnector, counts: Arc<Count
             if a.handshakes {
                 break;
             }
+            if a.gate && !gate.gone.load(Ordering::Relaxed) {
+                let go = gate.go.notified();
+                gate.ready.fetch_add(1, Ordering::Relaxed);
+                if !gate.gone.load(Ordering::Relaxed) {
+                    go.await;
+                }
+            }
+        }
+        if a.gate {
+            let hold = gate.hold.notified();
+            gate.parked.fetch_add(1, Ordering::Relaxed);
+            hold.await;
         }
     }
+}
+
+/// Reads one line (or the end) of stdin without blocking the runtime.
+async fn stdin_line() {
+    let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await;
 }
 
 fn main() {
@@ -207,11 +248,28 @@ fn main() {
         }
         let counts = Arc::new(Counts::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(Gate::default());
+        let tasks: Vec<_> = (0..a.conns)
+            .map(|_| tokio::spawn(worker(a.clone(), tls.clone(), counts.clone(), stop.clone(), gate.clone())))
+            .collect();
+        if a.gate {
+            while gate.ready.load(Ordering::Relaxed) < a.conns as u64 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            println!("ready");
+            stdin_line().await;
+            counts.requests.store(0, Ordering::Relaxed);
+            gate.gone.store(true, Ordering::Relaxed);
+            gate.go.notify_waiters();
+        }
         let t0 = Instant::now();
-        let tasks: Vec<_> =
-            (0..a.conns).map(|_| tokio::spawn(worker(a.clone(), tls.clone(), counts.clone(), stop.clone()))).collect();
         tokio::time::sleep(Duration::from_secs(a.secs)).await;
         stop.store(true, Ordering::Relaxed);
+        if a.gate {
+            while gate.parked.load(Ordering::Relaxed) < a.conns as u64 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
         let secs = t0.elapsed().as_secs_f64();
         let requests = counts.requests.load(Ordering::Relaxed);
         println!(
@@ -220,6 +278,11 @@ fn main() {
             counts.non2xx.load(Ordering::Relaxed),
             counts.errors.load(Ordering::Relaxed)
         );
+        if a.gate {
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            stdin_line().await;
+        }
         for t in tasks {
             t.abort();
         }
