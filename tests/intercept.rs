@@ -170,6 +170,46 @@ async fn requests_inside_an_intercepted_tunnel_get_the_token() {
     b.shutdown().await;
 }
 
+/// A client that does not wait for the `200` (an optimistic CONNECT): its ClientHello arrives in
+/// the same write as the CONNECT, so bearerd reads it with the request head and must hand it to
+/// the TLS server first.
+#[tokio::test]
+async fn a_client_hello_sent_with_the_connect_is_not_lost() {
+    let (_dir, api, b, ca_pem) = world(|c| c).await;
+    let host = api.host();
+    let data = b.data;
+    let config = client_config(&ca_pem, &[b"http/1.1"]);
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = rustls::ClientConnection::new(config, name).unwrap();
+        let mut first = format!("CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+        tls.write_tls(&mut first).unwrap();
+        let mut sock = std::net::TcpStream::connect(data).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        sock.write_all(&first).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && sock.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&head));
+        let mut stream = rustls::Stream::new(&mut tls, &mut sock);
+        let req = format!("GET /data HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let seen = api.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("authorization"), Some("Bearer tok-demo"));
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn connects_that_bearerd_does_not_intercept_are_refused_plainly() {
     let (_dir, api, b, ca_pem) = world(|c| c).await;
