@@ -192,12 +192,11 @@ impl ClientConn {
     }
 
     /// The connection whole again, with what was read and not yet used in front (a tunnel's
-    /// first bytes may have come with its CONNECT). Those are copied out, so that the read
-    /// buffer is freed: a tunnel that lives for hours does not keep it.
+    /// first bytes may have come with its CONNECT).
     pub(super) fn into_stream(mut self) -> Option<Rewind> {
         let (rd, buf) = self.reader.take()?.into_parts();
         let inner = crate::http::io::reunite(rd, self.wr.into_inner())?;
-        Some(Rewind { prefix: Bytes::copy_from_slice(&buf), inner })
+        Some(Rewind { prefix: buf.freeze(), inner })
     }
 
     /// After `101 Switching Protocols` from the upstream: writes the 101 (the upstream's lines,
@@ -323,9 +322,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
-            if this.prefix.is_empty() {
-                this.prefix = Bytes::new(); // frees it
-            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
