@@ -41,57 +41,78 @@ pub(super) async fn connect(mut conn: ClientConn, req: Request<()>, state: Arc<S
             let _ = conn.write_answer(e.answer(), false, false, http10).await;
             conn.close().await;
         }
-        Ok(Connect::Tunnel { name, port }) => blind(conn, &state, &name, port, http10).await,
-        Ok(Connect::Intercept { name, port, app }) => {
-            let Ok(certs) = state.intercept.clone() else { return };
-            if conn.write_raw(ESTABLISHED).await.is_err() {
+        // Each boxed: the future of every CONNECTed connection is then only as large as the
+        // path it took.
+        Ok(Connect::Tunnel { name, port }) => Box::pin(blind(conn, &state, &name, port, http10)).await,
+        Ok(Connect::Intercept { name, port, app }) => Box::pin(intercept(conn, state, name, port, app, stop)).await,
+    }
+}
+
+/// An intercepted tunnel: `200`, the TLS handshake (the ClientHello's SNI must name the CONNECT
+/// host), then HTTP/1.1 or HTTP/2 as ALPN chose.
+async fn intercept(
+    conn: ClientConn,
+    state: Arc<State>,
+    name: String,
+    port: u16,
+    app: Option<Arc<str>>,
+    stop: oneshot::Receiver<()>,
+) {
+    let results = &state.metrics.intercepted_connections;
+    let Ok(certs) = state.intercept.clone() else { return };
+    let mut conn = conn;
+    if conn.write_raw(ESTABLISHED).await.is_err() {
+        return;
+    }
+    let Some(io) = conn.into_stream() else { return };
+    // The whole handshake within the header timeout: a ClientHello that never comes, or
+    // trickles, closes the connection. Boxed, and the TLS stream scoped to the block: neither
+    // is then kept in this future for as long as the connection lives.
+    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+    let handshake = Box::pin(async {
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+            .await
+            .map_err(|e| format!("no TLS ClientHello: {e}"))?;
+        match start.client_hello().server_name() {
+            Some(sni) if !sni.eq_ignore_ascii_case(&name) => {
+                return Err(format!("the ClientHello names {sni}, the CONNECT {name}"));
+            }
+            _ => {}
+        }
+        let config = certs.server_config(&name).await.map_err(|e| e.to_string())?;
+        start.into_stream(config).await.map_err(|e| format!("TLS handshake failed: {e}"))
+    });
+    // The TLS stream is scoped to this block (and boxed for HTTP/2) so that it takes no room
+    // in this future beside the server's, which holds it from here on.
+    let io = {
+        let tls = match tokio::time::timeout_at(deadline, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(why)) => {
+                results.with_label_values(&["handshake_failed"]).inc();
+                tracing::info!(host = %name, port, %why, "intercepted connection closed");
                 return;
             }
-            let Some(io) = conn.into_stream() else { return };
-            // The whole handshake within the header timeout: a ClientHello that never comes, or
-            // trickles, closes the connection.
-            let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
-            let handshake = async {
-                let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
-                    .await
-                    .map_err(|e| format!("no TLS ClientHello: {e}"))?;
-                match start.client_hello().server_name() {
-                    Some(sni) if !sni.eq_ignore_ascii_case(&name) => {
-                        return Err(format!("the ClientHello names {sni}, the CONNECT {name}"));
-                    }
-                    _ => {}
-                }
-                let config = certs.server_config(&name).await.map_err(|e| e.to_string())?;
-                start.into_stream(config).await.map_err(|e| format!("TLS handshake failed: {e}"))
-            };
-            let tls = match tokio::time::timeout_at(deadline, handshake).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(why)) => {
-                    results.with_label_values(&["handshake_failed"]).inc();
-                    tracing::info!(host = %name, port, %why, "intercepted connection closed");
-                    return;
-                }
-                Err(_) => {
-                    results.with_label_values(&["handshake_failed"]).inc();
-                    tracing::info!(host = %name, port, "intercepted connection closed: no TLS handshake within the header timeout");
-                    return;
-                }
-            };
-            results.with_label_values(&["intercepted"]).inc();
-            // Each request inside carries its tunnel; HTTP/1.1 is bearerd's own server, as on
-            // the listener, HTTP/2 hyper's, as on the listener.
-            let tunnel = Tunneled { name: name.into(), port, app };
-            let write_timeout = state.snapshot.load().config.upstream.timeout;
-            let handler = move |mut req: Request<Body>| {
-                req.extensions_mut().insert(tunnel.clone());
-                crate::proxy::handle(state.clone(), req)
-            };
-            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                super::h1::serve_h2(tls, handler, stop).await;
-            } else {
-                super::h1::serve(split_shared(tls), handler, stop, write_timeout, None).await;
+            Err(_) => {
+                results.with_label_values(&["handshake_failed"]).inc();
+                tracing::info!(host = %name, port, "intercepted connection closed: no TLS handshake within the header timeout");
+                return;
             }
-        }
+        };
+        results.with_label_values(&["intercepted"]).inc();
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") { Err(Box::new(tls)) } else { Ok(split_shared(tls)) }
+    };
+    // Each request inside carries its tunnel; HTTP/1.1 is bearerd's own server, as on the
+    // listener, HTTP/2 hyper's, as on the listener.
+    let tunnel = Tunneled { name: name.into(), port, app };
+    let write_timeout = state.snapshot.load().config.upstream.timeout;
+    let handler = move |mut req: Request<Body>| {
+        req.extensions_mut().insert(tunnel.clone());
+        crate::proxy::handle(state.clone(), req)
+    };
+    match io {
+        Ok(halves) => super::h1::serve(halves, handler, stop, write_timeout, None).await,
+        // Boxed, as on the listener: hyper's connection is large.
+        Err(tls) => Box::pin(super::h1::serve_h2(*tls, handler, stop)).await,
     }
 }
 
