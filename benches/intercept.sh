@@ -176,20 +176,20 @@ callgrind_compare() {
   for name in nginx bearerd; do
     if [ "$name" = nginx ]; then
       args=(--target 127.0.0.1:18443)
-      valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$state/cg-$name.%p" \
+      valgrind --tool=callgrind ${CG_OPTS:-} --instr-atstart=no --callgrind-out-file="$state/cg-$name.%p" \
         nginx -p "$p/" -e "$p/logs/error.log" -c "$p/nginx.conf" -g "pid $p/cg.pid; daemon off; master_process off;" \
         > "$state/cg-$name.log" 2>&1 &
       vpid=$!; wait_port 127.0.0.1:18443 300 || die "nginx under valgrind did not listen"
     else
       args=(--proxy 127.0.0.1:18092)
-      RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$state/cg-$name.%p" \
+      RUST_LOG=warn valgrind --tool=callgrind ${CG_OPTS:-} --instr-atstart=no --callgrind-out-file="$state/cg-$name.%p" \
         "$root/target/release/bearerd" run --config "$here/perf/intercept.yaml" > "$state/cg-$name.log" 2>&1 &
       vpid=$!; wait_port 127.0.0.1:18092 300 || die "bearerd under valgrind did not listen"
     fi
-    "$client" "${args[@]}" --host localhost:18080 --ca "$ca" --conns 32 --secs 2 > /dev/null   # warm-up
+    "$client" "${args[@]}" --host localhost:18080 --ca "$ca" --conns "${CG_CONNS:-32}" --secs 2 > /dev/null   # warm-up
     # --gate: the counted window holds requests only (the 32 handshakes before it, the closes after).
     rm -f "$state/gate"; mkfifo "$state/gate"
-    "$client" "${args[@]}" --host localhost:18080 --ca "$ca" --conns 32 --secs "${CG_SECS:-6}" --gate \
+    "$client" "${args[@]}" --host localhost:18080 --ca "$ca" --conns "${CG_CONNS:-32}" --secs "${CG_SECS:-6}" --gate \
       < "$state/gate" > "$state/gate.out" &
     local gated=$!
     exec 8>"$state/gate"
@@ -203,7 +203,7 @@ callgrind_compare() {
     n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' "$state/gate.out")
     kill "$vpid" 2>/dev/null; wait "$vpid" 2>/dev/null || true
     ir=$(cat "$state"/cg-"$name".*.1 2>/dev/null | awk '/^summary:/ {s += $2} END {print s+0}')
-    awk -v l="$name" -v i="$ir" -v n="$n" 'BEGIN{printf "callgrind   %-7s c=32 %.0f instructions/request (%d requests)\n", l, (n > 0 ? i/n : 0), n}' \
+    awk -v l="$name" -v c="${CG_CONNS:-32}" -v i="$ir" -v n="$n" 'BEGIN{printf "callgrind   %-7s c=%s %.0f instructions/request (%d requests)\n", l, c, (n > 0 ? i/n : 0), n}' \
       | tee -a "$state/summary"
   done
 }
