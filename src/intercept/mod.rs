@@ -69,21 +69,21 @@ impl Authority {
     /// the configuration leaves the location to bearerd.
     pub fn open(config: &InterceptConfig) -> Result<Authority, InterceptError> {
         let (cert, key) = (&config.ca_cert, &config.ca_key);
-        let fail = ca_error;
         match (cert.exists(), key.exists()) {
             (true, true) => {
-                let cert_pem = std::fs::read_to_string(cert).map_err(|e| fail(cert, format!("cannot read: {e}")))?;
+                let cert_pem =
+                    std::fs::read_to_string(cert).map_err(|e| ca_error(cert, format!("cannot read: {e}")))?;
                 // The key's read error names the file, never its content.
-                let key_pem = std::fs::read_to_string(key).map_err(|e| fail(key, format!("cannot read: {e}")))?;
+                let key_pem = std::fs::read_to_string(key).map_err(|e| ca_error(key, format!("cannot read: {e}")))?;
                 Authority::from_pem(cert_pem, &key_pem, cert, key)
             }
             (false, false) if config.generate => Authority::generate(cert, key),
-            (false, false) => Err(fail(cert, "neither the certificate nor its key exists".into())),
-            (true, false) => Err(fail(
+            (false, false) => Err(ca_error(cert, "neither the certificate nor its key exists")),
+            (true, false) => Err(ca_error(
                 key,
                 format!("missing beside {}: restore it, or remove both to generate a new CA", cert.display()),
             )),
-            (false, true) => Err(fail(
+            (false, true) => Err(ca_error(
                 cert,
                 format!("missing beside {}: restore it, or remove both to generate a new CA", key.display()),
             )),
@@ -91,30 +91,28 @@ impl Authority {
     }
 
     fn from_pem(cert_pem: String, key_pem: &str, cert: &Path, key: &Path) -> Result<Authority, InterceptError> {
-        let fail = |path: &Path, message: &str| ca_error(path, message.to_string());
         let key_pair = KeyPair::from_pem(key_pem)
-            .map_err(|_| fail(key, "not a PEM private key (PKCS#8: ECDSA, Ed25519 or RSA)"))?;
-        let (_, pem) =
-            x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_err(|_| fail(cert, "not a PEM certificate"))?;
-        let x509 = pem.parse_x509().map_err(|_| fail(cert, "not an X.509 certificate"))?;
+            .map_err(|_| ca_error(key, "not a PEM private key (PKCS#8: ECDSA, Ed25519 or RSA)"))?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+            .map_err(|_| ca_error(cert, "not a PEM certificate"))?;
+        let x509 = pem.parse_x509().map_err(|_| ca_error(cert, "not an X.509 certificate"))?;
         if !x509.is_ca() {
-            return Err(fail(cert, "not a CA certificate (basicConstraints CA:TRUE is missing)"));
+            return Err(ca_error(cert, "not a CA certificate (basicConstraints CA:TRUE is missing)"));
         }
         if x509.public_key().subject_public_key.data.as_ref() != rcgen::PublicKeyData::der_bytes(&key_pair) {
-            return Err(fail(key, "this key does not belong to the CA certificate beside it"));
+            return Err(ca_error(key, "this key does not belong to the CA certificate beside it"));
         }
         let not_after = x509.validity().not_after.timestamp();
         let der = CertificateDer::from(pem.contents.clone());
-        let issuer =
-            Issuer::from_ca_cert_der(&der, key_pair).map_err(|e| fail(cert, &format!("cannot sign with it: {e}")))?;
+        let issuer = Issuer::from_ca_cert_der(&der, key_pair)
+            .map_err(|e| ca_error(cert, format!("cannot sign with it: {e}")))?;
         Ok(Authority { cert_pem, issuer, not_after, path: cert.to_path_buf() })
     }
 
     /// A new CA (ECDSA P-256), written to `cert` and `key` (0600, written first).
     fn generate(cert: &Path, key: &Path) -> Result<Authority, InterceptError> {
-        let fail = ca_error;
         let key_pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| fail(key, format!("cannot generate a key: {e}")))?;
+            .map_err(|e| ca_error(key, format!("cannot generate a key: {e}")))?;
         let now = SystemTime::now();
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -127,15 +125,15 @@ impl Authority {
         params.not_before = (now - BACKDATE).into();
         params.not_after = (now + CA_LIFETIME).into();
         params.serial_number = Some(serial());
-        let cert_der = params.self_signed(&key_pair).map_err(|e| fail(cert, format!("cannot sign: {e}")))?;
+        let cert_der = params.self_signed(&key_pair).map_err(|e| ca_error(cert, format!("cannot sign: {e}")))?;
         let cert_pem = cert_der.pem();
         if let Some(dir) = cert.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail(dir, format!("cannot create the folder: {e}")))?;
+            std::fs::create_dir_all(dir).map_err(|e| ca_error(dir, format!("cannot create the folder: {e}")))?;
         }
         crate::secret::write_atomic(key, key_pair.serialize_pem().as_bytes(), 0o600)
-            .map_err(|e| fail(key, format!("cannot write: {e}")))?;
+            .map_err(|e| ca_error(key, format!("cannot write: {e}")))?;
         crate::secret::write_atomic(cert, cert_pem.as_bytes(), 0o644)
-            .map_err(|e| fail(cert, format!("cannot write: {e}")))?;
+            .map_err(|e| ca_error(cert, format!("cannot write: {e}")))?;
         tracing::info!(cert = %cert.display(), key = %key.display(), "generated the intercept CA");
         let not_after = unix(now + CA_LIFETIME);
         Ok(Authority { cert_pem, issuer: Issuer::new(params, key_pair), not_after, path: cert.to_path_buf() })
@@ -179,8 +177,8 @@ impl Authority {
 }
 
 /// A problem with the CA's file at `path` (never its content).
-fn ca_error(path: &Path, message: String) -> InterceptError {
-    InterceptError::Ca { path: path.display().to_string(), message }
+fn ca_error(path: &Path, message: impl Into<String>) -> InterceptError {
+    InterceptError::Ca { path: path.display().to_string(), message: message.into() }
 }
 
 /// A random positive 16-byte serial number.
