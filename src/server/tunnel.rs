@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::HEADER_READ_TIMEOUT;
 use super::h1::{ClientConn, Rewind};
-use crate::http::io::split_shared;
+use crate::http::io::{ReadSide, WriteSide, split_shared};
 use crate::proxy::ProxyError;
 use crate::proxy::connect::{Connect, Tunneled, decide};
 use crate::state::State;
@@ -51,7 +51,7 @@ pub(super) async fn connect(mut conn: ClientConn, req: Request<()>, state: Arc<S
 /// An intercepted tunnel: `200`, the TLS handshake (the ClientHello's SNI must name the CONNECT
 /// host), then HTTP/1.1 or HTTP/2 as ALPN chose.
 async fn intercept(
-    conn: ClientConn,
+    mut conn: ClientConn,
     state: Arc<State>,
     name: String,
     port: u16,
@@ -60,14 +60,13 @@ async fn intercept(
 ) {
     let results = &state.metrics.intercepted_connections;
     let Ok(certs) = state.intercept.clone() else { return };
-    let mut conn = conn;
     if conn.write_raw(ESTABLISHED).await.is_err() {
         return;
     }
     let Some(io) = conn.into_stream() else { return };
     // The whole handshake within the header timeout: a ClientHello that never comes, or
-    // trickles, closes the connection. Boxed, and the TLS stream scoped to the block: neither
-    // is then kept in this future for as long as the connection lives.
+    // trickles, closes the connection. Boxed: its state is freed once it is done, instead of
+    // staying in this future for as long as the connection lives.
     let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
     let handshake = Box::pin(async {
         let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
@@ -85,21 +84,21 @@ async fn intercept(
     // The TLS stream is scoped to this block (and boxed for HTTP/2) so that it takes no room
     // in this future beside the server's, which holds it from here on.
     let io = {
-        let tls = match tokio::time::timeout_at(deadline, handshake).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(why)) => {
+        let handshake = tokio::time::timeout_at(deadline, handshake).await;
+        let tls = match handshake.unwrap_or_else(|_| Err("no TLS handshake within the header timeout".into())) {
+            Ok(tls) => tls,
+            Err(why) => {
                 results.with_label_values(&["handshake_failed"]).inc();
                 tracing::info!(host = %name, port, %why, "intercepted connection closed");
                 return;
             }
-            Err(_) => {
-                results.with_label_values(&["handshake_failed"]).inc();
-                tracing::info!(host = %name, port, "intercepted connection closed: no TLS handshake within the header timeout");
-                return;
-            }
         };
         results.with_label_values(&["intercepted"]).inc();
-        if tls.get_ref().1.alpn_protocol() == Some(b"h2") { Err(Box::new(tls)) } else { Ok(split_shared(tls)) }
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            Alpn::H2(Box::new(tls))
+        } else {
+            Alpn::Http11(split_shared(tls))
+        }
     };
     // Each request inside carries its tunnel; HTTP/1.1 is bearerd's own server, as on the
     // listener, HTTP/2 hyper's, as on the listener.
@@ -110,10 +109,16 @@ async fn intercept(
         crate::proxy::handle(state.clone(), req)
     };
     match io {
-        Ok(halves) => super::h1::serve(halves, handler, stop, write_timeout, None).await,
+        Alpn::Http11(halves) => super::h1::serve(halves, handler, stop, write_timeout, None).await,
         // Boxed, as on the listener: hyper's connection is large.
-        Err(tls) => Box::pin(super::h1::serve_h2(*tls, handler, stop)).await,
+        Alpn::H2(tls) => Box::pin(super::h1::serve_h2(*tls, handler, stop)).await,
     }
+}
+
+/// What a tunnel's ALPN chose, and the connection to serve it on.
+enum Alpn {
+    Http11((ReadSide, WriteSide)),
+    H2(Box<tokio_rustls::server::TlsStream<Rewind>>),
 }
 
 /// A blind tunnel to `name:port` (`tunnel_hosts`): connected after the address check, then bytes
