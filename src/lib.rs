@@ -85,6 +85,7 @@
 #![warn(unreachable_pub)]
 
 pub mod admin;
+pub(crate) mod caller;
 pub mod config;
 pub(crate) mod fasthash;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -92,6 +93,7 @@ pub(crate) mod fasthash;
 pub mod fuzzing;
 pub(crate) mod http;
 pub mod intercept;
+pub(crate) mod jose;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub mod reload;

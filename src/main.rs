@@ -54,6 +54,9 @@ enum Command {
         /// The account (x-bearerd-account).
         #[arg(long)]
         account: Option<String>,
+        /// The caller (SPEC 2.2) sending it, by name: what that caller would get.
+        #[arg(long)]
+        caller: Option<String>,
     },
     /// Print the intercept CA certificate (PEM), creating it if it does not exist yet:
     /// applications trust it for HTTPS through CONNECT.
@@ -114,7 +117,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Explain { config, method, url, headers, app, account } => {
+        Command::Explain { config, method, url, headers, app, account, caller } => {
             let config = match load_or_report(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -127,7 +130,7 @@ fn main() -> ExitCode {
                 };
                 map.insert(name.trim().to_string(), value.trim().to_string());
             }
-            let req = bearerd::admin::explain::ExplainRequest { method, url, headers: map, app, account };
+            let req = bearerd::admin::explain::ExplainRequest { method, url, headers: map, app, account, caller };
             let answer = bearerd::admin::explain::offline(config, &req);
             println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
             if answer["matched"] == true { ExitCode::SUCCESS } else { ExitCode::from(1) }

@@ -50,7 +50,20 @@ pub(crate) struct Metrics {
     pub intercepted_connections: IntCounterVec,
     /// `certificates_issued_total`: leaf certificates minted from the intercept CA
     pub certificates_issued: prometheus::IntCounter,
+    /// `caller_requests_total{caller,app}`: data-plane requests each caller made, by app
+    pub caller_requests: IntCounterVec,
+    /// `caller_auth_failures_total{reason}`: requests refused for their caller ([`AUTH_FAILURES`])
+    pub caller_auth_failures: IntCounterVec,
+    /// `jwks_fetches_total{caller,result}`: fetches of a `jwt` caller's `jwks_url`
+    pub jwks_fetches: IntCounterVec,
 }
+
+/// The reasons `caller_auth_failures_total` counts: no credential, one that cannot be read, one
+/// no caller has, an expired token, a token whose issuer, audience or claims are not a caller's,
+/// and a caller refused an app or account (403).
+pub(crate) const AUTH_FAILURES: [&str; 6] = ["missing", "malformed", "unknown", "expired", "claims", "forbidden"];
+/// The results `jwks_fetches_total` counts.
+pub(crate) const JWKS_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// The outcomes `intercepted_connections_total` counts: TLS terminated by bearerd
 /// (`intercepted`), a blind tunnel (`tunneled`), CONNECT refused (`refused`), the client's TLS
@@ -143,6 +156,18 @@ impl Metrics {
             &registry,
             prometheus::IntCounter::new("certificates_issued_total", "Leaf certificates minted from the intercept CA"),
         );
+        let caller_requests =
+            counter("caller_requests_total", "Data-plane requests by caller and app", &["caller", "app"]);
+        let caller_auth_failures = counter(
+            "caller_auth_failures_total",
+            "Data-plane requests refused for their caller, by reason",
+            &["reason"],
+        );
+        for reason in AUTH_FAILURES {
+            caller_auth_failures.with_label_values(&[reason]).reset();
+        }
+        let jwks_fetches =
+            counter("jwks_fetches_total", "Fetches of a jwt caller's jwks_url by result", &["caller", "result"]);
         for listener in ["data", "admin"] {
             open_connections.with_label_values(&[listener]).set(0);
             connections_refused.with_label_values(&[listener]).reset();
@@ -168,6 +193,9 @@ impl Metrics {
             config_last_reload_successful,
             intercepted_connections,
             certificates_issued,
+            caller_requests,
+            caller_auth_failures,
+            jwks_fetches,
         }
     }
 

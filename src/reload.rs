@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::hash::{Hash as _, Hasher as _};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,7 +129,7 @@ async fn reload(
     if let Err(e) = shared.upstream.reconfigure(&config.upstream) {
         return Err(failed(shared, trigger, single("", &e)));
     }
-    let new = Snapshot::compile(config, generation, &shared.metrics);
+    let new = Snapshot::compile(config, generation, &shared.metrics, &shared.keys);
     let notes = [notes, rebound_integrations(&old, &new)].concat();
     for n in &notes {
         tracing::warn!(trigger, "{n}");
@@ -176,6 +177,21 @@ fn carry_over(old: &Snapshot, new: &mut Config) -> Vec<String> {
     if new.store != old.config.store {
         notes.push("store changed: restart bearerd to apply it (tokens stay in the store opened at start)".into());
         new.store = old.config.store.clone();
+    }
+    let (was_tls, now_tls) =
+        (old.config.listen_tls.as_ref().map(|t| t.address), new.listen_tls.as_ref().map(|t| t.address));
+    if was_tls != now_tls {
+        let shown = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_string(), |a| a.to_string());
+        notes.push(format!(
+            "listen_tls.address changed to {}: restart bearerd to apply it (still serving on {})",
+            shown(now_tls),
+            shown(was_tls)
+        ));
+        match (&mut new.listen_tls, old.config.listen_tls.as_ref()) {
+            // The new certificate is taken; the address stays.
+            (Some(t), Some(was)) => t.address = was.address,
+            (t, was) => *t = was.cloned(),
+        }
     }
     let (was, now) = (&old.config.intercept, &mut new.intercept);
     if (&now.ca_cert, &now.ca_key) != (&was.ca_cert, &was.ca_key) {

@@ -22,12 +22,17 @@ impl Secret {
 
     /// Compares in time independent of where the first difference is.
     pub fn constant_time_eq(&self, other: &[u8]) -> bool {
-        let a = self.0.as_bytes();
-        if a.len() != other.len() {
-            return false;
-        }
-        a.iter().zip(other).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        ct_eq(self.0.as_bytes(), other)
     }
+}
+
+/// Whether `a` and `b` are equal, in time independent of where they first differ (their
+/// lengths are not secret).
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl std::fmt::Debug for Secret {

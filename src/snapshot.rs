@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use prometheus::{Histogram, IntCounter};
 
+use crate::caller::{Callers, Keys};
 use crate::config::{AppConfig, Config, IntegrationSpec};
 use crate::fasthash::FastMap;
 use crate::http::write::put_header;
@@ -28,6 +29,8 @@ pub(crate) struct Snapshot {
     pub(crate) config: Arc<Config>,
     pub(crate) apps: Vec<App>,
     by_name: FastMap<Box<str>, usize>,
+    /// Who may use the data plane (empty: anyone who reaches it, on loopback).
+    pub(crate) callers: Callers,
 }
 
 pub(crate) struct App {
@@ -124,8 +127,8 @@ impl App {
 }
 
 impl Snapshot {
-    /// Compiles `config`.
-    pub(crate) fn compile(config: Config, generation: u64, metrics: &Metrics) -> Snapshot {
+    /// Compiles `config`; `keys` holds the JWKS of `jwt` callers across snapshots.
+    pub(crate) fn compile(config: Config, generation: u64, metrics: &Metrics, keys: &Keys) -> Snapshot {
         let apps: Vec<App> = config
             .apps
             .iter()
@@ -157,7 +160,8 @@ impl Snapshot {
             })
             .collect();
         let by_name = apps.iter().enumerate().map(|(i, a)| (a.name.as_ref().into(), i)).collect();
-        Snapshot { generation, config: Arc::new(config), apps, by_name }
+        let callers = Callers::compile(&config, keys, metrics);
+        Snapshot { generation, config: Arc::new(config), apps, by_name, callers }
     }
 
     pub(crate) fn app(&self, name: &str) -> Option<&App> {

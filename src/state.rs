@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::caller::Keys;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::token::{Refresher, Tokens};
@@ -28,6 +29,10 @@ pub struct State {
     pub(crate) default_account: Arc<str>,
     /// The data listener's port once it is bound: a request addressed to it is for bearerd.
     data_port: AtomicU16,
+    /// The TLS data listener's port, when it is bound.
+    tls_port: AtomicU16,
+    /// The keys of `jwt` callers' `jwks_url`s, kept across reloads.
+    pub(crate) keys: Arc<Keys>,
     /// The intercept CA's certificates for CONNECT hosts; `None` when the CA could not be
     /// opened (CONNECT to a templated host then gets 503 saying why).
     pub(crate) intercept: Result<Arc<crate::intercept::Certificates>, String>,
@@ -40,6 +45,7 @@ impl State {
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
         intercept: Result<Arc<crate::intercept::Certificates>, String>,
+        keys: Arc<Keys>,
     ) -> State {
         let refresher = Arc::new(Refresher::new(tokens.clone(), upstream.clone(), &metrics));
         State {
@@ -50,6 +56,8 @@ impl State {
             metrics,
             default_account: crate::token::DEFAULT_ACCOUNT.into(),
             data_port: AtomicU16::new(0),
+            tls_port: AtomicU16::new(0),
+            keys,
             intercept,
         }
     }
@@ -60,5 +68,14 @@ impl State {
 
     pub(crate) fn set_data_port(&self, port: u16) {
         self.data_port.store(port, Ordering::Relaxed);
+    }
+
+    /// Whether `port` is one of the data listeners' (a request addressed to it is for bearerd).
+    pub(crate) fn is_data_port(&self, port: u16) -> bool {
+        port != 0 && (port == self.data_port() || port == self.tls_port.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_tls_port(&self, port: u16) {
+        self.tls_port.store(port, Ordering::Relaxed);
     }
 }

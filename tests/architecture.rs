@@ -1,10 +1,11 @@
 //! The import layers of DESIGN.md, checked on the source: every `crate::<module>` path in
 //! `src/` is an edge between top-level modules, and edges only go down the layers
 //!
-//!   server > admin > {proxy, reload} > state > snapshot > {token, intercept} > upstream
-//!   > config > template > {http, metrics, secret, fasthash, reuse}
+//!   server > admin > {proxy, reload} > state > snapshot > {token, intercept, caller} > upstream
+//!   > config > template > {http, jose, metrics, secret, fasthash, reuse}
 //!
-//! so there is no cycle, token never reaches proxy, server or admin, proxy never reaches admin,
+//! so there is no cycle, token never reaches proxy, server or admin, caller never reaches
+//! proxy, server or token, proxy never reaches admin,
 //! config and template never reach anything that serves, and `http` knows nothing of bearerd.
 //! A new top-level module must be given its layer here.
 
@@ -23,10 +24,12 @@ const LAYERS: &[(&str, u32)] = &[
     ("snapshot", 5),
     ("token", 4),
     ("intercept", 4),
+    ("caller", 4),
     ("upstream", 3),
     ("config", 2),
     ("template", 1),
     ("http", 0),
+    ("jose", 0),
     ("metrics", 0),
     ("secret", 0),
     ("fasthash", 0),

@@ -15,8 +15,8 @@ use super::{Admin, query_param};
 use crate::config::Grant;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
+use crate::token::TokenKey;
 use crate::token::oauth::{self, GrantError, GrantRequest};
-use crate::token::{DEFAULT_ACCOUNT, TokenKey};
 use crate::upstream::Body;
 
 /// How long a started authorization may take.
@@ -90,17 +90,19 @@ pub(crate) fn authorize(
             "This integration uses client credentials: bearerd fetches its tokens itself.",
         );
     }
-    let account = match query_param(query, "account") {
-        Some(acc) if !acc.is_empty() && acc.len() <= 256 => acc,
-        Some(_) => return page(StatusCode::BAD_REQUEST, "Bad account", "account must be 1-256 characters."),
-        None if integ.agent => {
+    let named = query_param(query, "account");
+    let account = match crate::token::account(integ, named.as_deref()) {
+        Ok(a) => a.name.to_string(),
+        Err(crate::token::AccountError::Invalid) => {
+            return page(StatusCode::BAD_REQUEST, "Bad account", "account must be 1-256 visible characters.");
+        }
+        Err(crate::token::AccountError::Required(_)) => {
             return page(
                 StatusCode::BAD_REQUEST,
                 "Account required",
                 "This integration has agent tokens: add ?account=<agent id>.",
             );
         }
-        None => DEFAULT_ACCOUNT.to_string(),
     };
     let Some(authorize_url) = &integ.authorize_url else {
         return page(StatusCode::BAD_REQUEST, "No authorize_url", "The integration has no authorize_url.");

@@ -1,17 +1,23 @@
-//! A dry run of one request (SPEC 3 `POST /admin/explain`, SPEC 4 `bearerd explain`): which app
-//! and template match and the upstream request as it would be sent, with every value that could
-//! be a secret redacted; for no match, why not and the nearest templates; the token's state and
-//! whether a refresh would come first. Nothing is sent, nothing is stored.
+//! A dry run of one request (SPEC 3 `POST /admin/explain`, SPEC 4 `bearerd explain`): how it
+//! would arrive (through a tunnel for an `https://` URL, as a proxy request for `http://`, in
+//! origin form for a path with a `Host`, `/invoke/<name>` by name), which app and template the
+//! data plane's own plan ([`crate::proxy::plan`]) chooses for it and for the caller named, and the
+//! upstream request as it would be sent, with every value that could be a secret redacted; for
+//! no match, why not and the nearest templates; the token's state and whether a refresh would
+//! come first. Nothing is sent, nothing is stored, no credential is checked.
 
-use http::Method;
+use http::{Method, Request};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::caller::{Admitted, User};
+use crate::proxy::connect::{self, Connect, Tunneled};
+use crate::proxy::plan::{self, Head, Plan};
+use crate::proxy::{Marks, ProxyError, Record};
 use crate::snapshot::{App, Snapshot};
 use crate::template::expr::{Bound, Part};
-use crate::template::route::Match;
-use crate::template::{Context, RequestScope, TemplateSpec};
-use crate::token::{DEFAULT_ACCOUNT, TokenKey, TokenState, Tokens, unix_now};
+use crate::template::{RequestScope, TemplateSpec};
+use crate::token::{TokenKey, TokenState, Tokens, unix_now};
 
 /// What is explained: a request as an application would send it through bearerd.
 #[derive(Debug, Deserialize)]
@@ -26,83 +32,193 @@ pub struct ExplainRequest {
     pub app: Option<String>,
     #[serde(default)]
     pub account: Option<String>,
+    /// The caller (SPEC 2.2) the request is from, by name: what that caller would get.
+    #[serde(default)]
+    pub caller: Option<String>,
 }
 
 /// Shown instead of a value that may be a secret.
 const REDACTED: &str = "[redacted]";
 
-/// The explanation, as JSON; `tokens` gives token states (`None`: offline, no state).
-pub(crate) fn explain(snap: &Snapshot, tokens: Option<&Tokens>, req: &ExplainRequest) -> Value {
-    let Ok(method) = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()) else {
-        return json!({"matched": false, "error": format!("`{}` is not an HTTP method", req.method)});
-    };
-    let header = |name: &str| req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
-    let (host, path, query) = match split_url(&req.url, header("host")) {
-        Some(parts) => parts,
-        None => return json!({"matched": false, "error": "the url needs a host: an absolute URL, or a Host header"}),
-    };
-    let app_name = req.app.as_deref().or(header("x-bearerd-app"));
-    let apps: Vec<&App> = match app_name {
-        Some(name) => match snap.app(name) {
-            Some(a) => vec![a],
-            None => return json!({"matched": false, "error": format!("no app named `{name}`")}),
-        },
-        None => snap.apps.iter().collect(),
-    };
-    let mut matches: Vec<(&App, Match<'_, '_>)> =
-        apps.iter().filter_map(|a| a.router.find(&method, &host, &path).map(|m| (*a, m))).collect();
-    let request = json!({"method": method.as_str(), "host": host, "path": path});
-    if matches.len() == 1
-        && let Some((app, m)) = matches.pop()
-    {
-        return matched(snap, tokens, app, m, req, query.as_deref());
-    }
-    match matches.as_slice() {
-        [] => json!({
-            "matched": false,
-            "request": request,
-            "why": format!("no template of {} has method {method}, host {host} and a path like {path}",
-                if apps.len() == 1 { format!("app {}", apps[0].name) } else { "any app".into() }),
-            "nearest": nearest(&apps, &method, &host, &path),
-        }),
-        several => json!({
-            "matched": false,
-            "request": request,
-            "why": "templates of several apps match: name the app (x-bearerd-app)",
-            "candidates": several.iter().map(|(a, m)| json!({"app": &*a.name, "template": a.templates()[m.template].name})).collect::<Vec<_>>(),
-        }),
-    }
-}
-
-/// `(host, path, query)` of an absolute URL, or of a path with the `Host` header.
-fn split_url(url: &str, host_header: Option<&str>) -> Option<(String, String, Option<String>)> {
-    let (authority, rest) = match url.split_once("://") {
-        Some((_, rest)) => match rest.find(['/', '?']) {
-            Some(i) => (rest[..i].to_string(), &rest[i..]),
-            None => (rest.to_string(), "/"),
-        },
-        None => (host_header?.to_string(), url),
-    };
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q.to_string())),
-        None => (rest, None),
-    };
-    let path = if path.is_empty() { "/".to_string() } else { path.to_string() };
-    // As the data plane matches it: a host with the scheme's default port is the host.
-    let authority = authority.strip_suffix(":443").or(authority.strip_suffix(":80")).unwrap_or(&authority);
-    (!authority.is_empty()).then(|| (authority.to_ascii_lowercase(), path, query))
-}
-
-fn matched(
+/// The explanation, as JSON; `tokens` gives token states (`None`: offline, no state), `ours`
+/// whether a port is one of bearerd's own data listeners'.
+pub(crate) fn explain(
     snap: &Snapshot,
     tokens: Option<&Tokens>,
-    app: &App,
-    m: Match<'_, '_>,
+    ours: &dyn Fn(u16) -> bool,
     req: &ExplainRequest,
-    query: Option<&str>,
 ) -> Value {
-    let mut ctx = Context::default();
-    let t = &app.templates()[ctx.capture(m)];
+    let fail = |e: String| json!({"matched": false, "error": e});
+    let Ok(method) = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()) else {
+        return fail(format!("`{}` is not an HTTP method", req.method));
+    };
+    // The request as it arrives: inside a tunnel (origin form, `Host` the CONNECT's host), as a
+    // proxy request in absolute form, or in origin form with its own `Host`.
+    let https = req.url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    let (target, authority) = match req.url.split_once("://") {
+        Some((_, rest)) => {
+            let i = rest.find(['/', '?']).unwrap_or(rest.len());
+            let path = if rest[i..].starts_with('/') { rest[i..].to_string() } else { format!("/{}", &rest[i..]) };
+            (if https { path } else { req.url.clone() }, Some(rest[..i].to_string()))
+        }
+        None => (req.url.clone(), None),
+    };
+    let mut builder = Request::builder().method(method.clone()).uri(&target);
+    for (k, v) in &req.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    if let (true, Some(a)) = (https, &authority)
+        && !req.headers.keys().any(|k| k.eq_ignore_ascii_case("host"))
+    {
+        builder = builder.header("host", a.as_str());
+    }
+    if let Some(app) = &req.app {
+        builder = builder.header("x-bearerd-app", app.as_str());
+    }
+    if let Some(account) = &req.account {
+        builder = builder.header("x-bearerd-account", account.as_str());
+    }
+    let parts = match builder.body(()) {
+        Ok(r) => r.into_parts().0,
+        Err(e) => return fail(format!("not a request bearerd could receive: {e}")),
+    };
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    if host.is_empty() {
+        return fail("the url needs a host: an absolute URL, or a Host header".into());
+    }
+    let marks = Marks::of(&parts.headers);
+    let mut out = json!({});
+    // The caller, by name (a dry run checks no credential).
+    let caller = match &req.caller {
+        None => {
+            if !snap.callers.is_empty() {
+                out["note"] = "callers are configured: every request needs one's credential; name the caller to see what it would get".into();
+            }
+            None
+        }
+        Some(name) => match snap.callers.index(name) {
+            None => return fail(format!("no caller named `{name}`")),
+            Some(i) => {
+                let c = snap.callers.get(i);
+                let user = marks
+                    .hop_by_hop
+                    .then(|| parts.headers.get(http::header::PROXY_AUTHORIZATION))
+                    .flatten()
+                    .and_then(|v| crate::caller::credential::basic_user(v.as_bytes()))
+                    .flatten();
+                let user = match user {
+                    None => User::None,
+                    Some(u) => snap.app_index(&u).map_or(User::Unknown(u.as_str().into()), User::App),
+                };
+                // A caller whose JWT binds its account: the account given stands for the claim.
+                let account = c.account_claim().and(req.account.as_deref()).map(Into::into);
+                out["caller"] = c.name.to_string().into();
+                Some(Admitted { caller: i, user, expires: None, account })
+            }
+        },
+    };
+    // Through a tunnel: what the CONNECT reaches first.
+    let tunnel = match (https, &authority) {
+        (true, Some(a)) => {
+            let with_port = if a.contains(':') && !a.ends_with(']') { a.clone() } else { format!("{a}:443") };
+            let reached = connect::connect_target(&with_port).and_then(|(name, port)| {
+                let app = plan::named_app(snap, &parts.headers, marks, None, caller.as_ref())?;
+                connect::reach(snap, name, port, app, caller.clone())
+            });
+            match reached {
+                Ok(Connect::Intercept { name, port, app, caller: tc }) => {
+                    out["via"] = format!("CONNECT {name}:{port}, intercepted").into();
+                    Some(Tunneled { name: name.into(), port, tls: true, app, caller: tc })
+                }
+                Ok(Connect::Tunnel { name, port }) => {
+                    out["via"] =
+                        format!("CONNECT {name}:{port}, a blind tunnel (tunnel_hosts): no template, no token").into();
+                    out["matched"] = false.into();
+                    return out;
+                }
+                Err(e) => {
+                    out["via"] = format!("CONNECT refused: {e}").into();
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let invoke = tunnel.is_none() && !https && crate::proxy::is_invoke(ours, snap, &parts, host);
+    if out.get("via").is_none() {
+        out["via"] = if invoke {
+            "invoke by name"
+        } else if authority.is_some() {
+            "proxy request"
+        } else {
+            "origin form"
+        }
+        .into();
+    }
+    let head = Head {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        host,
+        marks,
+        tunnel: tunnel.as_ref(),
+        invoke,
+    };
+    let request = json!({"method": method.as_str(), "host": host, "path": parts.uri.path()});
+    let planned = plan::plan(snap, &head, caller.as_ref(), &mut Record::default());
+    let plan = match planned {
+        Ok(p) => p,
+        Err(ProxyError::NoMatch { .. }) => {
+            let apps: Vec<&App> = match plan::named_app(snap, &parts.headers, marks, tunnel.as_ref(), caller.as_ref()) {
+                Ok(Some(i)) => vec![&snap.apps[i]],
+                _ => snap.apps.iter().collect(),
+            };
+            merge(
+                &mut out,
+                json!({
+                    "matched": false,
+                    "request": request,
+                    "why": format!("no template of {} has method {method}, host {host} and a path like {}",
+                        if apps.len() == 1 { format!("app {}", apps[0].name) } else { "any app".into() }, parts.uri.path()),
+                    "nearest": nearest(&apps, &method, host, parts.uri.path()),
+                }),
+            );
+            return out;
+        }
+        Err(e) => {
+            let (status, _) = e.classify();
+            merge(
+                &mut out,
+                json!({"matched": false, "request": request, "status": status.as_u16(), "why": e.to_string()}),
+            );
+            return out;
+        }
+    };
+    let refused =
+        caller.as_ref().and_then(|c| crate::proxy::admit::admit(snap, plan.app, plan.account.as_ref(), c).err());
+    matched(snap, tokens, plan, &mut out);
+    out["admitted"] = refused.is_none().into();
+    if let Some(e) = refused {
+        out["refused"] = json!({"status": e.classify().0.as_u16(), "message": e.to_string()});
+    }
+    out
+}
+
+fn merge(out: &mut Value, more: Value) {
+    if let (Value::Object(o), Value::Object(m)) = (out, more) {
+        o.extend(m);
+    }
+}
+
+fn matched(snap: &Snapshot, tokens: Option<&Tokens>, plan: Plan<'_, '_>, out: &mut Value) {
+    let app = &snap.apps[plan.app];
+    let t = &app.templates()[plan.template];
+    let ctx = plan.ctx;
     let scope = RequestScope { context: &ctx, token: Some(REDACTED) };
     let secrets = secrets_of(app);
     let redact = |s: &str| secrets.iter().fold(s.to_string(), |s, secret| s.replace(secret.as_str(), REDACTED));
@@ -111,7 +227,7 @@ fn matched(
         Ok(authority) => {
             let mut url = format!("{}://{authority}", if t.https { "https" } else { "http" });
             let template_query = redacted_query(t);
-            match t.render_path_and_query(&scope, query, &mut url) {
+            match t.render_path_and_query(&scope, plan.query, &mut url) {
                 Err(e) => json!({"error": e.to_string()}),
                 Ok(()) => {
                     // Query values the template sets may be keys: only their names are shown.
@@ -137,24 +253,25 @@ fn matched(
             }
         }
     };
-    let mut out = json!({
-        "matched": true,
-        "app": &*app.name,
-        "template": t.name,
-        "upstream": upstream,
-        "context": ctx.values.iter().map(|(k, v)| (k.to_string(), Value::String(redact(v)))).collect::<serde_json::Map<_, _>>(),
-    });
-    if let Some(i) = t.integration {
+    merge(
+        out,
+        json!({
+            "matched": true,
+            "app": &*app.name,
+            "template": t.name,
+            "upstream": upstream,
+            "context": ctx.values.iter().map(|(k, v)| (k.to_string(), Value::String(redact(v)))).collect::<serde_json::Map<_, _>>(),
+        }),
+    );
+    if let (Some(i), Some(account)) = (t.integration, plan.account) {
         let integ = &app.config.fdk.integrations[i];
-        let account = if integ.grant == crate::config::Grant::ClientCredentials {
-            DEFAULT_ACCOUNT.to_string()
-        } else {
-            req.account.clone().or(req.headers.get("x-bearerd-account").cloned()).unwrap_or(DEFAULT_ACCOUNT.into())
-        };
         out["integration"] = integ.name.clone().into();
-        out["account"] = account.clone().into();
+        out["account"] = account.name.into();
+        if account.ignored {
+            out["account_note"] = "client credentials: one token for the integration, whatever account is named".into();
+        }
         if let Some(tokens) = tokens {
-            let key = TokenKey::new(&app.name, &integ.name, &account);
+            let key = TokenKey::new(&app.name, &integ.name, account.name);
             let token = tokens.get(&key);
             let state = token.as_ref().map_or(TokenState::Missing, |t| t.state(unix_now(), &integ.binding));
             let skew = snap.config.refresh.skew.as_secs();
@@ -162,11 +279,10 @@ fn matched(
             out["token"] = json!({
                 "state": state.as_str(),
                 "refresh_first": state == TokenState::Valid && due || state == TokenState::Expired,
-                "authorize": (state != TokenState::Valid).then(|| snap.authorize_url(&app.name, &integ.name, &account)),
+                "authorize": (state != TokenState::Valid).then(|| snap.authorize_url(&app.name, &integ.name, account.name)),
             });
         }
     }
-    out
 }
 
 /// The query keys a template sets (their values are redacted).
@@ -261,6 +377,8 @@ fn path_match(t: &TemplateSpec, segs: &[&str]) -> (u32, Option<(usize, String)>)
 
 /// `bearerd explain`: the same dry run from a configuration alone (no token state).
 pub fn offline(config: crate::config::Config, req: &ExplainRequest) -> Value {
-    let snap = Snapshot::compile(config, 1, &crate::metrics::Metrics::new());
-    explain(&snap, None, req)
+    let ports: Vec<u16> =
+        std::iter::once(config.listen.port()).chain(config.listen_tls.as_ref().map(|t| t.address.port())).collect();
+    let snap = Snapshot::compile(config, 1, &crate::metrics::Metrics::new(), &crate::caller::Keys::offline());
+    explain(&snap, None, &|p| ports.contains(&p), req)
 }

@@ -138,6 +138,16 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
             }
         }
         (_, p) if p.starts_with("/admin/") => match authorized(shared, &req) {
+            // A web page the operator visits cannot reload, forget or put tokens.
+            Ok(())
+                if req.method() != Method::GET
+                    && !same_origin(&req, &shared.snapshot.load().config.admin.public_url) =>
+            {
+                json(
+                    StatusCode::FORBIDDEN,
+                    serde_json::json!({"message": "a cross-site request cannot change bearerd's state (Origin / Sec-Fetch-Site)"}),
+                )
+            }
             Ok(()) => admin_api(&admin, req).await,
             Err(r) => *r,
         },
@@ -173,6 +183,32 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
         Ok(Err(_)) => Err(refuse(StatusCode::BAD_REQUEST, "the request body is malformed")),
         Err(_) => Err(refuse(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time")),
     }
+}
+
+/// Whether a state-changing admin request comes from the admin listener's own origin (SPEC 2.2):
+/// its `Sec-Fetch-Site` (browsers send it) is `same-origin` or `none`, and an `Origin`, when
+/// given, is `public_url`'s, or the request's own `Host` where that is an IP address or
+/// `localhost` (another name that resolves here, DNS rebinding, is not this listener's origin).
+/// Scripts (curl) send neither header.
+pub(crate) fn same_origin<B>(req: &Request<B>, public_url: &str) -> bool {
+    let header = |n: header::HeaderName| req.headers().get(n).and_then(|v| v.to_str().ok());
+    if let Some(site) = header(header::HeaderName::from_static("sec-fetch-site"))
+        && !matches!(site, "same-origin" | "none")
+    {
+        return false;
+    }
+    let Some(origin) = header(header::ORIGIN) else { return true };
+    // public_url's origin: its scheme and authority (it may have a path behind a proxy).
+    let own = public_url.find("://").map(|i| i + 3 + public_url[i + 3..].find('/').unwrap_or(public_url.len() - i - 3));
+    if own.is_some_and(|end| origin.eq_ignore_ascii_case(&public_url[..end])) {
+        return true;
+    }
+    let Some((_, authority)) = origin.split_once("://") else { return false };
+    let Some(host) = header(header::HOST) else { return false };
+    let (name, _) = crate::template::escape::split_port(host);
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let local = name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok();
+    local && authority.eq_ignore_ascii_case(host)
 }
 
 /// When `admin.token` is configured: the request must carry it, as `Authorization: Bearer
@@ -213,8 +249,12 @@ async fn admin_api(admin: &Admin, req: Request<Bytes>) -> Response<Body> {
     match (req.method().clone(), segs.as_slice()) {
         (Method::GET, ["admin", "tokens"]) => json(StatusCode::OK, list_tokens(shared, &snap)),
         (Method::POST, ["admin", "explain"]) => match serde_json::from_slice::<explain::ExplainRequest>(req.body()) {
-            Ok(r) => json(StatusCode::OK, explain::explain(&snap, Some(&shared.tokens), &r)),
-            Err(e) => bad(&format!("invalid explain body: {e} (fields: method, url, headers?, app?, account?)")),
+            Ok(r) => {
+                json(StatusCode::OK, explain::explain(&snap, Some(&shared.tokens), &|p| shared.is_data_port(p), &r))
+            }
+            Err(e) => {
+                bad(&format!("invalid explain body: {e} (fields: method, url, headers?, app?, account?, caller?)"))
+            }
         },
         (Method::POST, ["admin", "reload"]) => match admin.reloader.reload("admin").await {
             Ok(r) => json(
@@ -300,13 +340,20 @@ fn token_key(
     let Some((_, integ)) = a.integration_by_name(integration) else {
         return Err(not_found(format!("app {app} has no integration named {integration}")));
     };
-    let account = match account {
-        Some(acc) if !acc.is_empty() && acc.len() <= 256 => acc,
-        Some(_) => return Err(Box::new(bad("account must be 1-256 characters"))),
-        None if integ.agent => {
+    // The data plane's account rule: a token stored here is one a request can use.
+    let account = match crate::token::account(integ, account) {
+        Ok(a) if a.ignored => {
+            return Err(Box::new(bad(&format!(
+                "integration {integration} uses client credentials: it has one token, under no account"
+            ))));
+        }
+        Ok(a) => a.name,
+        Err(crate::token::AccountError::Invalid) => {
+            return Err(Box::new(bad("account must be 1-256 visible characters")));
+        }
+        Err(crate::token::AccountError::Required(_)) => {
             return Err(Box::new(bad("this integration has agent tokens: give ?account=<agent id>")));
         }
-        None => DEFAULT_ACCOUNT,
     };
     Ok((TokenKey::new(app, integration, account), integ.binding.clone()))
 }
@@ -456,6 +503,31 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn state_changes_come_from_the_listeners_own_origin() {
+        let req = |headers: &[(&str, &str)]| {
+            let mut b = Request::builder().method("POST").uri("/admin/reload");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap()
+        };
+        let public = "https://bearerd.example/admin";
+        assert!(same_origin(&req(&[]), public), "a script sends neither header");
+        assert!(same_origin(&req(&[("origin", "https://bearerd.example"), ("host", "x")]), public));
+        let local = [("origin", "http://127.0.0.1:10001"), ("host", "127.0.0.1:10001")];
+        assert!(same_origin(&req(&local), public));
+        assert!(same_origin(&req(&[("origin", "http://localhost:10001"), ("host", "localhost:10001")]), public));
+        assert!(same_origin(&req(&[("sec-fetch-site", "same-origin"), ("host", "x")]), public));
+        assert!(!same_origin(&req(&[("origin", "http://evil.example"), ("host", "127.0.0.1:10001")]), public));
+        assert!(!same_origin(&req(&[("sec-fetch-site", "cross-site")]), public));
+        assert!(!same_origin(&req(&[("sec-fetch-site", "same-site")]), public));
+        assert!(!same_origin(&req(&[("origin", "null"), ("host", "127.0.0.1:10001")]), public));
+        // DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1.
+        let rebound = [("origin", "http://evil.example:10001"), ("host", "evil.example:10001")];
+        assert!(!same_origin(&req(&rebound), public));
     }
 
     #[test]

@@ -77,12 +77,15 @@ pub(crate) fn page(admin: &Admin, notice: Option<&str>) -> Response<Body> {
             Some(e) if e > now => format!("in {}", span(e - now)),
             Some(e) => format!("{} ago", span(now - e)),
         };
-        let name = integ.display_name.as_deref().unwrap_or(&integ.name);
+        // The name beside the display name: metrics, logs and URLs use the name.
+        let name = match integ.display_name.as_deref() {
+            Some(d) if d != integ.name => format!("{} <code>{}</code>", esc(d), esc(&integ.name)),
+            _ => format!("<code>{}</code>", esc(&integ.name)),
+        };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><span class=\"state {s}\">{s}</span></td><td>{expires}</td><td>{}</td><td>",
+            "<tr><td>{}</td><td>{name}</td><td>{}</td><td><span class=\"state {s}\">{s}</span></td><td>{expires}</td><td>{}</td><td>",
             esc(&k.app),
-            esc(name),
             esc(&k.account),
             esc(t.and_then(|t| t.scope.as_deref()).unwrap_or("")),
             s = state.as_str(),
@@ -129,7 +132,10 @@ pub(crate) fn page(admin: &Admin, notice: Option<&str>) -> Response<Body> {
 /// `POST /ui/*`: an action of the page. `form` is the request's urlencoded body.
 pub(crate) async fn act(admin: &Admin, req: &Request<Bytes>) -> Response<Body> {
     let form = std::str::from_utf8(req.body()).unwrap_or("");
-    if !same_origin(req) || !admin.csrf_matches(query_param(Some(form), "csrf").as_deref().unwrap_or("")) {
+    let public_url = admin.state.snapshot.load().config.admin.public_url.clone();
+    if !super::same_origin(req, &public_url)
+        || !admin.csrf_matches(query_param(Some(form), "csrf").as_deref().unwrap_or(""))
+    {
         return html(
             StatusCode::FORBIDDEN,
             format!(
@@ -178,22 +184,6 @@ fn confirm_forget(admin: &Admin, k: &TokenKey) -> Response<Body> {
         esc(admin.csrf.expose())
     );
     html(StatusCode::OK, body)
-}
-
-/// Whether a state-changing request comes from this page: `Sec-Fetch-Site` (browsers send it)
-/// is not cross-site, and an `Origin`, when given, is the request's own host.
-fn same_origin(req: &Request<Bytes>) -> bool {
-    let header = |n: header::HeaderName| req.headers().get(n).and_then(|v| v.to_str().ok());
-    if let Some(site) = header(header::HeaderName::from_static("sec-fetch-site"))
-        && !matches!(site, "same-origin" | "none")
-    {
-        return false;
-    }
-    match (header(header::ORIGIN), header(header::HOST)) {
-        (None, _) => true,
-        (Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, o)| o.eq_ignore_ascii_case(host)),
-        (Some(_), None) => false,
-    }
 }
 
 fn key_fields(k: &TokenKey) -> String {
@@ -261,6 +251,6 @@ a:focus-visible,button:focus-visible{outline:3px solid #f0a500;outline-offset:2p
 .state{padding:.1rem .5rem;border-radius:3px;font-weight:600}\
 .valid{background:#dff3e4;color:#17602c}.expired{background:#fff1d6;color:#7a4b00}.missing{background:#eceff3;color:#3b4452}.reauthorize{background:#fde2e1;color:#8c1d18}\
 .ok{color:#17602c}.bad{color:#a3262c}.notice{padding:.5rem .8rem;background:#e8f0fd;border-left:4px solid #2f6bd1}.notice.bad{background:#fde2e1;border-color:#a3262c}\
-.errors{color:#8c1d18}.events{padding-left:1.2rem}.events time{color:#5b6473;font-variant-numeric:tabular-nums}\
+code{font:.85em ui-monospace,monospace;color:#5b6473}.errors{color:#8c1d18}.events{padding-left:1.2rem}.events time{color:#5b6473;font-variant-numeric:tabular-nums}\
 @media (prefers-color-scheme:dark){body{background:#15191f;color:#e4e8ee}th{background:#1f252d}th,td{border-color:#2c333d}}\
 </style></head><body>";

@@ -28,6 +28,12 @@ pub(crate) struct FileConfig {
     pub shutdown: ShutdownFile,
     #[serde(default)]
     pub intercept: InterceptFile,
+    /// The data plane over TLS (SPEC 2.2).
+    #[serde(default)]
+    pub listen_tls: Option<super::callers::ListenTlsFile>,
+    /// Who may use the data plane (SPEC 2.2).
+    #[serde(default)]
+    pub callers: Vec<super::callers::CallerFile>,
 }
 
 /// `intercept`: HTTPS through CONNECT (SPEC 2.1).

@@ -4,6 +4,7 @@
 //! first problem: it returns every error, each with its file and JSON path. The compiled
 //! template type is [`crate::template::TemplateSpec`]; configuration knows nothing that serves.
 
+pub(crate) mod callers;
 pub(crate) mod fdk;
 pub(crate) mod file;
 mod iparams;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use crate::secret::Secret;
 use crate::template::escape::HostPattern;
 
+pub use callers::{CallerConfig, TlsListen};
 pub use fdk::FdkApp;
 pub use oauth_config::{Grant, IntegrationSpec, TokenAuth};
 
@@ -116,6 +118,10 @@ pub struct Config {
     pub reload_watch: bool,
     pub shutdown: ShutdownConfig,
     pub intercept: InterceptConfig,
+    /// The data plane over TLS as well (SPEC 2.2).
+    pub listen_tls: Option<TlsListen>,
+    /// Who may use the data plane; empty: anyone who reaches it (loopback only).
+    pub callers: Vec<CallerConfig>,
     /// The key that encrypts tokens at rest.
     pub store_key: Option<StoreKey>,
     /// Every file read to build this configuration (what a watcher must watch).
@@ -447,6 +453,33 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         apps.push(AppConfig { name: app.name.clone(), path: dir, allow_hosts, fdk });
     }
 
+    let listen_tls = parsed.listen_tls.as_ref().and_then(|t| callers::listen_tls(&mut d, &shown, &base, t, &mut files));
+    let app_names: Vec<String> = parsed.apps.iter().map(|a| a.name.clone()).collect();
+    let client_ca = listen_tls.as_ref().is_some_and(|t| t.client_ca);
+    let callers = callers::callers(&mut d, &shown, &base, &parsed.callers, &app_names, client_ca, &mut files);
+    // On loopback inside a pod the network namespace is the boundary; anywhere else whoever
+    // reaches the port could spend every token.
+    let exposed = listen.filter(|a| !a.ip().is_loopback()).map(|a| ("listen", a)).or_else(|| {
+        listen_tls.as_ref().map(|t| t.address).filter(|a| !a.ip().is_loopback()).map(|a| ("listen_tls.address", a))
+    });
+    if let Some((field, addr)) = exposed
+        && parsed.callers.is_empty()
+    {
+        d.error(
+            &shown,
+            "/callers",
+            format!(
+                "{field} {addr} is not a loopback address: callers are required, or anyone who reaches the port                  could spend every token (SPEC 2.2)"
+            ),
+        );
+    }
+    if let (Some(t), Some(a), Some(b)) = (&listen_tls, listen, admin_listen)
+        && (t.address == a || t.address == b)
+        && t.address.port() != 0
+    {
+        d.error(&shown, "/listen_tls/address", "listen_tls.address must differ from listen and admin.listen");
+    }
+
     if !d.errors.is_empty() {
         return fail(d);
     }
@@ -465,6 +498,8 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         reload_watch: parsed.reload.watch,
         shutdown,
         intercept,
+        listen_tls,
+        callers,
         store_key,
         files,
         warnings: d.warnings,

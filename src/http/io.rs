@@ -58,12 +58,74 @@ pub(crate) fn split_shared(stream: impl Duplex) -> (ReadSide, WriteSide) {
     (ReadSide::Shared(Shared(shared.clone())), WriteSide::Shared(Shared(shared)))
 }
 
-/// A TCP connection whole again (for the hand-over to HTTP/2); `None` for other streams or
+/// A client connection whole again (for the hand-over to HTTP/2, or to a tunnel): `None` for
 /// halves of different connections.
-pub(crate) fn reunite(rd: ReadSide, wr: WriteSide) -> Option<TcpStream> {
+pub(crate) fn reunite(rd: ReadSide, wr: WriteSide) -> Option<Stream> {
     match (rd, wr) {
-        (ReadSide::Tcp(rd), WriteSide::Tcp(wr)) => rd.reunite(wr).ok(),
+        (ReadSide::Tcp(rd), WriteSide::Tcp(wr)) => rd.reunite(wr).ok().map(Stream::Tcp),
+        (ReadSide::Shared(rd), WriteSide::Shared(wr)) if Arc::ptr_eq(&rd.0, &wr.0) => {
+            drop(wr);
+            let inner = Arc::try_unwrap(rd.0).ok()?;
+            Some(Stream::Other(inner.into_inner().unwrap_or_else(|p| p.into_inner())))
+        }
         _ => None,
+    }
+}
+
+/// A client connection as one stream: a TCP socket (the data listener), or another stream (the
+/// TLS listener's, or a tunnel's inside it).
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Other(Box<dyn Duplex>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Other(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Other(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Other(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Other(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Other(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Other(s) => s.is_write_vectored(),
+        }
     }
 }
 

@@ -8,42 +8,87 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use http::header::{self, HeaderMap};
+use http::header::HeaderMap;
 
-use super::{ProxyError, X_APP, truncate};
+use super::plan::named_app;
+use super::{Marks, ProxyError, truncate};
+use crate::caller::{Admitted, ClientCert};
 use crate::snapshot::Snapshot;
 use crate::template::escape::{split_port, valid_authority};
 use crate::template::route::HostMatch;
 
 /// What a request that came through an intercepted tunnel carries (a request extension): the
-/// CONNECT's host, and the app its `Proxy-Authorization` named.
+/// CONNECT's host, the app its `Proxy-Authorization` named, and the caller it was admitted as.
 #[derive(Debug, Clone)]
 pub(crate) struct Tunneled {
     /// The CONNECT host's name, lower case, without its port.
     pub(crate) name: Arc<str>,
     pub(crate) port: u16,
+    /// TLS inside (bearerd terminates it), or plain HTTP (a `CONNECT host:80` for `http://`
+    /// URLs, as Node's undici sends them).
+    pub(crate) tls: bool,
     /// The app the CONNECT named (`Proxy-Authorization` user, or `x-bearerd-app`): by name, so
     /// that it still holds after a reload.
     pub(crate) app: Option<Arc<str>>,
+    /// The caller the CONNECT was admitted as (its credential counts for every request inside).
+    pub(crate) caller: Option<TunnelCaller>,
+}
+
+/// The caller a tunnel was opened by: by name, with its token's expiry and the account its JWT
+/// binds.
+#[derive(Debug, Clone)]
+pub(crate) struct TunnelCaller {
+    pub(crate) name: Arc<str>,
+    pub(crate) expires: Option<u64>,
+    pub(crate) account: Option<Arc<str>>,
 }
 
 /// What a CONNECT reaches.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Connect {
-    /// TLS terminated by bearerd with a certificate for `name`; `app` as the CONNECT named it.
-    Intercept { name: String, port: u16, app: Option<Arc<str>> },
+    /// TLS (or plain HTTP) terminated by bearerd for `name`; `app` as the CONNECT named it.
+    Intercept { name: String, port: u16, app: Option<Arc<str>>, caller: Option<TunnelCaller> },
     /// A blind tunnel (`tunnel_hosts`), after the address check.
     Tunnel { name: String, port: u16 },
 }
 
-/// Decides a `CONNECT authority`: intercepted when a template of the app it names (or of any
-/// app) can match the host on that port, a blind tunnel when `tunnel_hosts` names it, refused
-/// otherwise. An IP literal, a missing port or a malformed authority is refused.
-pub(crate) fn decide(snap: &Snapshot, authority: Option<&str>, headers: &HeaderMap) -> Result<Connect, ProxyError> {
+/// Decides a `CONNECT authority`: first its caller (SPEC 2.2: the CONNECT's credential counts
+/// for every request inside), then intercepted when a template of the app it names (or of any
+/// app its caller may use) can match the host on that port, a blind tunnel when `tunnel_hosts`
+/// names it, refused otherwise. An IP literal, a missing port or a malformed authority is
+/// refused.
+pub(crate) async fn decide(
+    snap: &Snapshot,
+    authority: Option<&str>,
+    headers: &HeaderMap,
+    cert: Option<&Arc<ClientCert>>,
+) -> Result<Connect, ProxyError> {
+    let marks = Marks::of(headers);
+    let caller = super::admit::caller(snap, headers, marks, false, None, cert).await?;
     let authority = authority.ok_or_else(|| ProxyError::BadConnect("CONNECT needs host:port".into()))?;
     let (name, port) = connect_target(authority)?;
-    let app = named_app(snap, headers, None, super::Marks::of(headers))?;
+    let app = named_app(snap, headers, marks, None, caller.as_ref())?;
+    reach(snap, name, port, app, caller)
+}
+
+/// What a CONNECT to `name:port` reaches, for the app it names (if any) and its caller: what
+/// [`decide`] decides once it knows them (and what a dry run shows).
+pub(crate) fn reach(
+    snap: &Snapshot,
+    name: String,
+    port: u16,
+    app: Option<usize>,
+    caller: Option<Admitted>,
+) -> Result<Connect, ProxyError> {
+    let usable = |i: usize| caller.as_ref().is_none_or(|c| snap.callers.get(c.caller).may_use(i));
+    if let (Some(i), Some(c)) = (app, &caller)
+        && !usable(i)
+    {
+        return Err(ProxyError::CallerForbidden {
+            caller: snap.callers.get(c.caller).name.to_string(),
+            app: snap.apps[i].name.to_string(),
+        });
+    }
     let host = format!("{name}:{port}");
     let covered = |i: usize| {
         let a = &snap.apps[i];
@@ -55,21 +100,26 @@ pub(crate) fn decide(snap: &Snapshot, authority: Option<&str>, headers: &HeaderM
     };
     let intercept = match app {
         Some(i) => covered(i),
-        None => (0..snap.apps.len()).any(covered),
+        None => (0..snap.apps.len()).any(|i| usable(i) && covered(i)),
     };
     if intercept {
-        return Ok(Connect::Intercept { name, port, app: app.map(|i| snap.apps[i].name.clone()) });
+        let caller = caller.map(|c| tunnel_caller(snap, c));
+        return Ok(Connect::Intercept { name, port, app: app.map(|i| snap.apps[i].name.clone()), caller });
     }
     let tunnel = snap.config.intercept.tunnel_hosts.iter().any(|p| p.matches(&host) && (p.has_port() || port == 443));
     if tunnel {
         return Ok(Connect::Tunnel { name, port });
     }
-    Err(ProxyError::ConnectRefused { host, why: "no request template covers it, and it is not in tunnel_hosts" })
+    Err(ProxyError::ConnectRefused { host, app: app.map(|i| snap.apps[i].name.to_string()) })
+}
+
+fn tunnel_caller(snap: &Snapshot, c: Admitted) -> TunnelCaller {
+    TunnelCaller { name: snap.callers.get(c.caller).name.clone(), expires: c.expires, account: c.account }
 }
 
 /// A CONNECT's `host:port`: a host name as a template host may be one (lower case) and a port
 /// other than 0. An IP literal is refused (403), anything else malformed is 400.
-fn connect_target(authority: &str) -> Result<(String, u16), ProxyError> {
+pub(crate) fn connect_target(authority: &str) -> Result<(String, u16), ProxyError> {
     let (name, port) = split_port(authority);
     let port = match port.map(str::parse::<u16>) {
         Some(Ok(p)) if p != 0 => p,
@@ -77,10 +127,7 @@ fn connect_target(authority: &str) -> Result<(String, u16), ProxyError> {
     };
     let name = name.to_ascii_lowercase();
     if name.starts_with('[') || name.parse::<std::net::IpAddr>().is_ok() {
-        return Err(ProxyError::ConnectRefused {
-            host: truncate(authority, 255),
-            why: "bearerd intercepts host names that templates name, never IP addresses",
-        });
+        return Err(ProxyError::ConnectToAddress(truncate(authority, 255)));
     }
     // The same rule as a rendered template host: a CONNECT for any host a template can name
     // gets through this check.
@@ -90,63 +137,18 @@ fn connect_target(authority: &str) -> Result<(String, u16), ProxyError> {
     Ok((name, port))
 }
 
-/// The app a request names, if it names one: `x-bearerd-app`, else the user name of a
-/// `Proxy-Authorization: Basic` credential (`HTTP_PROXY=http://<app>@host:port`), else the one
-/// its tunnel's CONNECT named. `marks` say which headers are there to look for.
-pub(crate) fn named_app(
-    snap: &Snapshot,
-    headers: &HeaderMap,
-    tunnel: Option<&Tunneled>,
-    marks: super::Marks,
-) -> Result<Option<usize>, ProxyError> {
-    let unknown = |how: &str, name: &str| {
-        ProxyError::BadAppHeader(format!("{how} names no app: {} (apps: {})", truncate(name, 100), app_names(snap)))
-    };
-    if marks.ours
-        && let Some(v) = headers.get(X_APP)
-    {
-        let name = v.to_str().unwrap_or("");
-        return snap.app_index(name).map(Some).ok_or_else(|| unknown("x-bearerd-app", name));
-    }
-    if marks.hop_by_hop
-        && let Some(v) = headers.get(header::PROXY_AUTHORIZATION)
-    {
-        let user = proxy_user(v.as_bytes()).ok_or_else(|| {
-            ProxyError::BadAppHeader("Proxy-Authorization must be Basic, naming an app as its user".into())
-        })?;
-        return snap.app_index(&user).map(Some).ok_or_else(|| unknown("the Proxy-Authorization user", &user));
-    }
-    match tunnel.and_then(|t| t.app.as_deref()) {
-        Some(name) => snap.app_index(name).map(Some).ok_or_else(|| unknown("the tunnel's CONNECT", name)),
-        None => Ok(None),
-    }
-}
-
-/// The user name of a `Basic` credential.
-fn proxy_user(value: &[u8]) -> Option<String> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let user = decoded.split_once(':').map_or(decoded.as_str(), |(u, _)| u);
-    // A user name in a proxy URL arrives percent-encoded by some clients.
-    Some(percent_encoding::percent_decode_str(user).decode_utf8_lossy().into_owned())
-}
-
 /// The configured apps' names, for errors.
 pub(crate) fn app_names(snap: &Snapshot) -> String {
     snap.apps.iter().map(|a| &*a.name).collect::<Vec<_>>().join(", ")
 }
 
 /// Whether `host` (a request's `Host` or `:authority`) is the tunnel's host: the same name and
-/// port, 443 when it has none.
+/// port, the scheme's default (443, or 80 for plain HTTP inside) when it has none.
 pub(crate) fn is_tunnel_host(tunnel: &Tunneled, host: &str) -> bool {
     let (name, port) = split_port(host);
     let port = match port {
-        None => 443,
+        None if tunnel.tls => 443,
+        None => 80,
         Some(p) => match p.parse::<u16>() {
             Ok(p) => p,
             Err(_) => return false,
@@ -158,17 +160,6 @@ pub(crate) fn is_tunnel_host(tunnel: &Tunneled, host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_proxy_user_names_the_app() {
-        let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
-        assert_eq!(proxy_user(basic("asana:").as_bytes()).as_deref(), Some("asana"));
-        assert_eq!(proxy_user(basic("asana:secret").as_bytes()).as_deref(), Some("asana"));
-        assert_eq!(proxy_user(basic("asana").as_bytes()).as_deref(), Some("asana"));
-        assert_eq!(proxy_user(basic("my%2Dapp:").as_bytes()).as_deref(), Some("my-app"));
-        assert_eq!(proxy_user(b"Bearer abc"), None);
-        assert_eq!(proxy_user(b"Basic !!!"), None);
-    }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, failure_persistence: None, ..Default::default() })]
@@ -197,17 +188,20 @@ mod tests {
             assert!(matches!(connect_target(bad), Err(ProxyError::BadConnect(_))), "{bad}");
         }
         for ip in ["127.0.0.1:443", "[::1]:443"] {
-            assert!(matches!(connect_target(ip), Err(ProxyError::ConnectRefused { .. })), "{ip}");
+            assert!(matches!(connect_target(ip), Err(ProxyError::ConnectToAddress(_))), "{ip}");
         }
     }
 
     #[test]
     fn tunnel_hosts_compare_name_and_port() {
-        let t = Tunneled { name: "api.x.com".into(), port: 443, app: None };
+        let t = Tunneled { name: "api.x.com".into(), port: 443, tls: true, app: None, caller: None };
         assert!(is_tunnel_host(&t, "api.x.com"));
         assert!(is_tunnel_host(&t, "API.X.COM:443"));
         assert!(!is_tunnel_host(&t, "api.x.com:8443"));
         assert!(!is_tunnel_host(&t, "other.x.com"));
         assert!(!is_tunnel_host(&t, "api.x.com:x"));
+        let plain = Tunneled { name: "api.x.com".into(), port: 80, tls: false, app: None, caller: None };
+        assert!(is_tunnel_host(&plain, "api.x.com") && is_tunnel_host(&plain, "api.x.com:80"));
+        assert!(!is_tunnel_host(&plain, "api.x.com:443"));
     }
 }

@@ -55,9 +55,21 @@ pub(crate) enum ProxyError {
     Misdirected { host: String, tunnel: String },
     #[error("Bad CONNECT: {0}")]
     BadConnect(String),
-    /// A CONNECT to a host bearerd neither intercepts nor tunnels.
-    #[error("CONNECT to {host} refused: {why}")]
-    ConnectRefused { host: String, why: &'static str },
+    /// A CONNECT to a host bearerd neither intercepts nor tunnels (`app`: the app it named).
+    #[error("CONNECT to {host} refused: {}", match app {
+        Some(app) => format!("no template of app {app} covers it"),
+        None => "no request template covers it, and it is not in tunnel_hosts".into(),
+    })]
+    ConnectRefused { host: String, app: Option<String> },
+    #[error("CONNECT to {0} refused: bearerd intercepts host names that templates name, never IP addresses")]
+    ConnectToAddress(String),
+    /// No credential, or one no caller accepts (SPEC 2.2): 401 for `/invoke`, else 407.
+    #[error("{failure}")]
+    Unauthenticated { failure: crate::caller::Failure, invoke: bool },
+    #[error("Caller {caller} may not use app {app}")]
+    CallerForbidden { caller: String, app: String },
+    #[error("Caller {caller} may not use account {account}")]
+    AccountForbidden { caller: String, account: String },
     /// A CONNECT that bearerd would intercept, without an intercept CA to do it with.
     #[error("HTTPS interception is unavailable: {0}")]
     InterceptUnavailable(String),
@@ -105,7 +117,10 @@ impl ProxyError {
             ProxyError::TemplateNotFound(_) => (StatusCode::NOT_FOUND, App),
             ProxyError::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, App),
             ProxyError::BadConnect(_) => (StatusCode::BAD_REQUEST, App),
-            ProxyError::ConnectRefused { .. } => (StatusCode::FORBIDDEN, App),
+            ProxyError::ConnectRefused { .. } | ProxyError::ConnectToAddress(_) => (StatusCode::FORBIDDEN, App),
+            ProxyError::Unauthenticated { invoke: true, .. } => (StatusCode::UNAUTHORIZED, App),
+            ProxyError::Unauthenticated { invoke: false, .. } => (StatusCode::PROXY_AUTHENTICATION_REQUIRED, App),
+            ProxyError::CallerForbidden { .. } | ProxyError::AccountForbidden { .. } => (StatusCode::FORBIDDEN, App),
             ProxyError::InterceptUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Platform),
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => (StatusCode::BAD_REQUEST, App),
             ProxyError::Upstream(
@@ -120,6 +135,27 @@ impl ProxyError {
                 (StatusCode::GATEWAY_TIMEOUT, Platform)
             }
         }
+    }
+
+    /// The `reason` label of `caller_auth_failures_total`, for errors that refuse a caller.
+    pub(crate) fn auth_reason(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Unauthenticated { failure, .. } => Some(failure.reason()),
+            ProxyError::CallerForbidden { .. } | ProxyError::AccountForbidden { .. } => Some("forbidden"),
+            _ => None,
+        }
+    }
+
+    /// The reason phrase of a refused CONNECT: clients that fail a CONNECT print it alone
+    /// (Python, Go, wget, curl), so it says why.
+    pub(crate) fn connect_reason(&self) -> String {
+        let text = match self {
+            ProxyError::ConnectRefused { host, app: None } => format!("No template covers {host}"),
+            ProxyError::ConnectRefused { host, app: Some(app) } => format!("No template of app {app} covers {host}"),
+            e => e.to_string(),
+        };
+        // Visible characters only (RFC 9112 4: a reason phrase has no CR or LF), and short.
+        text.chars().take(200).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
     }
 
     /// The kind label of `upstream_errors_total`, for errors that are the upstream's.
@@ -182,11 +218,20 @@ impl ProxyError {
             body["authorize"] = serde_json::Value::String(authorize.clone());
         }
         *head = ResponseHead::new(status);
-        if let ProxyError::ConnectRefused { host, .. } = &self {
-            // Clients that fail a CONNECT print the reason phrase alone (Python, Go, wget).
-            head.reason = Some(format!("No template covers {host}").into());
+        if let ProxyError::ConnectRefused { .. } = &self {
+            head.reason = Some(self.connect_reason().into());
         }
         let h = &mut head.headers;
+        match &self {
+            // The challenge that says how to authenticate (RFC 9110 11.6, 11.7).
+            ProxyError::Unauthenticated { invoke: true, .. } => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ProxyError::Unauthenticated { invoke: false, .. } => {
+                h.insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"bearerd\""));
+            }
+            _ => {}
+        }
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert("x-bearerd-error", HeaderValue::from_static("1"));
         if self.closes() {
@@ -222,6 +267,7 @@ impl From<UpstreamError> for ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caller::Failure;
     use crate::template::escape::Refused;
     use http_body_util::BodyExt as _;
 
@@ -279,7 +325,13 @@ mod tests {
             (ProxyError::Store("s".into()), 502, "PLATFORM"),
             (ProxyError::Misdirected { host: h(), tunnel: h() }, 421, "APP"),
             (ProxyError::BadConnect("c".into()), 400, "APP"),
-            (ProxyError::ConnectRefused { host: h(), why: "w" }, 403, "APP"),
+            (ProxyError::ConnectRefused { host: h(), app: None }, 403, "APP"),
+            (ProxyError::ConnectRefused { host: h(), app: Some("demo".into()) }, 403, "APP"),
+            (ProxyError::ConnectToAddress(h()), 403, "APP"),
+            (ProxyError::Unauthenticated { failure: Failure::Missing("m"), invoke: true }, 401, "APP"),
+            (ProxyError::Unauthenticated { failure: Failure::Unknown("u"), invoke: false }, 407, "APP"),
+            (ProxyError::CallerForbidden { caller: "c".into(), app: "a".into() }, 403, "APP"),
+            (ProxyError::AccountForbidden { caller: "c".into(), account: "a".into() }, 403, "APP"),
             (ProxyError::InterceptUnavailable("u".into()), 503, "PLATFORM"),
         ];
         for (e, status, source) in cases {

@@ -6,8 +6,10 @@
 //! body), and records metrics and one access-log line. [`forward`] is the path of one request,
 //! phase by phase.
 
+pub(crate) mod admit;
 pub(crate) mod connect;
 pub(crate) mod error;
+pub(crate) mod plan;
 pub(crate) mod retry;
 
 use std::borrow::Cow;
@@ -21,12 +23,12 @@ use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
 use tokio::time::Instant;
 
-use crate::config::Grant;
+use crate::caller::ClientCert;
 use crate::http::ResponseHead;
 use crate::snapshot::{App, Snapshot, X_ATTEMPTS, X_TEMPLATE, answer_lines, attempts_value, is_bearerd_header};
 use crate::state::State;
 use crate::template::{Context, RenderError, RequestScope, TemplateSpec};
-use crate::token::{DEFAULT_ACCOUNT, Need, Token, TokenKey};
+use crate::token::{Account, DEFAULT_ACCOUNT, Need, Token, TokenKey};
 use crate::upstream::{Body, Call, Target, UpstreamError};
 use connect::Tunneled;
 pub(crate) use error::ProxyError;
@@ -48,11 +50,12 @@ pub(crate) struct Answer {
 
 /// What the access log and the metrics need to know about a request.
 #[derive(Default)]
-struct Record {
-    app: Option<usize>,
-    template: Option<usize>,
-    attempts: u32,
-    host: Option<String>,
+pub(crate) struct Record {
+    pub(crate) app: Option<usize>,
+    pub(crate) template: Option<usize>,
+    pub(crate) attempts: u32,
+    pub(crate) host: Option<String>,
+    pub(crate) caller: Option<usize>,
 }
 
 /// Decrements the in-flight gauge even when the client goes away mid-request.
@@ -82,6 +85,9 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Body>) -> Answer {
                 let (app, template) = labels(&snap, &out);
                 metrics.upstream_errors.with_label_values(&[app, template, kind]).inc();
             }
+            if let Some(reason) = e.auth_reason() {
+                snap.callers.refused(reason);
+            }
             tracing::debug!(error = %e, "request failed");
             e.into_answer(&mut head)
         }
@@ -99,11 +105,13 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Body>) -> Answer {
         target: "bearerd::access",
         app,
         template,
+        caller = out.caller.map_or("", |c| &*snap.callers.get(c).name),
         %method,
         upstream = upstream_host(&snap, &out),
         status = status.as_u16(),
         attempts = out.attempts,
-        ms = elapsed.as_secs_f64() * 1000.0,
+        // Microseconds, shown as milliseconds (`0.19`, not `0.18965200000000002`).
+        ms = elapsed.as_micros() as f64 / 1000.0,
     );
     Answer { head, body }
 }
@@ -160,38 +168,51 @@ async fn forward(
     }
 
     let marks = Marks::of(&parts.headers);
+    let is_invoke = tunnel.is_none() && is_invoke(|p| state.is_data_port(p), snap, &parts, host);
 
-    // 1. Which app: the one the request names, the only one, or the only one whose templates
-    //    match.
-    let is_invoke = tunnel.is_none() && is_invoke(state, snap, &parts, host);
-    let app_idx = match connect::named_app(snap, &parts.headers, tunnel, marks)? {
-        Some(i) => i,
-        None if snap.apps.len() == 1 => 0,
-        None => only_app(snap, &parts, host, is_invoke)?,
+    // 0. Who is calling (SPEC 2.2): before anything else, so a refused caller costs nothing.
+    let cert = parts.extensions.get::<Arc<ClientCert>>();
+    let caller = admit::caller(snap, &parts.headers, marks, is_invoke, tunnel, cert).await?;
+    out.caller = caller.as_ref().map(|c| c.caller);
+
+    // 1. and 2. The plan: which app, which template (its path's context values captured), and
+    //    the account of its token; then whether the caller may use them.
+    let planned = plan::Head {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        host,
+        marks,
+        tunnel,
+        invoke: is_invoke,
     };
-    out.app = Some(app_idx);
+    let plan::Plan { app: app_idx, template: t_idx, mut ctx, query, account } =
+        plan::plan(snap, &planned, caller.as_ref(), out)?;
+    if let Some(c) = &caller {
+        admit::admit(snap, app_idx, account.as_ref(), c)?;
+        snap.callers.get(c.caller).count(app_idx);
+    }
     let app = &snap.apps[app_idx];
-
-    // 2. Which template: by name, or by method + host + path (whose context values it captures).
     let invoke_json: serde_json::Map<String, serde_json::Value>;
-    let mut ctx = Context::default();
-    let (t_idx, query) = if is_invoke {
-        (match_invoke(app, &parts.uri, &parts.headers, out)?, None)
-    } else {
-        match_transparent(app, &parts.method, &parts.uri, host, &mut ctx, out)?
-    };
     // A websocket handshake is forwarded as one (SPEC 2), over HTTP/1.1 only (HTTP/2 carries no
     // `Upgrade`); another upgrade (`h2c`) is hop-by-hop, and dropped like the rest.
     let upgrade = marks.hop_by_hop && parts.headers.contains_key(header::UPGRADE) && is_websocket(&parts);
     let t = &app.templates()[t_idx];
+    if is_invoke {
+        let declared =
+            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_INVOKE_BODY as u64) {
+            return Err(ProxyError::InvokeBodyTooLarge { limit: MAX_INVOKE_BODY });
+        }
+    }
 
     // 3. The token, when the template has an integration: fresh from memory, or refreshed once
     //    for all the requests that need it. Before the body is read: a request refused here
     //    never asks the client for its body (`Expect: 100-continue`).
     let deadline = start + snap.config.upstream.timeout;
-    let mut auth = match t.integration {
-        None => None,
-        Some(i) => Some(token(state, snap, app, i, &parts.headers, marks.ours, deadline).await?),
+    let mut auth = match (t.integration, account) {
+        (Some(i), Some(account)) => Some(token(state, snap, app, i, account, deadline).await?),
+        _ => None,
     };
 
     // The body: an invoke body's JSON (and its context values), or a transparent body buffered
@@ -297,12 +318,12 @@ async fn forward(
 /// Whether a request is `POST /invoke/<name>`: in origin form, or addressed to bearerd itself
 /// (absolute form or HTTP/2's `:authority` with the data listener's port, for a host no template
 /// covers: a client whose runtime sends everything through `HTTP_PROXY`).
-fn is_invoke(state: &State, snap: &Snapshot, parts: &Parts, host: &str) -> bool {
+pub(crate) fn is_invoke(ours: impl Fn(u16) -> bool, snap: &Snapshot, parts: &Parts, host: &str) -> bool {
     if parts.method != Method::POST || !parts.uri.path().starts_with("/invoke/") {
         return false;
     }
     let Some(authority) = parts.uri.authority() else { return true };
-    let ours = authority.port_u16() == Some(state.data_port());
+    let ours = authority.port_u16().is_some_and(ours);
     let lower = host.to_ascii_lowercase();
     ours && snap.apps.iter().all(|a| a.router.covers(&lower).is_none())
 }
@@ -314,52 +335,6 @@ fn is_websocket(parts: &Parts) -> bool {
     let connection =
         parts.headers.get_all(header::CONNECTION).iter().any(|v| crate::http::lists(v.as_bytes(), b"upgrade"));
     upgrade && connection && parts.method == Method::GET && parts.version == http::Version::HTTP_11
-}
-
-/// Phase 1 when the request names no app and several are configured: the only app that
-/// declares the invoked template, or whose templates match the request. None: 403 (or 404 for
-/// an invoke); several: 400 naming them.
-fn only_app(snap: &Snapshot, parts: &Parts, host: &str, is_invoke: bool) -> Result<usize, ProxyError> {
-    let matches = |a: &App| {
-        if is_invoke {
-            a.by_name.contains_key(&parts.uri.path()["/invoke/".len()..])
-        } else {
-            a.router.find(&parts.method, host, parts.uri.path()).is_some()
-        }
-    };
-    let mut found = snap.apps.iter().enumerate().filter(|(_, a)| matches(a)).map(|(i, _)| i);
-    match (found.next(), found.next()) {
-        (Some(i), None) => Ok(i),
-        (None, _) if is_invoke => {
-            Err(ProxyError::TemplateNotFound(truncate(&parts.uri.path()["/invoke/".len()..], 100)))
-        }
-        (None, _) => Err(ProxyError::NoMatch {
-            method: parts.method.clone(),
-            host: truncate(host, 255),
-            path: truncate(parts.uri.path(), 255),
-        }),
-        (Some(_), Some(_)) => {
-            let names: Vec<&str> = snap.apps.iter().filter(|a| matches(a)).map(|a| &*a.name).collect();
-            Err(ProxyError::BadAppHeader(format!(
-                "several apps match ({}): name one in the x-bearerd-app header or as the proxy user \
-                 (HTTP_PROXY=http://<app>@host:port)",
-                names.join(", ")
-            )))
-        }
-    }
-}
-
-/// Phase 2, by name: `POST /invoke/<name>`, whose body must fit ([`MAX_INVOKE_BODY`]).
-fn match_invoke(app: &App, uri: &http::Uri, headers: &HeaderMap, out: &mut Record) -> Result<usize, ProxyError> {
-    let name = &uri.path()["/invoke/".len()..];
-    let template = *app.by_name.get(name).ok_or_else(|| ProxyError::TemplateNotFound(truncate(name, 100)))?;
-    out.template = Some(template);
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_INVOKE_BODY as u64) {
-        return Err(ProxyError::InvokeBodyTooLarge { limit: MAX_INVOKE_BODY });
-    }
-    Ok(template)
 }
 
 /// The invoke body's `context` values, as text.
@@ -386,54 +361,20 @@ fn invoke_context<'j>(
     Ok(())
 }
 
-/// Phase 2, transparently: method + host + path, the path's context values captured.
-/// The template's index and the request's own query string.
-fn match_transparent<'r>(
-    app: &'r App,
-    method: &Method,
-    uri: &'r http::Uri,
-    host: &str,
-    ctx: &mut Context<'r>,
-    out: &mut Record,
-) -> Result<(usize, Option<&'r str>), ProxyError> {
-    let Some(m) = app.router.find(method, host, uri.path()) else {
-        // The access log names the refused host (never the path).
-        let host = truncate(host, 255);
-        out.host = Some(host.clone());
-        return Err(ProxyError::NoMatch { method: method.clone(), host, path: truncate(uri.path(), 255) });
-    };
-    let template = ctx.capture(m);
-    out.template = Some(template);
-    Ok((template, uri.query()))
-}
-
-/// Phase 3: the token for the template's integration and the account the request names.
+/// Phase 3: the token for the template's integration and the planned account.
 async fn token(
     state: &Arc<State>,
     snap: &Snapshot,
     app: &App,
     integration: usize,
-    headers: &HeaderMap,
-    ours: bool,
+    account: Account<'_>,
     deadline: Instant,
 ) -> Result<Auth, ProxyError> {
     let integ = app.integration(integration);
-    let named = if ours { headers.get(X_ACCOUNT) } else { None };
-    let account = match named {
-        Some(v) => match v.to_str() {
-            Ok(s) if !s.is_empty() && s.len() <= 256 => s,
-            _ => return Err(ProxyError::BadAppHeader("x-bearerd-account must be 1-256 visible characters".into())),
-        },
-        None if integ.agent => return Err(ProxyError::MissingAccount { integration: integ.name.clone() }),
-        None => DEFAULT_ACCOUNT,
-    };
-    // A client-credentials integration has one token whatever the request names: accounts come
-    // into being only through an authorization or the admin API, never through a request.
-    let account = if integ.grant == Grant::ClientCredentials { DEFAULT_ACCOUNT } else { account };
     let key = TokenKey {
         app: app.name.clone(),
         integration: app.integrations[integration].clone(),
-        account: if account == DEFAULT_ACCOUNT { state.default_account.clone() } else { account.into() },
+        account: if account.name == DEFAULT_ACCOUNT { state.default_account.clone() } else { account.name.into() },
     };
     let need = Need { key: &key, integration: integ, skew: snap.config.refresh.skew };
     // A fresh token without an await; a refresh (rare, and a large future) boxed.
@@ -576,7 +517,13 @@ async fn read_transparent(mut body: Body, limit: usize) -> Result<Body, ProxyErr
 /// `x-bearerd-*`, `Host` (taken from the template) and framing (recomputed).
 fn strip_request_headers(h: &mut HeaderMap, marks: Marks) {
     if marks.hop_by_hop {
+        // The one TE value HTTP/2 allows (RFC 9113 8.2.2): gRPC servers look for it to tell a
+        // proxy that keeps trailers from one that breaks them.
+        let te = h.get(header::TE).filter(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers")).cloned();
         strip_hop_by_hop(h);
+        if let Some(te) = te {
+            h.insert(header::TE, te);
+        }
     }
     h.remove(header::HOST);
     h.remove(header::CONTENT_LENGTH);

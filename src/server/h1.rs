@@ -20,10 +20,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response, Version};
 use hyper::body::{Body as _, Incoming};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES};
+use crate::caller::ClientCert;
 use crate::http::Framing;
 use crate::http::io::{ReadSide, WriteSide};
 use crate::http::server::{ClientBody, Lent, Reader, RequestHead, parse_request, put_answer_head};
@@ -60,21 +60,42 @@ pub(super) struct ClientConn {
 /// first). An answer the client stops reading for `write_timeout` is dropped with the
 /// connection (and the upstream connection it streams from).
 ///
-/// `listener`: the connection came from the data listener (plain TCP), where a connection that
-/// opens with the HTTP/2 preface goes to hyper and a `CONNECT` opens a tunnel; `None` inside an
-/// intercepted tunnel, where ALPN chose HTTP/1.1 and a `CONNECT` is the handler's to refuse.
+/// `listener`: the connection came from a data listener (plain TCP, or the TLS listener), where a
+/// connection that opens with the HTTP/2 preface goes to hyper and a `CONNECT` opens a tunnel;
+/// `None` inside a tunnel, where a `CONNECT` is the handler's to refuse.
 pub(super) async fn serve<F, Fut>(
     (rd, wr): (ReadSide, WriteSide),
     handler: F,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
     write_timeout: Duration,
-    listener: Option<Arc<State>>,
+    listener: Option<Listener>,
 ) where
     F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,
 {
     let wr = Progress::new(wr, write_timeout);
-    let mut conn = ClientConn { reader: Some(Reader::new(rd, READ_CHUNK)), wr, wbuf: Vec::new() };
+    let conn = ClientConn { reader: Some(Reader::new(rd, READ_CHUNK)), wr, wbuf: Vec::new() };
+    serve_conn(conn, handler, stop, listener).await
+}
+
+/// Where a connection came from: the data listeners' state, and the client certificate the TLS
+/// listener verified.
+pub(super) struct Listener {
+    pub(super) state: Arc<State>,
+    pub(super) cert: Option<Arc<ClientCert>>,
+}
+
+/// [`serve`] on a connection already set up (a tunnel's plain HTTP goes on reading what its
+/// CONNECT's connection read).
+pub(super) async fn serve_conn<F, Fut>(
+    mut conn: ClientConn,
+    handler: F,
+    mut stop: oneshot::Receiver<()>,
+    listener: Option<Listener>,
+) where
+    F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Answer> + Send + 'static,
+{
     let tick = HEADER_READ_TIMEOUT / 2;
     let mut watchdog = std::pin::pin!(tokio::time::sleep(tick));
     let (mut served, mut seen, mut quiet) = (0u64, 0u64, 0u32);
@@ -123,11 +144,12 @@ pub(super) async fn serve<F, Fut>(
             }
         };
         served += 1;
-        if let Some(state) = &listener
+        if let Some(l) = &listener
             && head.req.method() == Method::CONNECT
         {
             // The connection becomes the tunnel's (boxed: rare, and its future is large).
-            return Box::pin(super::tunnel::connect(conn, head.req, state.clone(), stop)).await;
+            let (state, cert) = (l.state.clone(), l.cert.clone());
+            return Box::pin(super::tunnel::connect(conn, head.req, state, stop, cert)).await;
         }
         let RequestHead { req, framing, mut keep_alive, expect_continue } = head;
         let bodiless = *req.method() == Method::HEAD;
@@ -189,6 +211,19 @@ impl ClientConn {
     pub(super) async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.wr.write_all(bytes).await?;
         self.wr.flush().await
+    }
+
+    /// The first byte the client sends (read within `within` when none is buffered yet), left in
+    /// the buffer: what tells a tunnel's TLS from plain HTTP.
+    pub(super) async fn first_byte(&mut self, within: Duration) -> Option<u8> {
+        let reader = self.reader.as_mut()?;
+        if reader.buf.is_empty() {
+            match tokio::time::timeout(within, std::future::poll_fn(|cx| reader.poll_fill(cx))).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+        reader.buf.first().copied()
     }
 
     /// The connection whole again, with what was read and not yet used in front (a tunnel's
@@ -288,7 +323,7 @@ where
 {
     let activity = Arc::new(super::Activity::default());
     let service = super::counted(activity.clone(), move |req: Request<Incoming>| {
-        let answer = handler(req.map(Body::Hyper));
+        let answer = handler(req.map(|b| Body::H2Request(crate::upstream::body::Lingering(Some(b)))));
         async move { Ok::<_, Infallible>(into_response(answer.await)) }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -311,7 +346,7 @@ fn into_response(answer: Answer) -> Response<Body> {
 }
 
 /// A stream that first gives back bytes already read from it.
-pub(super) struct Rewind<T = TcpStream> {
+pub(super) struct Rewind<T = crate::http::io::Stream> {
     pub(super) prefix: Bytes,
     pub(super) inner: T,
 }

@@ -55,6 +55,8 @@ pub enum StartError {
 pub struct Running {
     pub data_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The TLS data listener's address (`listen_tls`), when one is configured.
+    pub tls_addr: Option<SocketAddr>,
     /// The shared state (public for benches and tests that store a token before they run).
     pub state: Arc<State>,
     /// The control plane (public for tests that watch readiness).
@@ -63,7 +65,8 @@ pub struct Running {
     pub reloader: Arc<Reloader>,
     stop_data: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
-    data_task: JoinHandle<()>,
+    /// The data listeners (plain, and TLS when configured).
+    data_tasks: Vec<JoinHandle<()>>,
     /// The admin listener and the file watcher: stopped after the data listener.
     tasks: Vec<JoinHandle<()>>,
 }
@@ -85,7 +88,9 @@ impl Running {
         tokio::time::sleep(settings.drain_delay).await;
         tracing::info!("drain delay over: no new connections; finishing in-flight requests");
         let _ = self.stop_data.send(true);
-        let _ = self.data_task.await;
+        for t in self.data_tasks {
+            let _ = t.await;
+        }
         let _ = self.stop_admin.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -112,24 +117,35 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let changes = store.changes();
     let tokens = Arc::new(Tokens::open(store).await?);
-    let upstream = Upstream::new(&config.upstream, crate::snapshot::is_bearerd_header).map_err(StartError::Compile)?;
+    let upstream =
+        Arc::new(Upstream::new(&config.upstream, crate::snapshot::is_bearerd_header).map_err(StartError::Compile)?);
+    let keys = Arc::new(crate::caller::Keys::new(upstream.clone(), metrics.clone()));
     let data_addr = config.listen;
+    let tls_addr = config.listen_tls.as_ref().map(|t| t.address);
     let admin_addr = config.admin.listen;
     let (config_max_connections, admin_max_connections) = (config.max_connections, config.admin.max_connections);
     let watch_files = config.reload_watch && config.source.is_some();
     let files = config.files.clone();
     let intercept = open_intercept(&config, &metrics)?;
-    let snapshot = Snapshot::compile(config, 1, &metrics);
+    let snapshot = Snapshot::compile(config, 1, &metrics, &keys);
     metrics.config_generation.set(1);
-    let state = Arc::new(State::new(snapshot, tokens, Arc::new(upstream), metrics, intercept));
+    let state = Arc::new(State::new(snapshot, tokens, upstream, metrics, intercept, keys));
     let reloader = Arc::new(Reloader::new(state.clone(), &files));
     let admin = Arc::new(Admin::new(state.clone(), reloader.clone()));
     let bind = |addr| listen(addr).map_err(|source| StartError::Bind { addr, source });
     let data = bind(data_addr)?;
     let control = bind(admin_addr)?;
+    let tls = tls_addr.map(bind).transpose()?;
     let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: data_addr, source })?;
     let admin_addr = control.local_addr().map_err(|source| StartError::Bind { addr: admin_addr, source })?;
+    let tls_addr = match (&tls, tls_addr) {
+        (Some(l), Some(addr)) => Some(l.local_addr().map_err(|source| StartError::Bind { addr, source })?),
+        _ => None,
+    };
     state.set_data_port(data_addr.port());
+    if let Some(a) = tls_addr {
+        state.set_tls_port(a.port());
+    }
     if let Some(mut changes) = changes {
         // Another replica changed a token: bring this one's copy up to date.
         let tokens = state.tokens.clone();
@@ -162,11 +178,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let s = state.clone();
         move || s.snapshot.load().config.shutdown.grace
     };
-    let data_task = tokio::spawn(accept(data, data_cap, data_stop_rx, grace.clone(), move |stream, stop| {
+    let mut data_tasks = Vec::new();
+    if let Some(tls) = tls {
+        let cap = Cap::new("data_tls", config_max_connections.unwrap_or_else(default_max_connections), &state.metrics);
+        let s = state.clone();
+        let stop = data_stop_rx.clone();
+        data_tasks.push(tokio::spawn(accept(tls, cap, stop, grace.clone(), move |stream, stop| {
+            tls_connection(s.clone(), stream, stop)
+        })));
+    }
+    data_tasks.push(tokio::spawn(accept(data, data_cap, data_stop_rx, grace.clone(), move |stream, stop| {
         // A client that stops reading holds an answer no longer than the upstream timeout.
         let write_timeout = s.snapshot.load().config.upstream.timeout;
-        h1::serve(crate::http::io::split_tcp(stream), handler.clone(), stop, write_timeout, Some(data_state.clone()))
-    }));
+        let listener = h1::Listener { state: data_state.clone(), cert: None };
+        h1::serve(crate::http::io::split_tcp(stream), handler.clone(), stop, write_timeout, Some(listener))
+    })));
     let a = admin.clone();
     let handler = move |req| {
         let answer = crate::admin::handle(a.clone(), req);
@@ -186,8 +212,43 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks.extend(crate::reload::spawn_watcher(reloader.clone(), admin_stop_rx));
     }
     admin.set_ready();
-    tracing::info!(%data_addr, %admin_addr, apps = %crate::admin::summary(&state), "bearerd is serving");
-    Ok(Running { data_addr, admin_addr, state, admin, reloader, stop_data, stop_admin, data_task, tasks })
+    let tls_shown = tls_addr.map(|a| a.to_string()).unwrap_or_else(|| "none".into());
+    let callers = state.snapshot.load().config.callers.len();
+    tracing::info!(%data_addr, tls_addr = %tls_shown, %admin_addr, callers, apps = %crate::admin::summary(&state), "bearerd is serving");
+    Ok(Running { data_addr, admin_addr, tls_addr, state, admin, reloader, stop_data, stop_admin, data_tasks, tasks })
+}
+
+/// One connection of the TLS data listener (SPEC 2.2 `listen_tls`): the handshake with the
+/// certificate of the configuration in force (a reload re-reads it), within the header timeout;
+/// the client certificate's names when one was verified; then what the plain listener serves
+/// (HTTP/1.1 with `CONNECT` and interception inside, or HTTP/2 by ALPN).
+async fn tls_connection(state: Arc<State>, stream: TcpStream, stop: oneshot::Receiver<()>) {
+    let Some(server) = state.snapshot.load().config.listen_tls.as_ref().map(|t| t.server.0.clone()) else { return };
+    let accept = tokio_rustls::TlsAcceptor::from(server).accept(stream);
+    let tls = match tokio::time::timeout(HEADER_READ_TIMEOUT, accept).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake on the data listener failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let session = tls.get_ref().1;
+    let cert = session.peer_certificates().and_then(crate::caller::ClientCert::of).map(Arc::new);
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let write_timeout = state.snapshot.load().config.upstream.timeout;
+    let listener = h1::Listener { state: state.clone(), cert: cert.clone() };
+    let handler = move |mut req: Request<Body>| {
+        if let Some(c) = &cert {
+            req.extensions_mut().insert(c.clone());
+        }
+        crate::proxy::handle(state.clone(), req)
+    };
+    if h2 {
+        Box::pin(h1::serve_h2(tls, handler, stop)).await
+    } else {
+        h1::serve(crate::http::io::split_shared(tls), handler, stop, write_timeout, Some(listener)).await
+    }
 }
 
 /// The intercept CA and the certificates it signs (SPEC 2.1). A CA the configuration names

@@ -8,60 +8,106 @@
 use std::sync::Arc;
 
 use http::{Request, Version};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::oneshot;
 
 use super::HEADER_READ_TIMEOUT;
 use super::h1::{ClientConn, Rewind};
+use crate::caller::ClientCert;
 use crate::http::io::{ReadSide, WriteSide, split_shared};
 use crate::proxy::ProxyError;
-use crate::proxy::connect::{Connect, Tunneled, decide};
+use crate::proxy::connect::{Connect, TunnelCaller, Tunneled, decide};
 use crate::state::State;
 use crate::upstream::Body;
 
 /// The answer that opens a tunnel (RFC 9110 9.3.6: no framing headers).
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+/// A TLS record holding a fatal `unrecognized_name` alert (RFC 6066 3): the answer to a
+/// ClientHello whose SNI is not the CONNECT host, before anything else was sent.
+const UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+/// What a TLS connection sends first (a handshake record).
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Serves a `CONNECT` that arrived on `conn`; the connection is the tunnel's from here on.
-pub(super) async fn connect(mut conn: ClientConn, req: Request<()>, state: Arc<State>, stop: oneshot::Receiver<()>) {
+/// `cert`: the client certificate the TLS listener verified.
+pub(super) async fn connect(
+    mut conn: ClientConn,
+    req: Request<()>,
+    state: Arc<State>,
+    stop: oneshot::Receiver<()>,
+    cert: Option<Arc<ClientCert>>,
+) {
     let snap = state.snapshot.load_full();
     let results = &state.metrics.intercepted_connections;
     let authority = req.uri().authority().map(|a| a.as_str());
-    let decided = decide(&snap, authority, req.headers()).and_then(|d| match (&d, &state.intercept) {
-        (Connect::Intercept { .. }, Err(why)) => Err(ProxyError::InterceptUnavailable(why.clone())),
-        _ => Ok(d),
-    });
-    drop(snap);
+    let decided =
+        decide(&snap, authority, req.headers(), cert.as_ref()).await.and_then(|d| match (&d, &state.intercept) {
+            (Connect::Intercept { .. }, Err(why)) => Err(ProxyError::InterceptUnavailable(why.clone())),
+            _ => Ok(d),
+        });
     let http10 = req.version() == Version::HTTP_10;
     match decided {
         Err(e) => {
             results.with_label_values(&["refused"]).inc();
+            if let Some(reason) = e.auth_reason() {
+                snap.callers.refused(reason);
+            }
+            drop(snap);
             // The host is the application's own choice, and no secret: it is logged.
             tracing::info!(target: "bearerd::access", method = "CONNECT", host = authority.unwrap_or(""), error = %e, "CONNECT refused");
-            let _ = conn.write_answer(e.answer(), false, false, http10).await;
+            let reason = e.connect_reason();
+            let mut answer = e.answer();
+            answer.head.reason = Some(reason.into());
+            let _ = conn.write_answer(answer, false, false, http10).await;
             conn.close().await;
         }
         // Each boxed: the future of every CONNECTed connection is then only as large as the
         // path it took.
-        Ok(Connect::Tunnel { name, port }) => Box::pin(blind(conn, &state, &name, port, http10)).await,
-        Ok(Connect::Intercept { name, port, app }) => Box::pin(intercept(conn, state, name, port, app, stop)).await,
+        Ok(Connect::Tunnel { name, port }) => {
+            drop(snap);
+            Box::pin(blind(conn, &state, &name, port, http10)).await
+        }
+        Ok(Connect::Intercept { name, port, app, caller }) => {
+            drop(snap);
+            Box::pin(intercept(conn, state, name, port, app, caller, stop)).await
+        }
     }
 }
 
-/// An intercepted tunnel: `200`, the TLS handshake (the ClientHello's SNI must name the CONNECT
-/// host), then HTTP/1.1 or HTTP/2 as ALPN chose.
+/// An intercepted tunnel: `200`, then what the client sends first tells: a TLS handshake (the
+/// ClientHello's SNI must name the CONNECT host), then HTTP/1.1 or HTTP/2 as ALPN chose; or
+/// plain HTTP/1.1 (Node's undici tunnels `http://` URLs through `CONNECT host:80`).
 async fn intercept(
     mut conn: ClientConn,
     state: Arc<State>,
     name: String,
     port: u16,
     app: Option<Arc<str>>,
+    caller: Option<TunnelCaller>,
     stop: oneshot::Receiver<()>,
 ) {
-    let results = &state.metrics.intercepted_connections;
+    let results = state.metrics.intercepted_connections.clone();
     let Ok(certs) = state.intercept.clone() else { return };
     if conn.write_raw(ESTABLISHED).await.is_err() {
         return;
+    }
+    let write_timeout = state.snapshot.load().config.upstream.timeout;
+    let tls = match conn.first_byte(HEADER_READ_TIMEOUT).await {
+        None => {
+            results.with_label_values(&["handshake_failed"]).inc();
+            return;
+        }
+        Some(b) => b == TLS_HANDSHAKE,
+    };
+    // Each request inside carries its tunnel.
+    let tunnel = Tunneled { name: name.as_str().into(), port, tls, app, caller };
+    let handler = move |mut req: Request<Body>| {
+        req.extensions_mut().insert(tunnel.clone());
+        crate::proxy::handle(state.clone(), req)
+    };
+    if !tls {
+        results.with_label_values(&["intercepted"]).inc();
+        return super::h1::serve_conn(conn, handler, stop, None).await;
     }
     let Some(io) = conn.into_stream() else { return };
     // The whole handshake within the header timeout: a ClientHello that never comes, or
@@ -69,17 +115,20 @@ async fn intercept(
     // staying in this future for as long as the connection lives.
     let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
     let handshake = Box::pin(async {
-        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
-            .await
-            .map_err(|e| format!("no TLS ClientHello: {e}"))?;
-        match start.client_hello().server_name() {
+        let (accepted, mut io) = client_hello(io).await?;
+        match accepted.client_hello().server_name() {
             Some(sni) if !sni.eq_ignore_ascii_case(&name) => {
+                let _ = io.write_all(&UNRECOGNIZED_NAME).await;
+                let _ = io.shutdown().await;
                 return Err(format!("the ClientHello names {sni}, the CONNECT {name}"));
             }
             _ => {}
         }
         let config = certs.server_config(&name).await.map_err(|e| e.to_string())?;
-        start.into_stream(config).await.map_err(|e| format!("TLS handshake failed: {e}"))
+        tokio_rustls::StartHandshake::from_parts(accepted, io)
+            .into_stream(config)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))
     });
     // The TLS stream is scoped to this block (and boxed for HTTP/2) so that it takes no room
     // in this future beside the server's, which holds it from here on.
@@ -100,18 +149,44 @@ async fn intercept(
             Alpn::Http11(split_shared(tls))
         }
     };
-    // Each request inside carries its tunnel; HTTP/1.1 is bearerd's own server, as on the
-    // listener, HTTP/2 hyper's, as on the listener.
-    let tunnel = Tunneled { name: name.into(), port, app };
-    let write_timeout = state.snapshot.load().config.upstream.timeout;
-    let handler = move |mut req: Request<Body>| {
-        req.extensions_mut().insert(tunnel.clone());
-        crate::proxy::handle(state.clone(), req)
-    };
+    // HTTP/1.1 is bearerd's own server, as on the listener, HTTP/2 hyper's, as on the listener.
     match io {
         Alpn::Http11(halves) => super::h1::serve(halves, handler, stop, write_timeout, None).await,
         // Boxed, as on the listener: hyper's connection is large.
         Alpn::H2(tls) => Box::pin(super::h1::serve_h2(*tls, handler, stop)).await,
+    }
+}
+
+/// Reads a TLS ClientHello from `io`, keeping `io` (so that a refusal can still be written on
+/// it). A malformed one is answered with rustls's alert.
+async fn client_hello<IO: AsyncRead + AsyncWrite + Unpin>(
+    mut io: IO,
+) -> Result<(rustls::server::Accepted, IO), String> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        let n = io.read(&mut chunk).await.map_err(|e| format!("no TLS ClientHello: {e}"))?;
+        if n == 0 {
+            return Err("the client closed before its TLS ClientHello".into());
+        }
+        let mut rest = &chunk[..n];
+        while !rest.is_empty() {
+            match acceptor.read_tls(&mut rest) {
+                Ok(0) => return Err("the TLS ClientHello is too large".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("no TLS ClientHello: {e}")),
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok((accepted, io)),
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write(&mut out);
+                let _ = io.write_all(&out).await;
+                return Err(format!("no TLS ClientHello: {e}"));
+            }
+        }
     }
 }
 
@@ -126,7 +201,7 @@ enum Alpn {
 async fn blind(mut conn: ClientConn, state: &State, name: &str, port: u16, http10: bool) {
     let results = &state.metrics.intercepted_connections;
     let shown = format!("{name}:{port}");
-    let mut upstream = match state.upstream.connect_tcp(name, port, &shown).await {
+    let mut upstream = match state.upstream.connect_tcp(name, port, &shown, true).await {
         Ok(s) => s,
         Err(e) => {
             results.with_label_values(&["upstream_failed"]).inc();

@@ -84,6 +84,16 @@ pub enum RenderError {
     TooLong(usize),
 }
 
+/// Whether a template header's value may carry a secret: it renders an expression (the access
+/// token, an installation value, a context value) or names a credential header.
+fn is_sensitive(name: &HeaderName, value: &expr::Parts<expr::Bound>) -> bool {
+    use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
+    *name == AUTHORIZATION
+        || *name == PROXY_AUTHORIZATION
+        || *name == COOKIE
+        || value.0.iter().any(|p| matches!(p, expr::Part::Expr(_)))
+}
+
 /// The longest path and query a template renders (servers refuse longer request lines, and
 /// `http::Uri` cannot hold more than 64 KiB).
 pub const MAX_TARGET: usize = 32 * 1024;
@@ -179,7 +189,9 @@ impl TemplateSpec {
         Ok(())
     }
 
-    /// Renders every template header, refusing values that would inject a header.
+    /// Renders every template header, refusing values that would inject a header. A value that
+    /// carries a token or an installation value, and any credential header, is marked sensitive:
+    /// never indexed by HPACK on an HTTP/2 upstream, never shown by `Debug`.
     pub fn render_headers(
         &self,
         scope: &dyn Scope,
@@ -191,8 +203,11 @@ impl TemplateSpec {
             value
                 .render_into(scope, &mut buf, escape::header_value)
                 .map_err(|reason| RenderError::Header { name: name.clone(), reason })?;
-            let v =
+            let mut v =
                 HeaderValue::from_bytes(buf.trim().as_bytes()).map_err(|_| RenderError::HeaderInvalid(name.clone()))?;
+            if is_sensitive(name, value) {
+                v.set_sensitive(true);
+            }
             emit(name, v);
         }
         Ok(())

@@ -41,6 +41,49 @@ pub(crate) enum TokenError {
     Store(String),
 }
 
+/// The account a token of an integration is kept under, as a request, the admin API, an
+/// authorization or a dry run names it (`named`): the one rule all of them follow (SPEC 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Account<'a> {
+    /// [`DEFAULT_ACCOUNT`] or the name given.
+    pub(crate) name: &'a str,
+    /// A name was given that the integration does not use (client credentials: one token per
+    /// integration, whatever is named). The data plane goes on with the default account; the
+    /// admin API refuses it.
+    pub(crate) ignored: bool,
+}
+
+/// Why a named account cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AccountError {
+    #[error("an account name is 1-256 visible characters")]
+    Invalid,
+    #[error("integration {0} has agent tokens: name the agent's account")]
+    Required(String),
+}
+
+/// The account rule: an agent integration needs a named account (there is no default); a
+/// client-credentials integration has one token whatever is named; any other uses the named
+/// account or the default one. A name is 1-256 visible characters.
+pub(crate) fn account<'a>(
+    integ: &crate::config::IntegrationSpec,
+    named: Option<&'a str>,
+) -> Result<Account<'a>, AccountError> {
+    if let Some(n) = named
+        && (n.is_empty() || n.len() > 256 || n.bytes().any(|b| !(b' '..=b'~').contains(&b)))
+    {
+        return Err(AccountError::Invalid);
+    }
+    if integ.grant == crate::config::Grant::ClientCredentials {
+        return Ok(Account { name: DEFAULT_ACCOUNT, ignored: named.is_some_and(|n| n != DEFAULT_ACCOUNT) });
+    }
+    match named {
+        Some(n) => Ok(Account { name: n, ignored: false }),
+        None if integ.agent => Err(AccountError::Required(integ.name.clone())),
+        None => Ok(Account { name: DEFAULT_ACCOUNT, ignored: false }),
+    }
+}
+
 /// Which token: one per (app, integration, account).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TokenKey {

@@ -111,12 +111,15 @@ pub(crate) async fn request_token(
         };
         let creds = format!("{}:{}", enc(&integ.client_id), enc(integ.client_secret.expose()));
         let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(creds));
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(mut v) = HeaderValue::from_str(&value) {
+            v.set_sensitive(true);
             h.insert(header::AUTHORIZATION, v);
         }
     }
     for (name, value) in &integ.custom_headers {
-        if let Ok(v) = HeaderValue::from_str(value.expose()) {
+        if let Ok(mut v) = HeaderValue::from_str(value.expose()) {
+            // Custom headers of a token request are kept like secrets (SPEC 1.2).
+            v.set_sensitive(true);
             h.insert(name.clone(), v);
         }
     }

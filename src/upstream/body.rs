@@ -20,6 +20,9 @@ pub(crate) enum Body {
     Empty,
     Full(Option<Bytes>),
     Hyper(Incoming),
+    /// A request body from an HTTP/2 client: read to its end (and dropped) after an early
+    /// answer ([`Lingering`]).
+    H2Request(Lingering),
     Client(ClientBody),
     Upstream(UpstreamBody),
     /// A streamed body whose first bytes were read already (to see whether it fits the replay
@@ -46,6 +49,40 @@ impl Body {
     }
 }
 
+/// A request body from an HTTP/2 client. Dropped before its end (a request refused before its
+/// body was read: no template, no token, too large), what is left is read and dropped by a task
+/// of its own for at most [`LINGER_TIME`] and [`LINGER_BYTES`], so that the client, which may
+/// send its whole body before it reads, sees the answer instead of a reset stream (RFC 9113
+/// 8.1); the HTTP/1.1 server lingers on its connection for the same reason.
+#[derive(Debug)]
+pub(crate) struct Lingering(pub(crate) Option<Incoming>);
+
+/// How long, and how much, an abandoned HTTP/2 request body is still read.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+const LINGER_BYTES: u64 = 64 << 20;
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(mut body) = self.0.take() else { return };
+        if body.is_end_stream() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let drain = async {
+                let mut read = 0u64;
+                while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if read > LINGER_BYTES {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        });
+    }
+}
+
 impl HttpBody for Body {
     type Data = Bytes;
     type Error = BoxError;
@@ -55,6 +92,8 @@ impl HttpBody for Body {
             Body::Empty | Body::Upgraded(_) => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::H2Request(Lingering(Some(b))) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::H2Request(Lingering(None)) => Poll::Ready(None),
             Body::Client(b) => Pin::new(b).poll_frame(cx),
             Body::Upstream(b) => Pin::new(b).poll_frame(cx),
             Body::Prefixed(prefix, rest) => {
@@ -71,6 +110,7 @@ impl HttpBody for Body {
             Body::Empty | Body::Upgraded(_) => true,
             Body::Full(b) => b.is_none(),
             Body::Hyper(b) => b.is_end_stream(),
+            Body::H2Request(Lingering(b)) => b.as_ref().is_none_or(|b| b.is_end_stream()),
             Body::Client(b) => b.is_end_stream(),
             Body::Upstream(b) => b.is_end_stream(),
             Body::Prefixed(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
@@ -82,6 +122,7 @@ impl HttpBody for Body {
             Body::Empty | Body::Upgraded(_) => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Hyper(b) => b.size_hint(),
+            Body::H2Request(Lingering(b)) => b.as_ref().map_or(SizeHint::with_exact(0), |b| b.size_hint()),
             Body::Client(b) => b.size_hint(),
             Body::Upstream(b) => b.size_hint(),
             Body::Prefixed(prefix, rest) => {

@@ -306,7 +306,8 @@ impl Upstream {
             match checkout {
                 Checkout::Idle(c) => break c,
                 Checkout::Connect(permit) => {
-                    let connected = Box::pin(tokio::time::timeout_at(deadline, self.connect(target, false))).await;
+                    let connected =
+                        Box::pin(tokio::time::timeout_at(deadline, self.connect(target, false, false))).await;
                     drop(permit);
                     match connected.map_err(|_| timeout())?? {
                         Connected::H1(c) => break c,
@@ -348,7 +349,7 @@ impl Upstream {
     async fn upgrade(&self, call: Call<'_>, head: &mut ResponseHead) -> Result<Body, UpstreamError> {
         let host = || call.target.authority.to_string();
         let timeout = || UpstreamError::Timeout { host: host(), secs: self.timeout().as_secs() };
-        let connected = tokio::time::timeout_at(call.deadline, self.connect(call.target, true)).await;
+        let connected = tokio::time::timeout_at(call.deadline, self.connect(call.target, true, false)).await;
         let conn = match connected.map_err(|_| timeout())?? {
             Connected::H1(c) => c,
             Connected::H2(_) => {
@@ -426,10 +427,47 @@ impl Upstream {
         }
     }
 
-    /// Resolves (with the address policy), connects (with the connect timeout) and, for https,
-    /// runs the TLS handshake.
-    /// `h1_only`: offer ALPN `http/1.1` alone (an upgrade).
-    async fn connect(&self, target: Target<'_>, h1_only: bool) -> Result<Connected, UpstreamError> {
+    /// A `GET` of a URL of the operator's own configuration (a caller's JWKS): over verified TLS
+    /// like any upstream call, but not subject to the address policy (which guards against hosts a
+    /// request chooses), on a connection of its own that is never pooled. The answer's status,
+    /// headers and body (at most `limit` bytes), by `deadline`.
+    pub(crate) async fn fetch_trusted(
+        &self,
+        url: &str,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<(http::StatusCode, HeaderMap, bytes::Bytes), UpstreamError> {
+        use http_body_util::BodyExt as _;
+        let target = Target::parse(url)
+            .ok_or_else(|| UpstreamError::Protocol { host: url.to_string(), reason: "not an http(s) URL".into() })?;
+        let host = || target.authority.to_string();
+        let timeout = || UpstreamError::Timeout { host: host(), secs: self.timeout().as_secs() };
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("application/json"));
+        let call = Call { method: &Method::GET, target, headers: &headers, deadline, upgrade: false };
+        let exchange = async {
+            let conn = match self.connect(target, true, true).await? {
+                Connected::H1(c) => c,
+                Connected::H2(_) => return Err(UpstreamError::Protocol { host: host(), reason: "h2 chosen".into() }),
+            };
+            let mut head = ResponseHead::new(http::StatusCode::OK);
+            let sent = conn.send(&self.h1, &call, Body::Empty, self.leave_out, &mut head).await;
+            let body = self.h1_result(&call, sent)?;
+            let bytes = http_body_util::Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Protocol { host: host(), reason: format!("reading the answer: {e}") })?;
+            let (status, headers) = head.into_map();
+            Ok((status, headers, bytes.to_bytes()))
+        };
+        tokio::time::timeout_at(deadline, exchange).await.unwrap_or_else(|_| Err(timeout()))
+    }
+
+    /// Resolves (with the address policy, unless `trusted`), connects (with the connect timeout)
+    /// and, for https, runs the TLS handshake.
+    /// `h1_only`: offer ALPN `http/1.1` alone (an upgrade). `trusted`: a URL of the operator's
+    /// own configuration ([`Upstream::fetch_trusted`]): no address policy, never pooled.
+    async fn connect(&self, target: Target<'_>, h1_only: bool, trusted: bool) -> Result<Connected, UpstreamError> {
         self.start_sweeping();
         let settings = self.settings.load_full();
         let generation = self.h1.generation();
@@ -443,12 +481,19 @@ impl Upstream {
             None => 80,
         };
         let name = name.trim_start_matches('[').trim_end_matches(']');
-        let tcp = self.connect_tcp(name, port, target.authority).await?;
+        let tcp = self.connect_tcp(name, port, target.authority, !trusted).await?;
         let _ = tcp.set_nodelay(true);
+        // A trusted connection is never pooled: no request can check it out under its key, and
+        // its generation is never the pool's.
+        let (key, generation): (Arc<str>, u64) = if trusted {
+            (format!("trusted {}", target.origin).into(), u64::MAX)
+        } else {
+            (target.origin.into(), generation)
+        };
         let _ = socket2::SockRef::from(&tcp)
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
         if !target.https {
-            return Ok(Connected::H1(UpstreamConn::new(Io::Plain(tcp), target.origin.into(), generation)));
+            return Ok(Connected::H1(UpstreamConn::new(Io::Plain(tcp), key, generation)));
         }
         let server_name = ServerName::try_from(name.to_string())
             .map_err(|e| UpstreamError::Tls { host: host(), reason: e.to_string() })?;
@@ -460,7 +505,7 @@ impl Upstream {
             }
         })?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Ok(Connected::H1(UpstreamConn::new(Io::Tls(Box::new(tls)), target.origin.into(), generation)));
+            return Ok(Connected::H1(UpstreamConn::new(Io::Tls(Box::new(tls)), key, generation)));
         }
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(tls))
@@ -474,9 +519,16 @@ impl Upstream {
     }
 
     /// A TCP connection to `name:port` (a host name or an IP literal): resolved with the
-    /// connect timeout, each address checked against the address policy, connected with the
-    /// connect timeout. `shown` names the upstream in errors. Also the blind tunnel's connect.
-    pub(crate) async fn connect_tcp(&self, name: &str, port: u16, shown: &str) -> Result<TcpStream, UpstreamError> {
+    /// connect timeout, each address checked against the address policy (when `policy`),
+    /// connected with the connect timeout. `shown` names the upstream in errors. Also the blind
+    /// tunnel's connect.
+    pub(crate) async fn connect_tcp(
+        &self,
+        name: &str,
+        port: u16,
+        shown: &str,
+        policy: bool,
+    ) -> Result<TcpStream, UpstreamError> {
         let config = &self.settings.load().config;
         let host = || shown.to_string();
         let connect_error = |e: io::Error| UpstreamError::Connect { host: host(), reason: e.to_string() };
@@ -489,7 +541,7 @@ impl Upstream {
                 .map_err(connect_error)?
                 .collect(),
         };
-        let allowed = all.iter().copied().filter(|a| config.allow_private_ips || is_public(a.ip()));
+        let allowed = all.iter().copied().filter(|a| !policy || config.allow_private_ips || is_public(a.ip()));
         let mut last = None;
         for addr in allowed {
             match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {

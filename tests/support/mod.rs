@@ -20,13 +20,23 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub use bearerd::server::Running;
 
+pub mod jwt;
 pub mod provider;
 pub mod redis;
+pub mod tunnel;
+
+#[allow(unused_imports)]
+pub use tunnel::*;
 
 /// A CA generated for one test, and a server certificate it signed for localhost/127.0.0.1.
 pub struct TestCa {
     pub ca_pem: String,
     pub server: Arc<rustls::ServerConfig>,
+    /// The server certificate and its key, PEM (for a `listen_tls` of bearerd's).
+    pub leaf_pem: String,
+    pub leaf_key_pem: String,
+    ca_params: rcgen::CertificateParams,
+    ca_key: Arc<rcgen::KeyPair>,
 }
 
 pub fn test_ca() -> TestCa {
@@ -49,7 +59,30 @@ pub fn test_ca() -> TestCa {
         .with_single_cert(vec![leaf.der().clone(), ca_cert.der().clone()], key)
         .unwrap();
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    TestCa { ca_pem: ca_cert.pem(), server: Arc::new(server) }
+    TestCa {
+        ca_pem: ca_cert.pem(),
+        server: Arc::new(server),
+        leaf_pem: format!("{}{}", leaf.pem(), ca_cert.pem()),
+        leaf_key_pem: leaf_key.serialize_pem(),
+        ca_params,
+        ca_key: Arc::new(ca_key),
+    }
+}
+
+impl TestCa {
+    /// A certificate and key (PEM) this CA signs for `dns` names and `uris` (a client
+    /// certificate's SANs, or another server's).
+    pub fn issue(&self, dns: &[&str], uris: &[&str]) -> (String, String) {
+        use rcgen::{CertificateParams, Issuer, KeyPair, SanType};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
+        for u in uris {
+            params.subject_alt_names.push(SanType::URI((*u).try_into().unwrap()));
+        }
+        let issuer = Issuer::from_params(&self.ca_params, &*self.ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// What the mock API received.
@@ -460,6 +493,8 @@ pub struct Bearerd {
     pub running: Option<Running>,
     pub data: SocketAddr,
     pub admin: SocketAddr,
+    /// The TLS data listener (`listen_tls`), when configured.
+    pub tls: Option<SocketAddr>,
 }
 
 pub async fn start(config: &Path) -> Bearerd {
@@ -469,7 +504,7 @@ pub async fn start(config: &Path) -> Bearerd {
         cfg.shutdown.drain_delay = Duration::ZERO;
     }
     let running = bearerd::server::start(cfg).await.unwrap();
-    Bearerd { data: running.data_addr, admin: running.admin_addr, running: Some(running) }
+    Bearerd { data: running.data_addr, admin: running.admin_addr, tls: running.tls_addr, running: Some(running) }
 }
 
 /// An answer, read whole.
