@@ -146,6 +146,8 @@ async fn the_admin_page_in_a_real_browser() {
     println!("admin page: {} bytes, rendered in {render_ms} ms (navigation duration)", html.len());
     let text = browser.text().await;
     assert!(text.contains("missing") && text.contains("Authorize"), "{text}");
+    // The integration's name beside its display name: metrics, logs and URLs use the name.
+    assert!(text.contains("API api"), "{text}");
     // Every control is a link or a button: reachable with Tab, activated with Enter.
     let odd =
         browser.script("return document.querySelectorAll('[tabindex], [onclick], div[role=button]').length").await;

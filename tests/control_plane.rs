@@ -242,3 +242,74 @@ async fn explain_is_a_dry_run_that_says_why() {
     assert_eq!(api.count(), 0);
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_site_writes_are_refused_on_every_state_changing_endpoint() {
+    let (_dir, _api, b) = setup().await;
+    let host = format!("127.0.0.1:{}", b.admin.port());
+    let with = async |method: &str, path: &str, headers: &[(&str, &str)], body: &str| {
+        let mut h = vec![("host", host.as_str())];
+        h.extend_from_slice(headers);
+        send(b.admin, request(method, path, &h, body)).await
+    };
+    let token = r#"{"access_token": "t", "expires_in": 60}"#;
+    // What a page elsewhere can make a browser send: a form post, with the browser's headers.
+    for headers in [
+        vec![("origin", "http://evil.example"), ("content-type", "application/x-www-form-urlencoded")],
+        vec![("sec-fetch-site", "cross-site"), ("content-type", "text/plain")],
+        vec![("origin", "null")],
+    ] {
+        for (method, path, body) in [
+            ("POST", "/admin/reload", ""),
+            ("PUT", "/admin/tokens/demo/api", token),
+            ("DELETE", "/admin/tokens/demo/api", ""),
+            ("POST", "/admin/explain", r#"{"method": "GET", "url": "https://x/"}"#),
+        ] {
+            let r = with(method, path, &headers, body).await;
+            assert_eq!(r.status, 403, "{method} {path} with {headers:?}: {}", r.text());
+        }
+    }
+    // DNS rebinding: the Host is the attacker's name, so Origin and Host agree; still refused.
+    let rebound = send(
+        b.admin,
+        request(
+            "POST",
+            "/admin/reload",
+            &[("host", "rebound.example:10001"), ("origin", "http://rebound.example:10001")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(rebound.status, 403);
+    // Scripts (no Origin), the listener's own origin, and reads are served.
+    assert_eq!(with("POST", "/admin/reload", &[], "").await.status, 200);
+    let own = format!("http://{host}");
+    assert_eq!(with("PUT", "/admin/tokens/demo/api", &[("origin", &own)], token).await.status, 200);
+    assert_eq!(with("GET", "/admin/tokens", &[("sec-fetch-site", "cross-site")], "").await.status, 200);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_is_stored_under_the_account_requests_read() {
+    let dir = TempDir::new();
+    let mut oauth = oauth_one("tokens.invalid", false);
+    oauth["integrations"]["api"]["grant_type"] = json!("client_credentials");
+    dir.app(
+        "demo",
+        &json!({"get": {"schema": {"method": "GET", "host": "api.example.com", "path": "/x",
+            "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
+        Some(&oauth),
+    );
+    let b = start(&Config::new().app(App::new("demo")).write(&dir)).await;
+    let token = r#"{"access_token": "t", "expires_in": 60}"#;
+    // A client-credentials integration has one token: an account is refused, not stored unread.
+    let r = b.admin("PUT", "/admin/tokens/demo/api?account=someone", token).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("uses client credentials: it has one token"), "{}", r.text());
+    assert_eq!(b.admin("PUT", "/admin/tokens/demo/api", token).await.status, 200);
+    assert_eq!(b.admin("PUT", "/admin/tokens/demo/api?account=default", token).await.status, 200);
+    let list = b.admin("GET", "/admin/tokens", "").await.json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(b.admin("PUT", "/admin/tokens/demo/api?account=%0a", token).await.status, 400);
+    b.shutdown().await;
+}

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -164,10 +165,13 @@ async fn connects_that_bearerd_does_not_intercept_are_refused_plainly() {
         assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "CONNECT {authority}: {head}");
         assert!(head.contains("x-bearerd-error: 1"), "{head}");
     }
-    // Naming an app that is not configured.
+    // Naming an app that is not configured: the reason phrase says so (clients print it alone).
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("nope:"));
     let (head, _) = connect(b.data, &api.host(), &[("Proxy-Authorization", &basic)]).await;
-    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    assert!(head.starts_with("HTTP/1.1 400 the Proxy-Authorization user names no app: nope (apps: demo)"), "{head}");
+    // A host another app's template would cover, for the app named: that app is named.
+    let (head, _) = connect(b.data, "other.example:443", &[("x-bearerd-app", "demo")]).await;
+    assert!(head.starts_with("HTTP/1.1 403 No template of app demo covers other.example:443\r\n"), "{head}");
 
     // A second CONNECT inside a tunnel: 400, nothing forwarded.
     let tls = tunnel(b.data, &api.host(), &ca_pem, &[b"http/1.1"]).await;
@@ -196,10 +200,11 @@ async fn connects_that_bearerd_does_not_intercept_are_refused_plainly() {
 #[tokio::test]
 async fn the_handshake_is_for_the_connect_host_only() {
     let (_dir, api, b, ca_pem) = world(|c| c).await;
-    // SNI naming another host: the handshake is refused.
+    // SNI naming another host: the handshake is refused with an unrecognized_name alert.
     let (head, s) = connect(b.data, &api.host(), &[]).await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    assert!(handshake(s, &ca_pem, "evil.example", &[b"http/1.1"]).await.is_err());
+    let e = handshake(s, &ca_pem, "evil.example", &[b"http/1.1"]).await.unwrap_err();
+    assert!(e.to_string().contains("UnrecognisedName"), "{e}");
     // A client that does not trust the CA fails its handshake.
     let other = test_ca();
     let (_, s) = connect(b.data, &api.host(), &[]).await;
@@ -450,5 +455,133 @@ async fn the_ca_is_served_printed_and_kept() {
     let text = r.text();
     let days = text.split("warning: the intercept CA expires in ").nth(1).and_then(|t| t.split(' ').next());
     assert!(matches!(days, Some("4" | "5")), "{text}");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn plain_http_inside_a_connect_is_served_as_a_request_to_its_host() {
+    // Node's undici tunnels http:// URLs through CONNECT host:port, then speaks plain HTTP.
+    let (_dir, api, b, _) = world(|c| c).await;
+    let (head, mut s) = connect(b.data, &api.host(), &[]).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let host = api.host();
+    for path in ["/data", "/data"] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+            .unwrap();
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+    }
+    // Another host inside it: 421, as inside TLS.
+    s.write_all(b"GET /data HTTP/1.1\r\nHost: other.example\r\n\r\n").await.unwrap();
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 421 "));
+    let seen = api.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|r| r.header("authorization") == Some("Bearer tok-demo")), "{seen:?}");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn te_trailers_goes_on_to_an_http2_upstream() {
+    // gRPC servers look for `te: trailers` to tell a proxy that keeps trailers.
+    let (_dir, api, b, _) = world(|c| c).await;
+    let r = send(b.data, request("GET", &format!("http://{}/data", api.host()), &[("te", "trailers")], "")).await;
+    assert_eq!(r.status, 200);
+    let seen = api.requests();
+    assert_eq!(seen[0].version, http::Version::HTTP_2, "the mock API offers h2");
+    assert_eq!(seen[0].header("te"), Some("trailers"));
+    b.shutdown().await;
+}
+
+/// An HTTP/2 upstream (TLS, ALPN h2) that speaks the frames itself: it records each request's
+/// header block as sent (HPACK, undecoded) and answers `200` without a body.
+async fn raw_h2_upstream(ca: &TestCa) -> (u16, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let blocks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen, tls) = (blocks.clone(), tokio_rustls::TlsAcceptor::from(ca.server.clone()));
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            let (seen, tls) = (seen.clone(), tls.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = tls.accept(s).await else { return };
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                // An empty SETTINGS frame.
+                let _ = s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                loop {
+                    let mut h = [0u8; 9];
+                    if s.read_exact(&mut h).await.is_err() {
+                        return;
+                    }
+                    let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                    let (kind, flags, stream) =
+                        (h[3], h[4], u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff);
+                    let mut payload = vec![0u8; len];
+                    if s.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    match kind {
+                        // SETTINGS, not an ACK: acknowledge it.
+                        4 if flags & 1 == 0 => {
+                            let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                        }
+                        // HEADERS: keep the block; answer `:status 200` (HPACK index 8), ending the stream.
+                        1 => {
+                            let mut block = &payload[..];
+                            if flags & 0x8 != 0 {
+                                let pad = usize::from(block[0]);
+                                block = &block[1..block.len() - pad];
+                            }
+                            if flags & 0x20 != 0 {
+                                block = &block[5..];
+                            }
+                            seen.lock().unwrap().push(block.to_vec());
+                            let sid = stream.to_be_bytes();
+                            let _ = s.write_all(&[0, 0, 1, 1, 0x5, sid[0], sid[1], sid[2], sid[3], 0x88]).await;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (port, blocks)
+}
+
+#[tokio::test]
+async fn a_token_in_a_header_is_never_indexed_by_hpack() {
+    let ca = test_ca();
+    let (port, blocks) = raw_h2_upstream(&ca).await;
+    let dir = TempDir::new();
+    dir.app(
+        "demo",
+        &json!({"get": {"schema": {"method": "GET", "host": format!("localhost:{port}"), "path": "/data",
+            "headers": {"Authorization": "Bearer <%= access_token %>", "Accept": "application/json"}}, "options": {"oauth": "api"}}}),
+        Some(&oauth_one("tokens.invalid", false)),
+    );
+    let b = start(&Config::new().ca(&ca).app(App::new("demo")).write(&dir)).await;
+    b.put_token("demo", "api", "", json!({"access_token": "tok-never-indexed", "expires_in": 3600})).await;
+    for _ in 0..2 {
+        let r = send(b.data, request("GET", &format!("http://localhost:{port}/data"), &[], "")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let blocks = blocks.lock().unwrap().clone();
+    assert_eq!(blocks.len(), 2, "both requests on the one h2 connection");
+    // `authorization` is static entry 23: "never indexed" with that name is 0x1f 0x08 (RFC 7541
+    // 6.2.3), in every request's block (an indexed one would be a one-byte reference the second time).
+    for block in &blocks {
+        assert!(block.windows(2).any(|w| w == [0x1f, 0x08]), "authorization is not never-indexed: {block:02x?}");
+    }
+    // A literal template header stays indexable: `accept` (static 19) with incremental indexing
+    // (0x53) the first time.
+    assert!(blocks[0].contains(&0x53), "{:02x?}", blocks[0]);
     b.shutdown().await;
 }

@@ -92,6 +92,9 @@ async fn intercept(
         return;
     }
     let write_timeout = state.snapshot.load().config.upstream.timeout;
+    // The first byte, and for TLS the whole handshake, within the header timeout: a client that
+    // sends nothing, or trickles its ClientHello, is closed.
+    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
     let tls = match conn.first_byte(HEADER_READ_TIMEOUT).await {
         None => {
             results.with_label_values(&["handshake_failed"]).inc();
@@ -110,10 +113,8 @@ async fn intercept(
         return super::h1::serve_conn(conn, handler, stop, None).await;
     }
     let Some(io) = conn.into_stream() else { return };
-    // The whole handshake within the header timeout: a ClientHello that never comes, or
-    // trickles, closes the connection. Boxed: its state is freed once it is done, instead of
-    // staying in this future for as long as the connection lives.
-    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+    // Boxed: its state is freed once it is done, instead of staying in this future for as long
+    // as the connection lives.
     let handshake = Box::pin(async {
         let (accepted, mut io) = client_hello(io).await?;
         match accepted.client_hello().server_name() {
