@@ -10,10 +10,10 @@ python=python3
 [ -x /usr/bin/python3 ] && python=/usr/bin/python3
 # The admin page is tested in headless Chromium over WebDriver (chromium, chromium-driver).
 # The README's HTTPS_PROXY recipes run with real clients: curl, Python's standard library and
-# requests (python3-requests), Node (nodejs, npm) with undici, which npm puts in target/npm.
-packages="redis-server redis-tools procps python3-prometheus-client python3-requests chromium chromium-driver curl"
+# requests (python3-requests), httpx (python3-httpx), Node (nodejs, npm) with undici, which npm puts in target/npm.
+packages="redis-server redis-tools procps python3-prometheus-client python3-requests python3-httpx chromium chromium-driver curl"
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 \
-   || ! { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || ! "$python" -c "import prometheus_client, requests" 2>/dev/null \
+   || ! { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || ! "$python" -c "import prometheus_client, requests, httpx" 2>/dev/null \
    || [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
    || ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages="$packages nodejs npm"

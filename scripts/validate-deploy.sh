@@ -20,7 +20,7 @@ fi
 echo "== hadolint Dockerfile"
 "$venv/bin/hadolint" Dockerfile
 echo "== Kubernetes manifests against the schemas (strict)"
-"$venv/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
+"$venv/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml deploy/kubernetes/gateway/*.yaml
 echo "== every YAML file parses"
 "$venv/bin/python" - <<'PY'
 import glob, sys, yaml

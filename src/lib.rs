@@ -4,19 +4,22 @@
 //! Imports flow one way, from the top of this list to the bottom (`tests/architecture.rs` fails
 //! on a cycle or on an edge against the grain):
 //!
-//! - [`server`]: the process: builds everything below, binds both listeners (each with its
-//!   connection cap), runs each connection ([`server::h1`]: the data listener's HTTP/1.1, HTTP/2
-//!   handed to hyper, a websocket relayed after its `101`; `server::tunnel`: `CONNECT` carried
-//!   out, TLS terminated for an intercepted host and its connection served like the listener's,
-//!   or a blind tunnel), the per-connection watchdog and the shutdown sequence (drain delay,
-//!   then grace).
+//! - [`server`]: the process: builds everything below, binds the listeners (the data listener,
+//!   the TLS data listener of `listen_tls`, the admin listener; each with its connection cap),
+//!   runs each connection ([`server::h1`]: the data listeners' HTTP/1.1, HTTP/2 handed to hyper,
+//!   a websocket relayed after its `101`; `server::tunnel`: `CONNECT` carried out, TLS (or plain
+//!   HTTP) terminated for an intercepted host and its connection served like the listener's, or
+//!   a blind tunnel), the per-connection watchdog and the shutdown sequence (drain delay, then
+//!   grace).
 //! - [`admin`]: the control plane (health, readiness, metrics, the token admin API, reload, the
 //!   authorization-code flow in [`admin::auth`], whose pending table it owns, the admin page in
 //!   `admin::page` and the dry run of [`admin::explain`]).
-//! - [`proxy`]: the data plane in named phases (select app, match, token, render, send,
-//!   respond); [`proxy::connect`] what a `CONNECT` may reach and the app a request names
-//!   without `x-bearerd-app`; [`proxy::retry`] the retry/replay policy as a pure function;
-//!   [`proxy::error`] the one place where an error becomes a status and an FDK-shaped body.
+//! - [`proxy`]: the data plane in named phases (admit the caller, plan, admit the plan, token,
+//!   render, send, respond); [`proxy::admit`] who is calling and whether it may use what the
+//!   plan names; [`proxy::plan`] the app, template and account of a request, a pure function
+//!   that `explain` shows too; [`proxy::connect`] what a `CONNECT` may reach; [`proxy::retry`]
+//!   the retry/replay policy as a pure function; [`proxy::error`] the one place where an error
+//!   becomes a status and an FDK-shaped body.
 //! - [`reload`]: file watcher, SIGHUP and `POST /admin/reload`, one path: load, validate,
 //!   compile, swap; the old snapshot stays on failure.
 //! - [`state`]: what every request shares (snapshot, tokens, refresher, upstream client,
@@ -25,6 +28,10 @@
 //! - [`intercept`]: the intercept CA (configured, or generated beside the token file) and the
 //!   TLS settings per `CONNECT` host, each with a leaf certificate minted off the async workers
 //!   and cached.
+//! - [`caller`]: who is calling (SPEC 2.2): [`caller::credential`], the one reader of a
+//!   request's credential; secrets by their SHA-256, JWTs against JWKS files or URLs
+//!   ([`caller::keys`], shared across reloads), client certificates' SANs; a verification cache.
+//!   It knows no proxy.
 //! - [`token`]: tokens per (app, integration, account), the lock-free view the data plane
 //!   reads, the stores behind it ([`token::store`], [`token::redis_store`], [`token::seal`]),
 //!   the token-endpoint client ([`token::oauth`]) and single-flight refresh with back-off
@@ -39,7 +46,8 @@
 //! - [`template`]: the compiled template ([`template::spec`]), the `<%= %>` language
 //!   ([`template::expr`]), escaping per position ([`template::escape`]), transparent matching
 //!   ([`template::route`]) and rendering.
-//! - Beneath everything, knowing nothing of each other: [`http`] (HTTP/1.1 for both sides, once:
+//! - Beneath everything, knowing nothing of each other: [`jose`] (JWS and JWKs verified with
+//!   ring), [`http`] (HTTP/1.1 for both sides, once:
 //!   heads, framing, bodies, keep-alive and hop-by-hop rules, the client connection's two sides
 //!   over TCP or TLS; it knows nothing of bearerd),
 //!   [`metrics`] (every metric, registered in one place), [`secret`], [`fasthash`] (the unkeyed
@@ -51,15 +59,19 @@
 //!
 //! # The path of one request
 //! 1. [`server::h1`] accepts and reads the request head with [`http::server`] (headers parsed
-//!    once, into the map that is forwarded) and runs [`proxy::handle`] in the connection's task;
-//!    it loads the current [`snapshot::Snapshot`] once from the [`state::State`]. A `CONNECT`
+//!    once, into the map that is forwarded; `Proxy-Authorization` set aside) and runs
+//!    [`proxy::handle`] in the connection's task; it loads the current [`snapshot::Snapshot`]
+//!    once from the [`state::State`]. A `CONNECT`
 //!    goes to `server::tunnel` instead: for a templated host, `200`, TLS with a certificate from
 //!    [`intercept`], and each request inside comes back to step 1 marked with its tunnel (its
 //!    host must be the tunnel's: 421).
-//! 2. Select the app (`x-bearerd-app`, a `Proxy-Authorization` user, the only app, or the only
-//!    one whose templates match), then match the template: `POST /invoke/<name>` by name,
-//!    anything else by method + host + path through [`template::route::Router`]; no match is
-//!    403 (never an open proxy).
+//! 2. With callers configured, [`proxy::admit`] reads the credential ([`caller::credential`])
+//!    and finds the caller (from the cache for one seen before): none, or one no caller accepts,
+//!    is 407/401 before any other work. Then [`proxy::plan`]: the app (`x-bearerd-app`, a
+//!    `Proxy-Authorization` user, the only app of the caller's, or the only one whose templates
+//!    match), the template (`POST /invoke/<name>` by name, anything else by method + host + path
+//!    through [`template::route::Router`]; no match is 403, never an open proxy) and the account;
+//!    and whether the caller may use that app and account (403).
 //! 3. The token for (app, integration, account) comes from [`token::Refresher`]: a lock-free
 //!    read when fresh; a token near expiry is refreshed first, once for all requests that need
 //!    it. Only then is the body read (an invoke body's JSON, or a transparent body up to the

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -285,12 +284,7 @@ async fn a_websocket_needs_its_callers_credential() {
     let (port, heads) = ws_upstream(&ca).await;
     let host = format!("localhost:{port}");
     let dir = TempDir::new();
-    dir.app(
-        "demo",
-        &json!({"ws": {"schema": {"method": "GET", "host": host, "path": "/ws",
-            "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
-        Some(&oauth_one("tokens.invalid", false)),
-    );
+    ws_app(&dir, &host);
     let cfg = Config::new().ca(&ca).app(App::new("demo")).set("callers", secret_callers()).write(&dir);
     let b = start(&cfg).await;
     b.put_token("demo", "api", "", json!({"access_token": "tok-ws", "expires_in": 3600})).await;
@@ -584,26 +578,7 @@ async fn a_caller_names_only_the_accounts_it_may() {
 
 /// A TLS client of bearerd's TLS listener, trusting `ca`, with a client certificate when given.
 fn tls_client(ca: &TestCa, cert: Option<(String, String)>, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    use rustls_pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut config = match cert {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes()).map(Result::unwrap).collect();
-            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-    };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(client_config_with(&ca.ca_pem, cert, alpn))
 }
 
 async fn tls_to(

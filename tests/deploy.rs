@@ -50,6 +50,61 @@ fn the_kubernetes_configmap_loads_where_the_deployment_mounts_it() {
     assert_eq!(config_env["value"], format!("{}/bearerd.yaml", mount["mountPath"].as_str().unwrap()));
 }
 
+/// The documents of a multi-document YAML file.
+fn yaml_docs(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
+    text.split("\n---\n").map(|d| serde_saphyr::from_str(d).unwrap_or_else(|e| panic!("{path}: {e}"))).collect()
+}
+
+#[test]
+fn the_gateway_loads_with_its_callers_where_the_deployment_mounts_it() {
+    let data = yaml("deploy/kubernetes/gateway/configmap.yaml")["data"].clone();
+    let docs = yaml_docs("deploy/kubernetes/gateway/deployment.yaml");
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().unwrap();
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let mount_of =
+        |volume: &str| mounts.iter().find(|m| m["name"] == volume).unwrap()["mountPath"].as_str().unwrap().to_string();
+    let config_dir = mount_of("config");
+    let dir = TempDir::new();
+    let at = |mount: &str, file: &str| {
+        let rel = mount.strip_prefix(&config_dir).unwrap().trim_start_matches('/');
+        format!("{rel}/{file}").trim_start_matches('/').to_string()
+    };
+    let items = volumes.iter().find(|v| v["name"] == "config").unwrap()["configMap"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), data.as_object().unwrap().len(), "every key is mounted");
+    for item in items {
+        dir.write(item["path"].as_str().unwrap(), data[item["key"].as_str().unwrap()].as_str().unwrap());
+    }
+    // What the Secrets and the cluster's CA ConfigMap put beside it, as their volumes mount them.
+    let ca = support::test_ca();
+    dir.write(&at(&mount_of("tls"), "tls.crt"), &ca.leaf_pem);
+    dir.write(&at(&mount_of("tls"), "tls.key"), &ca.leaf_key_pem);
+    dir.write(&at(&mount_of("cluster-ca"), "ca.crt"), &ca.ca_pem);
+    let made = TempDir::new();
+    bearerd::intercept::Authority::open(&bearerd::config::InterceptConfig::beside(made.path())).unwrap();
+    let read = |f: &str| std::fs::read_to_string(made.path().join(f)).unwrap();
+    dir.write(&at(&mount_of("intercept-ca"), "ca.crt"), &read("ca.pem"));
+    dir.write(&at(&mount_of("intercept-ca"), "ca.key"), &read("ca-key.pem"));
+    let config = bearerd::config::load_with_env(&dir.path().join("bearerd.yaml"), &env)
+        .unwrap_or_else(|e| panic!("the gateway's configuration does not load:\n{e}"));
+    assert!(!config.listen.ip().is_loopback() && config.callers.len() == 2, "callers guard the open listener");
+    assert!(config.listen_tls.as_ref().is_some_and(|t| !t.address.ip().is_loopback()));
+    assert!(matches!(config.store, bearerd::config::StoreConfig::Redis { .. }));
+    // The Service exposes the data ports, never the admin port.
+    let service = docs.iter().find(|d| d["kind"] == "Service").unwrap();
+    let ports: Vec<i64> =
+        service["spec"]["ports"].as_array().unwrap().iter().map(|p| p["port"].as_i64().unwrap()).collect();
+    assert_eq!(ports, vec![10080, 10443]);
+    // The example client's projected token is for the audience the callers accept.
+    let client = yaml_docs("deploy/kubernetes/gateway/client-example.yaml");
+    let pod = &client.iter().find(|d| d["kind"] == "Deployment").unwrap()["spec"]["template"]["spec"];
+    let source = &pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(source["audience"], "bearerd");
+    assert!(data["bearerd.yaml"].as_str().unwrap().contains("system:serviceaccount:shop:checkout"));
+}
+
 #[test]
 fn the_compose_configuration_loads() {
     let config = bearerd::config::load_with_env(

@@ -321,12 +321,7 @@ async fn a_websocket_goes_through_a_template_with_the_token() {
     let (port, heads) = ws_upstream(&ca).await;
     let host = format!("localhost:{port}");
     let dir = TempDir::new();
-    dir.app(
-        "demo",
-        &json!({"ws": {"schema": {"method": "GET", "host": host, "path": "/ws",
-            "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
-        Some(&oauth_one("tokens.invalid", false)),
-    );
+    ws_app(&dir, &host);
     let b = start(&Config::new().ca(&ca).app(App::new("demo")).write(&dir)).await;
     b.put_token("demo", "api", "", json!({"access_token": "tok-ws", "expires_in": 3600})).await;
     let ca_pem = b.admin("GET", "/ca.pem", "").await.text();
@@ -500,59 +495,49 @@ async fn te_trailers_goes_on_to_an_http2_upstream() {
 /// An HTTP/2 upstream (TLS, ALPN h2) that speaks the frames itself: it records each request's
 /// header block as sent (HPACK, undecoded) and answers `200` without a body.
 async fn raw_h2_upstream(ca: &TestCa) -> (u16, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let blocks = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (seen, tls) = (blocks.clone(), tokio_rustls::TlsAcceptor::from(ca.server.clone()));
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { return };
-            let (seen, tls) = (seen.clone(), tls.clone());
-            tokio::spawn(async move {
-                let Ok(mut s) = tls.accept(s).await else { return };
-                let mut preface = [0u8; 24];
-                if s.read_exact(&mut preface).await.is_err() {
-                    return;
-                }
-                // An empty SETTINGS frame.
-                let _ = s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
-                loop {
-                    let mut h = [0u8; 9];
-                    if s.read_exact(&mut h).await.is_err() {
-                        return;
-                    }
-                    let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
-                    let (kind, flags, stream) =
-                        (h[3], h[4], u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff);
-                    let mut payload = vec![0u8; len];
-                    if s.read_exact(&mut payload).await.is_err() {
-                        return;
-                    }
-                    match kind {
-                        // SETTINGS, not an ACK: acknowledge it.
-                        4 if flags & 1 == 0 => {
-                            let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
-                        }
-                        // HEADERS: keep the block; answer `:status 200` (HPACK index 8), ending the stream.
-                        1 => {
-                            let mut block = &payload[..];
-                            if flags & 0x8 != 0 {
-                                let pad = usize::from(block[0]);
-                                block = &block[1..block.len() - pad];
-                            }
-                            if flags & 0x20 != 0 {
-                                block = &block[5..];
-                            }
-                            seen.lock().unwrap().push(block.to_vec());
-                            let sid = stream.to_be_bytes();
-                            let _ = s.write_all(&[0, 0, 1, 1, 0x5, sid[0], sid[1], sid[2], sid[3], 0x88]).await;
-                        }
-                        _ => {}
-                    }
-                }
-            });
+    let port = tls_server(ca, blocks.clone(), |mut s, seen| async move {
+        let mut preface = [0u8; 24];
+        if s.read_exact(&mut preface).await.is_err() {
+            return;
         }
-    });
+        // An empty SETTINGS frame.
+        let _ = s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+        loop {
+            let mut h = [0u8; 9];
+            if s.read_exact(&mut h).await.is_err() {
+                return;
+            }
+            let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+            let (kind, flags, stream) = (h[3], h[4], u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff);
+            let mut payload = vec![0u8; len];
+            if s.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            match kind {
+                // SETTINGS, not an ACK: acknowledge it.
+                4 if flags & 1 == 0 => {
+                    let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                }
+                // HEADERS: keep the block; answer `:status 200` (HPACK index 8), ending the stream.
+                1 => {
+                    let mut block = &payload[..];
+                    if flags & 0x8 != 0 {
+                        let pad = usize::from(block[0]);
+                        block = &block[1..block.len() - pad];
+                    }
+                    if flags & 0x20 != 0 {
+                        block = &block[5..];
+                    }
+                    seen.lock().unwrap().push(block.to_vec());
+                    let sid = stream.to_be_bytes();
+                    let _ = s.write_all(&[0, 0, 1, 1, 0x5, sid[0], sid[1], sid[2], sid[3], 0x88]).await;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
     (port, blocks)
 }
 

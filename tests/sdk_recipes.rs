@@ -95,7 +95,7 @@ async fn curl_through_https_proxy_with_the_ca() {
 }
 
 #[tokio::test]
-async fn python_urllib_and_requests_through_https_proxy_with_the_ca() {
+async fn python_urllib_requests_and_httpx_through_https_proxy_with_the_ca() {
     let (_dir, api, b, ca) = world().await;
     let proxy = format!("http://127.0.0.1:{}", b.data.port());
     let url = format!("https://{}/data", api.host());
@@ -109,12 +109,17 @@ async fn python_urllib_and_requests_through_https_proxy_with_the_ca() {
     let o = run(python(), &["-c", &requests], &proxy, &[("REQUESTS_CA_BUNDLE", &ca)]).await;
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), r#"200 {"ok":true}"#);
+    // httpx: HTTPS_PROXY and SSL_CERT_FILE (trust_env, its default), HTTP/1.1 through the tunnel.
+    let httpx = format!("import httpx; r = httpx.get('{url}'); print(r.status_code, r.text)");
+    let o = run(python(), &["-c", &httpx], &proxy, &[("SSL_CERT_FILE", &ca)]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), r#"200 {"ok":true}"#);
     // A host no template covers: Python prints the reason phrase, which names it.
     let refused = "import urllib.request; urllib.request.urlopen('https://other.example/')";
     let o = run(python(), &["-c", refused], &proxy, &[("SSL_CERT_FILE", &ca)]).await;
     assert!(stderr(&o).contains("403 No template covers other.example:443"), "{}", stderr(&o));
     let seen = api.requests();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|r| r.header("authorization") == Some("Bearer tok-sdk")), "{seen:?}");
     b.shutdown().await;
 }

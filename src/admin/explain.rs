@@ -92,6 +92,7 @@ pub(crate) fn explain(
         return fail("the url needs a host: an absolute URL, or a Host header".into());
     }
     let marks = Marks::of(&parts.headers);
+    let proxy_auth = parts.headers.get(http::header::PROXY_AUTHORIZATION).map(|v| v.as_bytes());
     let mut out = json!({});
     // The caller, by name (a dry run checks no credential).
     let caller = match &req.caller {
@@ -105,11 +106,8 @@ pub(crate) fn explain(
             None => return fail(format!("no caller named `{name}`")),
             Some(i) => {
                 let c = snap.callers.get(i);
-                let user = marks
-                    .hop_by_hop
-                    .then(|| parts.headers.get(http::header::PROXY_AUTHORIZATION))
-                    .flatten()
-                    .and_then(|v| crate::caller::credential::basic_user(v.as_bytes()))
+                let user = proxy_auth
+                    .and_then(|v| crate::caller::credential::basic_user(v, |u| u.map(String::from)))
                     .flatten();
                 let user = match user {
                     None => User::None,
@@ -127,7 +125,7 @@ pub(crate) fn explain(
         (true, Some(a)) => {
             let with_port = if a.contains(':') && !a.ends_with(']') { a.clone() } else { format!("{a}:443") };
             let reached = connect::connect_target(&with_port).and_then(|(name, port)| {
-                let app = plan::named_app(snap, &parts.headers, marks, None, caller.as_ref())?;
+                let app = plan::named_app(snap, &parts.headers, marks, proxy_auth, None, caller.as_ref())?;
                 connect::reach(snap, name, port, app, caller.clone())
             });
             match reached {
@@ -166,6 +164,7 @@ pub(crate) fn explain(
         headers: &parts.headers,
         host,
         marks,
+        proxy_auth,
         tunnel: tunnel.as_ref(),
         invoke,
     };
@@ -174,10 +173,11 @@ pub(crate) fn explain(
     let plan = match planned {
         Ok(p) => p,
         Err(ProxyError::NoMatch { .. }) => {
-            let apps: Vec<&App> = match plan::named_app(snap, &parts.headers, marks, tunnel.as_ref(), caller.as_ref()) {
-                Ok(Some(i)) => vec![&snap.apps[i]],
-                _ => snap.apps.iter().collect(),
-            };
+            let apps: Vec<&App> =
+                match plan::named_app(snap, &parts.headers, marks, proxy_auth, tunnel.as_ref(), caller.as_ref()) {
+                    Ok(Some(i)) => vec![&snap.apps[i]],
+                    _ => snap.apps.iter().collect(),
+                };
             merge(
                 &mut out,
                 json!({

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use http::HeaderMap;
-use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
+use http::header::AUTHORIZATION;
 use rustls_pki_types::CertificateDer;
 
 use super::Failure;
@@ -20,18 +20,21 @@ pub(crate) struct Offered<'h> {
     basic: bool,
 }
 
-/// The credential the headers offer: `Proxy-Authorization` (looked up only when `proxy_auth`
-/// says the request has one: the caller's one pass over the header names found it), else, for
-/// `/invoke`, `Authorization`. `None` when neither is there.
-pub(crate) fn offered(headers: &HeaderMap, invoke: bool, proxy_auth: bool) -> Result<Option<Offered<'_>>, Failure> {
-    let (value, header) = match proxy_auth.then(|| headers.get(PROXY_AUTHORIZATION)).flatten() {
+/// The credential a request offers: its `Proxy-Authorization` (which the data plane takes out of
+/// the headers before anything else, since it is never forwarded), else, for `/invoke`,
+/// `Authorization`. `None` when neither is there.
+pub(crate) fn offered<'h>(
+    proxy_auth: Option<&'h [u8]>,
+    headers: &'h HeaderMap,
+    invoke: bool,
+) -> Result<Option<Offered<'h>>, Failure> {
+    let (raw, header) = match proxy_auth {
         Some(v) => (v, "Proxy-Authorization"),
         None => match invoke.then(|| headers.get(AUTHORIZATION)).flatten() {
-            Some(v) => (v, "Authorization"),
+            Some(v) => (v.as_bytes(), "Authorization"),
             None => return Ok(None),
         },
     };
-    let raw = value.as_bytes();
     let scheme = |s: &[u8]| raw.len() > s.len() && raw[..s.len()].eq_ignore_ascii_case(s);
     let basic = scheme(b"basic ");
     if !basic && !scheme(b"bearer ") {
@@ -80,16 +83,22 @@ pub(crate) fn user_name(user: &str) -> Option<String> {
 }
 
 /// The user name of a `Proxy-Authorization: Basic` value (for a data plane without callers,
-/// where it only names the app); `None` for another scheme or an undecodable value.
-pub(crate) fn basic_user(value: &[u8]) -> Option<Option<String>> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
+/// where it only names the app): `f` is given it (`None` when empty); `None` for another scheme
+/// or an undecodable value. Decoded on the stack, without allocating (it is read on every request
+/// of a client whose proxy URL names its app), unless the user is percent-encoded.
+pub(crate) fn basic_user<R>(value: &[u8], f: impl FnOnce(Option<&str>) -> R) -> Option<R> {
+    let (scheme, encoded) = value.trim_ascii().split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    Some(user_name(decoded.split_once(':').map_or(decoded.as_str(), |(u, _)| u)))
+    let mut buf = [0u8; 1024];
+    let n = base64::engine::general_purpose::STANDARD.decode_slice(encoded.trim_ascii(), &mut buf).ok()?;
+    let decoded = std::str::from_utf8(&buf[..n]).ok()?;
+    let user = decoded.split_once(':').map_or(decoded, |(u, _)| u);
+    if !user.contains('%') {
+        return Some(f((!user.is_empty()).then_some(user)));
+    }
+    Some(f(user_name(user).as_deref()))
 }
 
 /// The names of a client certificate the TLS listener verified: its URI and DNS subject
@@ -123,6 +132,11 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    /// `offered` as the data plane calls it: `Proxy-Authorization` taken out first.
+    fn offered_by(h: &HeaderMap, invoke: bool) -> Result<Option<Offered<'_>>, Failure> {
+        offered(h.get("proxy-authorization").map(|v| v.as_bytes()), h, invoke)
+    }
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -138,36 +152,33 @@ mod tests {
     #[test]
     fn the_proxy_password_or_a_bearer_token_is_the_credential() {
         let h = headers(&[("proxy-authorization", &basic("demo:s3cret%21"))]);
-        let o = offered(&h, false, true).unwrap().unwrap();
+        let o = offered_by(&h, false).unwrap().unwrap();
         let (user, secret) = o.decode().unwrap();
         assert_eq!((user.as_deref(), &*secret), (Some("demo"), "s3cret!"));
         let h = headers(&[("proxy-authorization", &basic(":tok"))]);
-        assert_eq!(offered(&h, false, true).unwrap().unwrap().decode().unwrap().0, None, "an empty user names no app");
+        assert_eq!(offered_by(&h, false).unwrap().unwrap().decode().unwrap().0, None, "an empty user names no app");
         let h = headers(&[("proxy-authorization", "bearer  abc.def ")]);
-        assert_eq!(offered(&h, false, true).unwrap().unwrap().decode().unwrap(), (None, Cow::Borrowed("abc.def")));
+        assert_eq!(offered_by(&h, false).unwrap().unwrap().decode().unwrap(), (None, Cow::Borrowed("abc.def")));
         // The application's own Authorization is its upstream's, except on /invoke.
         let h = headers(&[("authorization", "Bearer tok")]);
-        assert!(offered(&h, false, true).unwrap().is_none());
-        assert!(offered(&h, true, false).unwrap().is_some());
+        assert!(offered_by(&h, false).unwrap().is_none());
+        assert!(offered_by(&h, true).unwrap().is_some());
         // Proxy-Authorization wins.
         let h = headers(&[("authorization", "Bearer a"), ("proxy-authorization", "Bearer b")]);
-        assert_eq!(offered(&h, true, true).unwrap().unwrap().raw, b"Bearer b");
+        assert_eq!(offered_by(&h, true).unwrap().unwrap().raw, b"Bearer b");
     }
 
     #[test]
     fn what_is_refused_says_why() {
         let missing = |v: &str| {
             let h = headers(&[("proxy-authorization", v)]);
-            matches!(offered(&h, false, true).and_then(|o| o.unwrap().decode().map(|_| ())), Err(Failure::Missing(_)))
+            matches!(offered_by(&h, false).and_then(|o| o.unwrap().decode().map(|_| ())), Err(Failure::Missing(_)))
         };
         assert!(missing(&basic("demo")), "a user without a password");
         assert!(missing(&basic("demo:")));
         let malformed = |name: &'static str, v: &str, invoke| {
             let h = headers(&[(name, v)]);
-            matches!(
-                offered(&h, invoke, true).and_then(|o| o.unwrap().decode().map(|_| ())),
-                Err(Failure::Malformed(_))
-            )
+            matches!(offered_by(&h, invoke).and_then(|o| o.unwrap().decode().map(|_| ())), Err(Failure::Malformed(_)))
         };
         assert!(malformed("proxy-authorization", "Digest x", false));
         assert!(malformed("proxy-authorization", "Basic !!!", false));
@@ -177,11 +188,13 @@ mod tests {
 
     #[test]
     fn the_basic_user_alone() {
-        assert_eq!(basic_user(basic("asana:").as_bytes()), Some(Some("asana".into())));
-        assert_eq!(basic_user(basic("asana").as_bytes()), Some(Some("asana".into())));
-        assert_eq!(basic_user(basic("my%2Dapp:x").as_bytes()), Some(Some("my-app".into())));
-        assert_eq!(basic_user(basic(":x").as_bytes()), Some(None));
-        assert_eq!(basic_user(b"Bearer abc"), None);
-        assert_eq!(basic_user(b"Basic !!!"), None);
+        let user = |v: &[u8]| basic_user(v, |u| u.map(String::from));
+        assert_eq!(user(basic("asana:").as_bytes()), Some(Some("asana".into())));
+        assert_eq!(user(basic("asana").as_bytes()), Some(Some("asana".into())));
+        assert_eq!(user(basic("my%2Dapp:x").as_bytes()), Some(Some("my-app".into())));
+        assert_eq!(user(basic(":x").as_bytes()), Some(None));
+        assert_eq!(user(b"Bearer abc"), None);
+        assert_eq!(user(b"Basic !!!"), None);
+        assert_eq!(user(format!("Basic {}", "QUFB".repeat(400)).as_bytes()), None, "longer than the stack buffer");
     }
 }

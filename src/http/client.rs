@@ -14,8 +14,7 @@ use super::{HttpError, MAX_HEADERS, Ranges, connection_tokens, fill_map, is_hop_
 pub(crate) const MAX_ANSWER_HEAD: usize = 64 * 1024 - 1;
 
 /// Writes a request head into `w`: `method target HTTP/1.1`, `host: authority`, `headers`, and
-/// the framing `delimit` declares. A `te` line is left out: the map may keep `te: trailers` for
-/// an HTTP/2 upstream, and on HTTP/1.1 TE is hop-by-hop.
+/// the framing `delimit` declares.
 pub(crate) fn put_request_head(
     w: &mut Vec<u8>,
     method: &Method,
@@ -31,11 +30,7 @@ pub(crate) fn put_request_head(
     w.extend_from_slice(authority.as_bytes());
     w.extend_from_slice(b"\r\n");
     for (name, value) in headers {
-        let name = name.as_str().as_bytes();
-        if name.len() == 2 && name == b"te" {
-            continue;
-        }
-        put_header(w, name, value.as_bytes());
+        put_header(w, name.as_str().as_bytes(), value.as_bytes());
     }
     put_delimit(w, delimit);
     w.extend_from_slice(b"\r\n");

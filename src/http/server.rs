@@ -27,6 +27,11 @@ pub(crate) struct RequestHead {
     pub(crate) framing: Framing,
     pub(crate) keep_alive: bool,
     pub(crate) expect_continue: bool,
+    /// The (first) `Proxy-Authorization` value, set aside rather than put in the headers: a
+    /// proxy's credentials are its own, never forwarded (RFC 9110 11.7.1), and the map does not
+    /// pay for a header only to drop it. Its bytes are as httparse read them (no control
+    /// characters); the head's buffer is shared, not copied.
+    pub(crate) proxy_authorization: Option<bytes::Bytes>,
 }
 
 /// Takes a complete request head off the front of `buf`, if one is there. A head over
@@ -44,8 +49,9 @@ pub(crate) fn parse_request(
     let too_large = || HttpError::TooLarge { limit: max_bytes, count: MAX_HEADERS };
     let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut ranges: Ranges = [(0, 0, 0, 0); MAX_HEADERS];
-    let (len, method, target, version, count, tokens, mut expect_continue, mut framed);
-    let mut hosts = 0;
+    let (len, method, target, version, tokens, mut expect_continue, mut framed);
+    let (mut hosts, mut count) = (0, 0);
+    let mut proxy_auth: Option<(u32, u32)> = None;
     {
         let mut req = httparse::Request::new(&mut []);
         len = match req.parse_with_uninit_headers(buf, &mut raw) {
@@ -59,13 +65,17 @@ pub(crate) fn parse_request(
         version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         expect_continue = false;
         framed = false;
-        count = req.headers.len();
         let base = buf.as_ptr() as usize;
         let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
         let path = req.path.unwrap_or_default().as_bytes();
         target = (offset(path), offset(path) + path.len() as u32);
         let mut t = super::ConnectionTokens::default();
-        for (h, r) in req.headers.iter().zip(ranges.iter_mut()) {
+        for h in req.headers.iter() {
+            let v = offset(h.value);
+            if h.name.len() == 19 && proxy_auth.is_none() && h.name.eq_ignore_ascii_case("proxy-authorization") {
+                proxy_auth = Some((v, v + h.value.len() as u32));
+                continue;
+            }
             if h.name.eq_ignore_ascii_case("connection") {
                 let c = connection_tokens(h.value);
                 t.close |= c.close;
@@ -81,8 +91,9 @@ pub(crate) fn parse_request(
                     return Err(HttpError::malformed("an invalid Host header"));
                 }
             }
-            let (n, v) = (offset(h.name.as_bytes()), offset(h.value));
-            *r = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+            let n = offset(h.name.as_bytes());
+            ranges[count] = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+            count += 1;
         }
         tokens = t;
     }
@@ -96,12 +107,19 @@ pub(crate) fn parse_request(
     if hosts > 1 || (hosts == 0 && version == Version::HTTP_11 && uri.authority().is_none()) {
         return Err(HttpError::malformed("a request needs exactly one Host header"));
     }
+    let proxy_authorization = proxy_auth.map(|(s, e)| bytes.slice(s as usize..e as usize));
     let mut req = Request::new(());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = version;
     *req.headers_mut() = headers;
-    Ok(Some(RequestHead { req, framing, keep_alive: keeps_alive(version, tokens), expect_continue }))
+    Ok(Some(RequestHead {
+        req,
+        framing,
+        keep_alive: keeps_alive(version, tokens),
+        expect_continue,
+        proxy_authorization,
+    }))
 }
 
 /// A request's framing (RFC 9112 6): `Transfer-Encoding` must be `chunked` alone, once, and
@@ -412,6 +430,21 @@ mod tests {
         assert_eq!(head.req.uri().authority().map(|a| a.as_str()), Some("api.x.com"));
         assert!(head.expect_continue && matches!(head.framing, Framing::Chunked(_)));
         assert!(take(b"GET / HTTP/1.1\r\nHost: x\r\n").0.unwrap().is_none(), "partial");
+    }
+
+    #[test]
+    fn a_proxy_credential_is_set_aside_not_put_in_the_headers() {
+        let raw = b"GET http://x/ HTTP/1.1\r\nHost: x\r\nPROXY-Authorization: Basic YTpi\r\nProxy-Authorization: Bearer t\r\nX-A: 1\r\n\r\n";
+        let head = take(raw).0.unwrap().unwrap();
+        assert_eq!(head.proxy_authorization.as_ref().unwrap(), "Basic YTpi", "the first one");
+        let h = head.req.headers();
+        assert_eq!(
+            h.get_all("proxy-authorization").iter().collect::<Vec<_>>(),
+            ["Bearer t"],
+            "a second stays, to be dropped"
+        );
+        assert_eq!((h.len(), h["x-a"].to_str().unwrap()), (3, "1"));
+        assert!(take(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").0.unwrap().unwrap().proxy_authorization.is_none());
     }
 
     #[test]

@@ -9,42 +9,81 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use super::connect::Tunneled;
-use super::{Marks, ProxyError, truncate};
-use crate::caller::{Admitted, ClientCert, Failure, User, credential};
+use super::{ProxyError, truncate};
+use crate::caller::{Admitted, ClientCert, Failure, Offered, User, credential};
 use crate::snapshot::Snapshot;
 use crate::token::Account;
 
 /// The caller of a request, `None` when no callers are configured. A request inside a tunnel is
 /// its CONNECT's caller (while that caller's token lasts); any other offers its credential in
-/// its headers ([`credential::offered`]) or its TLS client certificate. `invoke`: the request is
-/// `/invoke` (401 rather than 407, and `Authorization` may carry the credential).
+/// its headers ([`credential::offered`]: `proxy_auth` is its `Proxy-Authorization`, taken out of
+/// `headers`) or its TLS client certificate. `invoke`: the request is `/invoke` (401 rather than
+/// 407, and `Authorization` may carry the credential). For the data plane's hot path,
+/// [`known`] and [`verify`] are the two halves of this.
 pub(crate) async fn caller(
     snap: &Snapshot,
+    proxy_auth: Option<&[u8]>,
     headers: &HeaderMap,
-    marks: Marks,
     invoke: bool,
     tunnel: Option<&Tunneled>,
     cert: Option<&Arc<ClientCert>>,
 ) -> Result<Option<Admitted>, ProxyError> {
+    match known(snap, proxy_auth, headers, invoke, tunnel, cert) {
+        Known::Decided(r) => r,
+        Known::Unseen(o) => Box::pin(verify(snap, o, invoke)).await,
+    }
+}
+
+/// What is known of a request's caller without waiting.
+pub(crate) enum Known<'h> {
+    Decided(Result<Option<Admitted>, ProxyError>),
+    /// A credential not seen before: [`verify`] it (a JWT may need its issuer's keys).
+    Unseen(Offered<'h>),
+}
+
+/// The caller, when it can be told at once: no callers, a tunnel's, a credential verified before
+/// (from the cache), a client certificate, or none at all; else the credential to verify.
+#[inline]
+pub(crate) fn known<'h>(
+    snap: &Snapshot,
+    proxy_auth: Option<&'h [u8]>,
+    headers: &'h HeaderMap,
+    invoke: bool,
+    tunnel: Option<&Tunneled>,
+    cert: Option<&Arc<ClientCert>>,
+) -> Known<'h> {
     let callers = &snap.callers;
     if callers.is_empty() {
-        return Ok(None);
+        return Known::Decided(Ok(None));
     }
     let admitted = match tunnel {
         Some(t) => of_tunnel(snap, t),
-        None => match credential::offered(headers, invoke, marks.hop_by_hop) {
+        None => match credential::offered(proxy_auth, headers, invoke) {
             Err(f) => Err(f),
             Ok(offered) => match callers.lookup(offered.as_ref(), cert.map(|c| &**c)) {
                 Some(r) => r,
-                // Not seen before: verified (a JWT may need its issuer's keys), then remembered.
-                None => match &offered {
-                    Some(o) => Box::pin(callers.verify(o)).await,
+                None => match offered {
+                    Some(o) => return Known::Unseen(o),
                     None => Err(Failure::Missing("no credential")),
                 },
             },
         },
     };
-    // Counted where the refusal is answered ([`ProxyError::auth_reason`]).
+    Known::Decided(refused(admitted, invoke))
+}
+
+/// Verifies a credential not seen before; what verified is remembered.
+pub(crate) async fn verify(
+    snap: &Snapshot,
+    offered: Offered<'_>,
+    invoke: bool,
+) -> Result<Option<Admitted>, ProxyError> {
+    refused(snap.callers.verify(&offered).await, invoke)
+}
+
+/// A failure as the answer's error; counted where the refusal is answered
+/// ([`ProxyError::auth_reason`]).
+fn refused(admitted: Result<Admitted, Failure>, invoke: bool) -> Result<Option<Admitted>, ProxyError> {
     admitted.map(Some).map_err(|failure| ProxyError::Unauthenticated { failure, invoke })
 }
 

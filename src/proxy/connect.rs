@@ -52,7 +52,8 @@ pub(crate) enum Connect {
     Tunnel { name: String, port: u16 },
 }
 
-/// Decides a `CONNECT authority`: first its caller (SPEC 2.2: the CONNECT's credential counts
+/// Decides a `CONNECT authority` (`proxy_auth`: its `Proxy-Authorization`): first its caller
+/// (SPEC 2.2: the CONNECT's credential counts
 /// for every request inside), then intercepted when a template of the app it names (or of any
 /// app its caller may use) can match the host on that port, a blind tunnel when `tunnel_hosts`
 /// names it, refused otherwise. An IP literal, a missing port or a malformed authority is
@@ -61,13 +62,14 @@ pub(crate) async fn decide(
     snap: &Snapshot,
     authority: Option<&str>,
     headers: &HeaderMap,
+    proxy_auth: Option<&[u8]>,
     cert: Option<&Arc<ClientCert>>,
 ) -> Result<Connect, ProxyError> {
     let marks = Marks::of(headers);
-    let caller = super::admit::caller(snap, headers, marks, false, None, cert).await?;
+    let caller = super::admit::caller(snap, proxy_auth, headers, false, None, cert).await?;
     let authority = authority.ok_or_else(|| ProxyError::BadConnect("CONNECT needs host:port".into()))?;
     let (name, port) = connect_target(authority)?;
-    let app = named_app(snap, headers, marks, None, caller.as_ref())?;
+    let app = named_app(snap, headers, marks, proxy_auth, None, caller.as_ref())?;
     reach(snap, name, port, app, caller)
 }
 

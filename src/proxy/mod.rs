@@ -67,8 +67,9 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-/// Serves one data-plane request. Never fails: errors become FDK-shaped answers.
-pub(crate) async fn handle(state: Arc<State>, req: Request<Body>) -> Answer {
+/// Serves one data-plane request. Never fails: errors become FDK-shaped answers. `proxy_auth`:
+/// its `Proxy-Authorization`, when the HTTP/1.1 server set it aside (else it is in the headers).
+pub(crate) async fn handle(state: Arc<State>, req: Request<Body>, proxy_auth: Option<Bytes>) -> Answer {
     let start = Instant::now();
     let snap = state.snapshot.load_full();
     let metrics = &state.metrics;
@@ -78,7 +79,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Body>) -> Answer {
     let mut out = Record::default();
     // The answer's head is filled in place (it is large): by the upstream, or by the error.
     let mut head = ResponseHead::new(http::StatusCode::OK);
-    let body = match forward(&state, &snap, req, start, &mut out, &mut head).await {
+    let body = match forward(&state, &snap, req, proxy_auth, start, &mut out, &mut head).await {
         Ok(body) => body,
         Err(e) => {
             if let Some(kind) = e.upstream_kind() {
@@ -144,11 +145,18 @@ async fn forward(
     state: &Arc<State>,
     snap: &Arc<Snapshot>,
     req: Request<Body>,
+    proxy_auth: Option<Bytes>,
     start: Instant,
     out: &mut Record,
     head: &mut ResponseHead,
 ) -> Result<Body, ProxyError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let marks = Marks::of(&parts.headers);
+    // The proxy credential: set aside by the HTTP/1.1 server, or out of the map at once (HTTP/2,
+    // or a second one). It is never forwarded; what reads it (the caller, or the app its user
+    // names) reads it here.
+    let in_map = if marks.proxy_auth { parts.headers.remove(header::PROXY_AUTHORIZATION) } else { None };
+    let proxy_auth: Option<&[u8]> = proxy_auth.as_deref().or(in_map.as_ref().map(HeaderValue::as_bytes));
     let tunnel = parts.extensions.get::<Tunneled>();
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadConnect("CONNECT inside a tunnel, or over HTTP/2".into()));
@@ -167,12 +175,19 @@ async fn forward(
         return Err(ProxyError::Misdirected { host: truncate(host, 255), tunnel: t.name.to_string() });
     }
 
-    let marks = Marks::of(&parts.headers);
     let is_invoke = tunnel.is_none() && is_invoke(|p| state.is_data_port(p), snap, &parts, host);
 
     // 0. Who is calling (SPEC 2.2): before anything else, so a refused caller costs nothing.
-    let cert = parts.extensions.get::<Arc<ClientCert>>();
-    let caller = admit::caller(snap, &parts.headers, marks, is_invoke, tunnel, cert).await?;
+    let caller = if snap.callers.is_empty() {
+        None
+    } else {
+        let cert = parts.extensions.get::<Arc<ClientCert>>();
+        match admit::known(snap, proxy_auth, &parts.headers, is_invoke, tunnel, cert) {
+            admit::Known::Decided(r) => r?,
+            // Boxed: rare, and its future is large.
+            admit::Known::Unseen(o) => Box::pin(admit::verify(snap, o, is_invoke)).await?,
+        }
+    };
     out.caller = caller.as_ref().map(|c| c.caller);
 
     // 1. and 2. The plan: which app, which template (its path's context values captured), and
@@ -183,6 +198,7 @@ async fn forward(
         headers: &parts.headers,
         host,
         marks,
+        proxy_auth,
         tunnel,
         invoke: is_invoke,
     };
@@ -196,7 +212,7 @@ async fn forward(
     let invoke_json: serde_json::Map<String, serde_json::Value>;
     // A websocket handshake is forwarded as one (SPEC 2), over HTTP/1.1 only (HTTP/2 carries no
     // `Upgrade`); another upgrade (`h2c`) is hop-by-hop, and dropped like the rest.
-    let upgrade = marks.hop_by_hop && parts.headers.contains_key(header::UPGRADE) && is_websocket(&parts);
+    let upgrade = marks.upgrade && is_websocket(&parts);
     let t = &app.templates()[t_idx];
     if is_invoke {
         let declared =
@@ -242,12 +258,13 @@ async fn forward(
     t.render_path_and_query(&scope, query, &mut url).map_err(ProxyError::Render)?;
     let target =
         Target::split(&url, t.https, scheme.len(), path_start).ok_or(ProxyError::Render(RenderError::InvalidHost))?;
+    let mut te_trailers = false;
     let mut headers = if is_invoke {
         crate::reuse::give_back(parts.headers);
         crate::reuse::take::<HeaderMap>(t.headers.len() + 2)
     } else {
         let mut h = parts.headers;
-        strip_request_headers(&mut h, marks);
+        te_trailers = strip_request_headers(&mut h, marks);
         h
     };
     apply_template_headers(state, app, t_idx, &scope, auth.as_ref(), &mut headers)?;
@@ -276,7 +293,7 @@ async fn forward(
             Some(b) if policy.keep_body(&tally) => (b, true),
             _ => (body.take().unwrap_or_default(), false),
         };
-        let call = Call { method: &t.method, target, headers: &headers, deadline, upgrade };
+        let call = Call { method: &t.method, target, headers: &headers, deadline, upgrade, te_trailers };
         let result = state.upstream.send(call, this_body, head).await;
         let sent = match &result {
             Ok(_) => Sent::Answer(head.status, retry_after_of(head)),
@@ -513,40 +530,53 @@ async fn read_transparent(mut body: Body, limit: usize) -> Result<Body, ProxyErr
     Ok(Body::full(Bytes::from(buf)))
 }
 
-/// Removes what must not travel from the application to the upstream: hop-by-hop headers,
-/// `x-bearerd-*`, `Host` (taken from the template) and framing (recomputed).
-fn strip_request_headers(h: &mut HeaderMap, marks: Marks) {
+/// Removes what must not travel from the application to the upstream: hop-by-hop headers
+/// (`Proxy-Authorization` is out already), `x-bearerd-*`, `Host` (taken from the template) and
+/// framing (recomputed).
+/// Whether the request asked for `TE: trailers` (it goes on to an HTTP/2 upstream: see
+/// [`crate::upstream::Call::te_trailers`]).
+fn strip_request_headers(h: &mut HeaderMap, marks: Marks) -> bool {
+    let mut te_trailers = false;
     if marks.hop_by_hop {
-        // The one TE value HTTP/2 allows (RFC 9113 8.2.2): gRPC servers look for it to tell a
-        // proxy that keeps trailers from one that breaks them.
-        let te = h.get(header::TE).filter(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers")).cloned();
+        te_trailers = h.get(header::TE).is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers"));
         strip_hop_by_hop(h);
-        if let Some(te) = te {
-            h.insert(header::TE, te);
-        }
     }
     h.remove(header::HOST);
     h.remove(header::CONTENT_LENGTH);
     if marks.ours {
         strip_bearerd_headers(h);
     }
+    te_trailers
 }
 
 /// What one pass over a request's header names finds: hop-by-hop headers (`Connection`,
-/// `Upgrade`, `Proxy-Authorization`, ...) and bearerd's own `x-bearerd-*`. Most requests carry
-/// neither, and then none of them is looked up or stripped.
+/// `Upgrade`, ...), `Proxy-Authorization` (hop-by-hop too, but read before it is dropped) and
+/// bearerd's own `x-bearerd-*`. Most requests carry none, and then none of them is looked up or
+/// stripped; a caller's usually carries only `Proxy-Authorization`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Marks {
+    /// Hop-by-hop headers other than `Proxy-Authorization`.
     pub(crate) hop_by_hop: bool,
+    /// `Upgrade` is one of them.
+    pub(crate) upgrade: bool,
+    pub(crate) proxy_auth: bool,
     pub(crate) ours: bool,
 }
 
 impl Marks {
     pub(crate) fn of(h: &HeaderMap) -> Marks {
-        let mut m = Marks { hop_by_hop: false, ours: false };
+        let mut m = Marks { hop_by_hop: false, upgrade: false, proxy_auth: false, ours: false };
         for name in h.keys() {
             let name = name.as_str().as_bytes();
-            m.hop_by_hop |= crate::http::is_hop_by_hop(name);
+            if crate::http::is_hop_by_hop(name) {
+                // Names in the map are lower case; of the hop-by-hop ones, only this one is 19
+                // bytes long, and only `upgrade` and `trailer` 7.
+                match name.len() {
+                    19 => m.proxy_auth = true,
+                    7 if name == b"upgrade" => (m.hop_by_hop, m.upgrade) = (true, true),
+                    _ => m.hop_by_hop = true,
+                }
+            }
             m.ours |= is_bearerd_header(name);
         }
         m

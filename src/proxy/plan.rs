@@ -4,7 +4,7 @@
 //! [`crate::admin::explain`] shows one without sending anything. Nothing here waits, reads a
 //! body or touches a token.
 
-use http::header::{self, HeaderMap};
+use http::header::HeaderMap;
 use http::{Method, Uri};
 
 use super::connect::Tunneled;
@@ -26,6 +26,8 @@ pub(crate) struct Head<'r, 'h> {
     /// The request's host: its absolute form's or `:authority`, else `Host`.
     pub(crate) host: &'h str,
     pub(crate) marks: Marks,
+    /// `Proxy-Authorization`, taken out of the headers.
+    pub(crate) proxy_auth: Option<&'h [u8]>,
     pub(crate) tunnel: Option<&'h Tunneled>,
     pub(crate) invoke: bool,
 }
@@ -52,7 +54,7 @@ pub(crate) fn plan<'r, 'h>(
 ) -> Result<Plan<'r, 'h>, ProxyError> {
     // 1. Which app: the one the request names, the only one (of the caller's), or the only one
     //    whose templates match.
-    let app = match named_app(snap, req.headers, req.marks, req.tunnel, caller)? {
+    let app = match named_app(snap, req.headers, req.marks, req.proxy_auth, req.tunnel, caller)? {
         Some(i) => i,
         None => only_app(snap, req, caller)?,
     };
@@ -95,6 +97,7 @@ pub(crate) fn named_app(
     snap: &Snapshot,
     headers: &HeaderMap,
     marks: Marks,
+    proxy_auth: Option<&[u8]>,
     tunnel: Option<&Tunneled>,
     caller: Option<&Admitted>,
 ) -> Result<Option<usize>, ProxyError> {
@@ -116,14 +119,16 @@ pub(crate) fn named_app(
         Some(User::Unknown(name)) => return Err(unknown("the Proxy-Authorization user", name)),
         Some(User::None) => {}
         // Without callers the credential only names the app (a `Bearer` one names none).
-        None if marks.hop_by_hop => {
-            if let Some(v) = headers.get(header::PROXY_AUTHORIZATION)
-                && let Some(Some(user)) = crate::caller::credential::basic_user(v.as_bytes())
-            {
-                return snap.app_index(&user).map(Some).ok_or_else(|| unknown("the Proxy-Authorization user", &user));
+        None => {
+            let named = proxy_auth.and_then(|v| {
+                crate::caller::credential::basic_user(v, |user| {
+                    user.map(|u| snap.app_index(u).ok_or_else(|| unknown("the Proxy-Authorization user", u)))
+                })
+            });
+            if let Some(Some(app)) = named {
+                return app.map(Some);
             }
         }
-        None => {}
     }
     match tunnel.and_then(|t| t.app.as_deref()) {
         Some(name) => snap.app_index(name).map(Some).ok_or_else(|| unknown("the tunnel's CONNECT", name)),

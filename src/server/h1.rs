@@ -70,7 +70,7 @@ pub(super) async fn serve<F, Fut>(
     write_timeout: Duration,
     listener: Option<Listener>,
 ) where
-    F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Body>, Option<Bytes>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,
 {
     let wr = Progress::new(wr, write_timeout);
@@ -93,7 +93,7 @@ pub(super) async fn serve_conn<F, Fut>(
     mut stop: oneshot::Receiver<()>,
     listener: Option<Listener>,
 ) where
-    F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Body>, Option<Bytes>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,
 {
     let tick = HEADER_READ_TIMEOUT / 2;
@@ -149,9 +149,10 @@ pub(super) async fn serve_conn<F, Fut>(
         {
             // The connection becomes the tunnel's (boxed: rare, and its future is large).
             let (state, cert) = (l.state.clone(), l.cert.clone());
-            return Box::pin(super::tunnel::connect(conn, head.req, state, stop, cert)).await;
+            let arrived = super::tunnel::Arrived { req: head.req, proxy_auth: head.proxy_authorization, cert };
+            return Box::pin(super::tunnel::connect(conn, arrived, state, stop)).await;
         }
-        let RequestHead { req, framing, mut keep_alive, expect_continue } = head;
+        let RequestHead { req, framing, mut keep_alive, expect_continue, proxy_authorization } = head;
         let bodiless = *req.method() == Method::HEAD;
         let http10 = req.version() == Version::HTTP_10;
         let (body, lent) = match framing {
@@ -168,7 +169,7 @@ pub(super) async fn serve_conn<F, Fut>(
             }
         };
         // Boxed so that an idle connection's task is small: the request's future is large.
-        let answer = boxed(&handler, req.map(|()| body)).await;
+        let answer = boxed(&handler, req.map(|()| body), proxy_authorization).await;
         if let Some(mut lent) = lent {
             match lent.try_recv() {
                 Ok(Lent { reader, finished }) => {
@@ -199,11 +200,11 @@ pub(super) async fn serve_conn<F, Fut>(
 
 /// The handler's future for `req`, on the heap: written there directly, not built on the stack
 /// and copied (it is several KiB, and only its arguments are set before it first runs).
-fn boxed<F, Fut>(handler: &F, req: Request<Body>) -> Pin<Box<Fut>>
+fn boxed<F, Fut>(handler: &F, req: Request<Body>, proxy_auth: Option<Bytes>) -> Pin<Box<Fut>>
 where
-    F: Fn(Request<Body>) -> Fut,
+    F: Fn(Request<Body>, Option<Bytes>) -> Fut,
 {
-    Box::into_pin(Box::write(Box::new_uninit(), handler(req)))
+    Box::into_pin(Box::write(Box::new_uninit(), handler(req, proxy_auth)))
 }
 
 impl ClientConn {
@@ -318,12 +319,12 @@ impl ClientConn {
 pub(super) async fn serve_h2<I, F, Fut>(io: I, handler: F, stop: oneshot::Receiver<()>)
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Body>, Option<Bytes>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,
 {
     let activity = Arc::new(super::Activity::default());
     let service = super::counted(activity.clone(), move |req: Request<Incoming>| {
-        let answer = handler(req.map(|b| Body::H2Request(crate::upstream::body::Lingering(Some(b)))));
+        let answer = handler(req.map(|b| Body::H2Request(crate::upstream::body::Lingering(Some(b)))), None);
         async move { Ok::<_, Infallible>(into_response(answer.await)) }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())

@@ -169,7 +169,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop_data, data_stop_rx) = watch::channel(false);
     let (stop_admin, admin_stop_rx) = watch::channel(false);
     let s = state.clone();
-    let handler = move |req| crate::proxy::handle(s.clone(), req);
+    let handler = move |req, proxy_auth| crate::proxy::handle(s.clone(), req, proxy_auth);
     let s = state.clone();
     let data_state = state.clone();
     let data_cap = Cap::new("data", config_max_connections.unwrap_or_else(default_max_connections), &state.metrics);
@@ -238,11 +238,11 @@ async fn tls_connection(state: Arc<State>, stream: TcpStream, stop: oneshot::Rec
     let h2 = session.alpn_protocol() == Some(b"h2");
     let write_timeout = state.snapshot.load().config.upstream.timeout;
     let listener = h1::Listener { state: state.clone(), cert: cert.clone() };
-    let handler = move |mut req: Request<Body>| {
+    let handler = move |mut req: Request<Body>, proxy_auth| {
         if let Some(c) = &cert {
             req.extensions_mut().insert(c.clone());
         }
-        crate::proxy::handle(state.clone(), req)
+        crate::proxy::handle(state.clone(), req, proxy_auth)
     };
     if h2 {
         Box::pin(h1::serve_h2(tls, handler, stop)).await

@@ -28,23 +28,28 @@ const UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 /// What a TLS connection sends first (a handshake record).
 const TLS_HANDSHAKE: u8 = 0x16;
 
+/// A `CONNECT` as it arrived: its head, the `Proxy-Authorization` the HTTP/1.1 server set aside,
+/// and the client certificate the TLS listener verified.
+pub(super) struct Arrived {
+    pub(super) req: Request<()>,
+    pub(super) proxy_auth: Option<bytes::Bytes>,
+    pub(super) cert: Option<Arc<ClientCert>>,
+}
+
 /// Serves a `CONNECT` that arrived on `conn`; the connection is the tunnel's from here on.
-/// `cert`: the client certificate the TLS listener verified.
-pub(super) async fn connect(
-    mut conn: ClientConn,
-    req: Request<()>,
-    state: Arc<State>,
-    stop: oneshot::Receiver<()>,
-    cert: Option<Arc<ClientCert>>,
-) {
+pub(super) async fn connect(mut conn: ClientConn, arrived: Arrived, state: Arc<State>, stop: oneshot::Receiver<()>) {
+    let Arrived { req, proxy_auth, cert } = arrived;
     let snap = state.snapshot.load_full();
     let results = &state.metrics.intercepted_connections;
     let authority = req.uri().authority().map(|a| a.as_str());
-    let decided =
-        decide(&snap, authority, req.headers(), cert.as_ref()).await.and_then(|d| match (&d, &state.intercept) {
+    let proxy_auth =
+        proxy_auth.as_deref().or_else(|| req.headers().get(http::header::PROXY_AUTHORIZATION).map(|v| v.as_bytes()));
+    let decided = decide(&snap, authority, req.headers(), proxy_auth, cert.as_ref()).await.and_then(|d| {
+        match (&d, &state.intercept) {
             (Connect::Intercept { .. }, Err(why)) => Err(ProxyError::InterceptUnavailable(why.clone())),
             _ => Ok(d),
-        });
+        }
+    });
     let http10 = req.version() == Version::HTTP_10;
     match decided {
         Err(e) => {
@@ -104,9 +109,9 @@ async fn intercept(
     };
     // Each request inside carries its tunnel.
     let tunnel = Tunneled { name: name.as_str().into(), port, tls, app, caller };
-    let handler = move |mut req: Request<Body>| {
+    let handler = move |mut req: Request<Body>, proxy_auth| {
         req.extensions_mut().insert(tunnel.clone());
-        crate::proxy::handle(state.clone(), req)
+        crate::proxy::handle(state.clone(), req, proxy_auth)
     };
     if !tls {
         results.with_label_values(&["intercepted"]).inc();

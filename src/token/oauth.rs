@@ -123,7 +123,7 @@ pub(crate) async fn request_token(
             h.insert(name.clone(), v);
         }
     }
-    let call = Call { method: &Method::POST, target, headers: &h, deadline, upgrade: false };
+    let call = Call { method: &Method::POST, target, headers: &h, deadline, upgrade: false, te_trailers: false };
     let mut head = ResponseHead::new(http::StatusCode::OK);
     let body = upstream.send(call, Body::full(form), &mut head).await.map_err(|e| match e {
         UpstreamError::Timeout { .. } => GrantError::Timeout,

@@ -98,6 +98,9 @@ pub(crate) struct Call<'a> {
     /// A protocol upgrade (websocket): sent on a new HTTP/1.1 connection, and a `101` answer's
     /// body is that connection ([`Body::Upgraded`]).
     pub(crate) upgrade: bool,
+    /// The request asked for `TE: trailers`: sent on HTTP/2 (RFC 9113 8.2.2; gRPC servers look
+    /// for it), where it is the one value allowed; on HTTP/1.1 TE is hop-by-hop.
+    pub(crate) te_trailers: bool,
 }
 
 impl<'a> Target<'a> {
@@ -393,6 +396,9 @@ impl Upstream {
         *req.method_mut() = call.method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = call.headers.clone();
+        if call.te_trailers {
+            req.headers_mut().insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        }
         let result = match sender.ready().await {
             Ok(()) => sender.send_request(req).await,
             Err(e) => Err(e),
@@ -444,7 +450,8 @@ impl Upstream {
         let timeout = || UpstreamError::Timeout { host: host(), secs: self.timeout().as_secs() };
         let mut headers = HeaderMap::new();
         headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("application/json"));
-        let call = Call { method: &Method::GET, target, headers: &headers, deadline, upgrade: false };
+        let call =
+            Call { method: &Method::GET, target, headers: &headers, deadline, upgrade: false, te_trailers: false };
         let exchange = async {
             let conn = match self.connect(target, true, true).await? {
                 Connected::H1(c) => c,

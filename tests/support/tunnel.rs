@@ -43,17 +43,29 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
 
 /// A TLS client trusting `ca_pem` alone, offering `alpn`.
 pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    client_config_with(ca_pem, None, alpn)
+}
+
+/// [`client_config`] with a client certificate and its key (PEM), when given.
+pub fn client_config_with(ca_pem: &str, cert: Option<(String, String)>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes()).map(Result::unwrap).collect();
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
@@ -77,6 +89,8 @@ pub async fn h1_requests(tls: TlsStream<TcpStream>, reqs: Vec<http::Request<Full
     tokio::spawn(conn);
     let mut out = Vec::new();
     for req in reqs {
+        // The previous answer is read: the connection may still be finishing it.
+        sender.ready().await.unwrap();
         let resp = sender.send_request(req).await.unwrap();
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
@@ -85,51 +99,78 @@ pub async fn h1_requests(tls: TlsStream<TcpStream>, reqs: Vec<http::Request<Full
     out
 }
 
-/// A websocket upstream (TLS, the test CA): records each request head, answers a handshake with
-/// `101` and then echoes what it reads; anything else gets 400.
-pub async fn ws_upstream(ca: &TestCa) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+/// A TLS server of the test CA on 127.0.0.1:0 that runs `each` on every connection it accepts
+/// (with what `each` records, `seen`); its port.
+pub async fn tls_server<T, F, Fut>(ca: &TestCa, seen: Arc<std::sync::Mutex<Vec<T>>>, each: F) -> u16
+where
+    T: Send + 'static,
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>, Arc<std::sync::Mutex<Vec<T>>>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (seen, tls) = (heads.clone(), tokio_rustls::TlsAcceptor::from(ca.server.clone()));
+    let tls = tokio_rustls::TlsAcceptor::from(ca.server.clone());
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else { return };
-            let (seen, tls) = (seen.clone(), tls.clone());
+            let (seen, tls, each) = (seen.clone(), tls.clone(), each.clone());
             tokio::spawn(async move {
-                let Ok(mut s) = tls.accept(s).await else { return };
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                seen.lock().unwrap().push(head.clone());
-                if !head.contains("upgrade: websocket") {
-                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
-                    return;
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: accept-1\r\n\r\nhello")
-                    .await;
-                let mut buf = [0u8; 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
+                if let Ok(s) = tls.accept(s).await {
+                    each(s, seen).await;
                 }
             });
         }
     });
+    port
+}
+
+/// A websocket upstream (TLS, the test CA): records each request head, answers a handshake with
+/// `101` and then echoes what it reads; anything else gets 400.
+pub async fn ws_upstream(ca: &TestCa) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let port = tls_server(ca, heads.clone(), |mut s, seen| async move {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        seen.lock().unwrap().push(head.clone());
+        if !head.contains("upgrade: websocket") {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+            return;
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: accept-1\r\n\r\nhello")
+            .await;
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
     (port, heads)
+}
+
+/// App `demo` in `dir` with template `ws` (GET /ws on `host`, with integration `api`'s token):
+/// for the websocket upstream.
+pub fn ws_app(dir: &super::TempDir, host: &str) {
+    dir.app(
+        "demo",
+        &serde_json::json!({"ws": {"schema": {"method": "GET", "host": host, "path": "/ws",
+            "headers": {"Authorization": "Bearer <%= access_token %>"}}, "options": {"oauth": "api"}}}),
+        Some(&super::oauth_one("tokens.invalid", false)),
+    );
 }
 
 /// Writes a websocket handshake for `path` on `host` and reads the answer's head.
