@@ -40,6 +40,7 @@ fn template(i: usize, hosts: usize) -> TemplateSpec {
         path_query: bind("page=<%= context.page %>"),
         query: vec![("tenant".into(), bind("<%= iparam.tenant %>"))],
         headers: vec![(HeaderName::from_static("authorization"), bind("Bearer <%= access_token %>"))],
+        sensitive: vec![true],
         integration: None,
         max_attempts: 1,
         retry_delay: Duration::ZERO,

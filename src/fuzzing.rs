@@ -91,6 +91,7 @@ pub fn template(data: &[u8]) {
         // Query literals are encoded by the loader, as here.
         query: vec![("q".into(), crate::config::requests::query_encoded(query))],
         headers: vec![(http::HeaderName::from_static("x-h"), header)],
+        sensitive: vec![true],
         integration: None,
         max_attempts: 1,
         retry_delay: std::time::Duration::ZERO,

@@ -79,7 +79,7 @@ pub(super) fn compile_template(
     let host = b.host(schema, &sp, d);
     let (path, path_tail, path_query) = b.path(schema, &sp, d);
     let query = b.query(schema, &sp, d);
-    let (headers, uses_token) = b.headers(schema, &sp, d);
+    let (headers, sensitive, uses_token) = b.headers(schema, &sp, d);
     if let Some(hp) = uses_token.filter(|_| options.oauth.is_none() && !options.is_oauth) {
         d.error(
             REQUESTS,
@@ -103,6 +103,7 @@ pub(super) fn compile_template(
         path_query: path_query?,
         query,
         headers,
+        sensitive,
         integration,
         max_attempts: options.max_attempts,
         retry_delay: options.retry_delay,
@@ -390,8 +391,9 @@ impl Binder<'_> {
         schema: &Map<String, Value>,
         sp: &str,
         d: &mut Diag,
-    ) -> (Vec<(HeaderName, Parts<Bound>)>, Option<String>) {
+    ) -> (Vec<(HeaderName, Parts<Bound>)>, Vec<bool>, Option<String>) {
         let mut headers = Vec::new();
+        let mut sensitive = Vec::new();
         let mut uses_token: Option<String> = None;
         match schema.get("headers") {
             None | Some(Value::Null) => {}
@@ -422,12 +424,13 @@ impl Binder<'_> {
                     if b.uses_token() && uses_token.is_none() {
                         uses_token = Some(hp.clone());
                     }
+                    sensitive.push(crate::template::is_sensitive(&hn, src));
                     headers.push((hn, b));
                 }
             }
             Some(_) => d.error(REQUESTS, format!("{sp}/headers"), "must be an object of strings"),
         }
-        (headers, uses_token)
+        (headers, sensitive, uses_token)
     }
 }
 
@@ -617,5 +620,25 @@ mod tests {
         let (t, d) = compile(&world(), def, None);
         assert!(t.is_some() && d.errors.is_empty());
         assert!(d.warnings[0].message.contains("secure iparam \"key\""), "{:?}", d.warnings);
+    }
+
+    #[test]
+    fn headers_that_carry_a_value_are_rendered_sensitive() {
+        let def = json!({"schema": {"method": "GET", "host": "api.example.com",
+            "headers": {"X-Key": "<%= iparam.key %>", "Accept": "application/json", "Cookie": "literal=1",
+                "X-Who": "<%= context.who %>"}}});
+        let (t, d) = compile(&world(), def, None);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        let ctx = crate::template::Context::default();
+        let scope = crate::template::RequestScope { context: &ctx, token: None };
+        let mut seen = Vec::new();
+        t.unwrap().render_headers(&scope, |n, v| seen.push((n.to_string(), v))).unwrap();
+        for (name, value) in &seen {
+            // Never indexed by HPACK (h2 honours the flag), and Debug hides the value.
+            let expect = name != "accept";
+            assert_eq!(value.is_sensitive(), expect, "{name}");
+            assert_eq!(format!("{value:?}") == "Sensitive", expect, "{name}: {value:?}");
+        }
+        assert_eq!(seen.len(), 4);
     }
 }

@@ -84,14 +84,11 @@ pub enum RenderError {
     TooLong(usize),
 }
 
-/// Whether a template header's value may carry a secret: it renders an expression (the access
-/// token, an installation value, a context value) or names a credential header.
-fn is_sensitive(name: &HeaderName, value: &expr::Parts<expr::Bound>) -> bool {
+/// Whether a template header, as written, may carry a secret: an expression in its value (the
+/// access token, an installation value, a context value), or a credential header's name.
+pub fn is_sensitive(name: &HeaderName, source: &str) -> bool {
     use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
-    *name == AUTHORIZATION
-        || *name == PROXY_AUTHORIZATION
-        || *name == COOKIE
-        || value.0.iter().any(|p| matches!(p, expr::Part::Expr(_)))
+    *name == AUTHORIZATION || *name == PROXY_AUTHORIZATION || *name == COOKIE || source.contains("<%")
 }
 
 /// The longest path and query a template renders (servers refuse longer request lines, and
@@ -198,14 +195,14 @@ impl TemplateSpec {
         mut emit: impl FnMut(&HeaderName, HeaderValue),
     ) -> Result<(), RenderError> {
         let mut buf = String::new();
-        for (name, value) in &self.headers {
+        for (i, (name, value)) in self.headers.iter().enumerate() {
             buf.clear();
             value
                 .render_into(scope, &mut buf, escape::header_value)
                 .map_err(|reason| RenderError::Header { name: name.clone(), reason })?;
             let mut v =
                 HeaderValue::from_bytes(buf.trim().as_bytes()).map_err(|_| RenderError::HeaderInvalid(name.clone()))?;
-            if is_sensitive(name, value) {
+            if self.sensitive.get(i).copied().unwrap_or(true) {
                 v.set_sensitive(true);
             }
             emit(name, v);

@@ -421,6 +421,7 @@ mod tests {
             path_query: Parts(vec![]),
             query: vec![],
             headers: vec![],
+            sensitive: vec![],
             integration: None,
             max_attempts: 1,
             retry_delay: Duration::ZERO,

@@ -24,6 +24,11 @@ pub struct TemplateSpec {
     /// `schema.query`: keys are already query-encoded.
     pub query: Vec<(String, Parts<Bound>)>,
     pub headers: Vec<(HeaderName, Parts<Bound>)>,
+    /// By header: whether its value may carry a secret (it was written with an expression: the
+    /// access token, an iparam, a context value; or it is a credential header). Rendered as a
+    /// sensitive value: never indexed by HPACK, never shown by `Debug`. A header without an
+    /// entry is sensitive.
+    pub sensitive: Vec<bool>,
     /// Index into the app's integrations.
     pub integration: Option<usize>,
     pub max_attempts: u8,
