@@ -27,4 +27,8 @@ if [ ! -d target/npm/node_modules/undici ]; then
   echo "== installing undici (npm) into target/npm for the Node recipe test"
   npm install --silent --no-audit --no-fund --prefix target/npm undici@6 >/dev/null
 fi
+# The FDK runtime (clients/fdk) has its own tests, on Node's built-in runner; the Rust tests
+# in tests/fdk_code.rs run it against bearerd.
+echo "== clients/fdk (node --test)"
+(cd clients/fdk && node --test test/*.test.js)
 exec cargo test --locked "$@"
