@@ -13,7 +13,8 @@
 //!   grace).
 //! - [`admin`]: the control plane (health, readiness, metrics, the token admin API, reload, the
 //!   authorization-code flow in [`admin::auth`], whose pending table it owns, the admin page in
-//!   `admin::page` and the dry run of [`admin::explain`]).
+//!   `admin::page`, the installation page of FDK apps, `/custom_configs`, in
+//!   `admin::custom_configs`, and the dry run of [`admin::explain`]).
 //! - [`proxy`]: the data plane in named phases (admit the caller, plan, admit the plan, token,
 //!   render, send, respond); [`proxy::admit`] who is calling and whether it may use what the
 //!   plan names; [`proxy::plan`] the app, template and account of a request, a pure function
@@ -35,14 +36,16 @@
 //! - [`token`]: tokens per (app, integration, account), the lock-free view the data plane
 //!   reads, the stores behind it ([`token::store`], [`token::redis_store`], [`token::seal`]),
 //!   the token-endpoint client ([`token::oauth`]) and single-flight refresh with back-off
-//!   ([`token::refresh`]), the latest token events for the admin page ([`token::events`]); its
+//!   ([`token::refresh`]), the latest token events for the admin page ([`token::events`]), the
+//!   installation values `/custom_configs` saved, sealed like tokens ([`token::settings`]); its
 //!   own `TokenError`. It is handed the integration it refreshes.
 //! - [`upstream`]: the upstream client: connect, TLS, the address policy, the HTTP/1.1 pool
 //!   ([`upstream::pool`], [`upstream::h1`]) and HTTP/2; the data path's body type
 //!   ([`upstream::body`]); its own `UpstreamError`.
 //! - [`config`]: `bearerd.yaml` ([`config::file`]) and FDK app folders ([`config::fdk`], one
 //!   file per FDK file kind) read, validated (every error, with file and JSON path) and
-//!   converted into internal types.
+//!   converted into internal types; [`config::install`]: what an app folder leaves open for a
+//!   person to enter, and `run --app`'s configuration of one folder.
 //! - [`template`]: the compiled template ([`template::spec`]), the `<%= %>` language
 //!   ([`template::expr`]), escaping per position ([`template::escape`]), transparent matching
 //!   ([`template::route`]) and rendering.

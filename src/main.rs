@@ -25,8 +25,27 @@ struct Cli {
 enum Command {
     /// Serve the data plane and the control plane.
     Run {
-        #[arg(long, env = "BEARERD_CONFIG", default_value = "config/bearerd.yaml")]
+        #[arg(long, env = "BEARERD_CONFIG", default_value = "config/bearerd.yaml", conflicts_with = "app")]
         config: PathBuf,
+        /// Serve one FDK app folder without a bearerd.yaml, as `fdk run` does: data plane on
+        /// 127.0.0.1:10080, admin (and /custom_configs) on localhost:10001, the store in DIR/.bearerd.
+        #[arg(long)]
+        app: Option<PathBuf>,
+        #[command(flatten)]
+        values: AppFlags,
+        /// Let templates and token endpoints reach loopback and private addresses (an API or
+        /// provider on the developer's own machine).
+        #[arg(long, requires = "app")]
+        allow_private_ips: bool,
+        /// Extra PEM roots for upstream TLS (upstream.ca_file).
+        #[arg(long, requires = "app")]
+        ca_file: Option<PathBuf>,
+        /// The data listener, instead of 127.0.0.1:10080 (another app runs there).
+        #[arg(long, requires = "app", value_name = "ADDR")]
+        listen: Option<String>,
+        /// The admin listener, instead of 127.0.0.1:10001; the redirect URI follows its port.
+        #[arg(long, requires = "app", value_name = "ADDR")]
+        admin_listen: Option<String>,
     },
     /// Exit 0 when the admin listener's /readyz answers 200 (a container probe without curl).
     Healthcheck {
@@ -71,19 +90,26 @@ enum Command {
         /// Check one FDK app folder without a bearerd.yaml.
         #[arg(long)]
         app: Option<PathBuf>,
-        /// An installation parameter value, key=value (repeatable).
-        #[arg(long = "iparam", value_name = "K=V", requires = "app")]
-        iparams: Vec<String>,
-        /// An oauth_iparam value, integration.key=value or key=value for every integration.
-        #[arg(long = "oauth-iparam", value_name = "[INTEGRATION.]K=V", requires = "app")]
-        oauth_iparams: Vec<String>,
-        /// A value for current_host.endpoint_urls.<key>, key=value.
-        #[arg(long = "endpoint-url", value_name = "K=V", requires = "app")]
-        endpoint_urls: Vec<String>,
-        /// Accept http templates and URLs, as upstream.allow_http does.
-        #[arg(long, requires = "app")]
-        allow_http: bool,
+        #[command(flatten)]
+        values: AppFlags,
     },
+}
+
+/// The values of one FDK app folder given on the command line (`check --app`, `run --app`).
+#[derive(clap::Args)]
+struct AppFlags {
+    /// An installation parameter value, key=value (repeatable).
+    #[arg(long = "iparam", value_name = "K=V", requires = "app")]
+    iparams: Vec<String>,
+    /// An oauth_iparam value, integration.key=value or key=value for every integration.
+    #[arg(long = "oauth-iparam", value_name = "[INTEGRATION.]K=V", requires = "app")]
+    oauth_iparams: Vec<String>,
+    /// A value for current_host.endpoint_urls.<key>, key=value.
+    #[arg(long = "endpoint-url", value_name = "K=V", requires = "app")]
+    endpoint_urls: Vec<String>,
+    /// Accept http templates and URLs, as upstream.allow_http does.
+    #[arg(long, requires = "app")]
+    allow_http: bool,
 }
 
 fn main() -> ExitCode {
@@ -99,7 +125,23 @@ fn main() -> ExitCode {
     };
     init_logging(json);
     match cli.command {
-        Command::Run { config } => run(config),
+        Command::Run { config, app: None, .. } => run(bearerd::config::Source::File(config)),
+        Command::Run { app: Some(dir), values, allow_private_ips, ca_file, listen, admin_listen, .. } => {
+            let app_values = match app_values(&values) {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            let source = bearerd::config::AppSource {
+                dir: std::path::absolute(&dir).unwrap_or(dir),
+                values: app_values,
+                allow_http: values.allow_http,
+                allow_private_ips,
+                ca_file: ca_file.map(|f| std::path::absolute(&f).unwrap_or(f)),
+                listen,
+                admin_listen,
+            };
+            run(bearerd::config::Source::App(Box::new(source)))
+        }
         Command::Healthcheck { config, timeout } => healthcheck(&config, timeout),
         Command::Ca { config } => {
             let config = match load_or_report(&config) {
@@ -152,9 +194,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Check { app: Some(dir), iparams, oauth_iparams, endpoint_urls, allow_http, .. } => {
-            check_app(&dir, &iparams, &oauth_iparams, &endpoint_urls, allow_http)
-        }
+        Command::Check { app: Some(dir), values, .. } => check_app(&dir, &values),
     }
 }
 
@@ -206,19 +246,39 @@ fn init_logging(json: bool) {
     }
 }
 
-fn run(path: PathBuf) -> ExitCode {
-    let config = match bearerd::config::load(&path) {
+fn run(source: bearerd::config::Source) -> ExitCode {
+    let shown = match &source {
+        bearerd::config::Source::File(p) => p.display().to_string(),
+        bearerd::config::Source::App(a) => a.dir.display().to_string(),
+    };
+    // The values saved through /custom_configs complete the configuration.
+    let saved = match bearerd::token::settings::Settings::of(&source).read() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("the saved installation values: {e}; not starting");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let config = match bearerd::config::load_source(&source, &saved) {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!("{e}");
             }
-            tracing::error!("{}: {} problem(s); not starting", path.display(), errors.0.len());
+            tracing::error!("{shown}: {} problem(s); not starting", errors.0.len());
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     for w in &config.warnings {
         tracing::warn!("{w}");
+    }
+    for app in config.apps.iter().filter(|a| !a.missing.is_empty()) {
+        tracing::warn!(
+            app = %app.name,
+            "not configured yet: {}; enter them at {}/custom_configs",
+            app.missing.join(", "),
+            config.admin.public_url
+        );
     }
     // Pinned to one CPU (the affinity mask tokio would size its pool from; a sidecar's usual
     // quota): one thread without work stealing, measurably cheaper per request. Otherwise one
@@ -319,25 +379,20 @@ fn split_kv(s: &str) -> Option<(&str, &str)> {
     s.split_once('=').filter(|(k, _)| !k.is_empty())
 }
 
-fn check_app(
-    dir: &std::path::Path,
-    iparams: &[String],
-    oauth: &[String],
-    endpoints: &[String],
-    allow_http: bool,
-) -> ExitCode {
+/// The values the command line gives an app folder; exit code 2 for a malformed one.
+fn app_values(flags: &AppFlags) -> Result<bearerd::config::AppValues, ExitCode> {
     let mut values = bearerd::config::AppValues::default();
-    for kv in iparams {
+    for kv in &flags.iparams {
         let Some((k, v)) = split_kv(kv) else {
             eprintln!("error: --iparam {kv}: expected key=value");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         };
         values.iparams.insert(k.into(), v.into());
     }
-    for kv in oauth {
+    for kv in &flags.oauth_iparams {
         let Some((k, v)) = split_kv(kv) else {
             eprintln!("error: --oauth-iparam {kv}: expected [integration.]key=value");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         };
         match k.split_once('.') {
             Some((integration, key)) => {
@@ -348,14 +403,22 @@ fn check_app(
             }
         }
     }
-    for kv in endpoints {
+    for kv in &flags.endpoint_urls {
         let Some((k, v)) = split_kv(kv) else {
             eprintln!("error: --endpoint-url {kv}: expected key=value");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         };
         values.endpoint_urls.insert(k.into(), bearerd::config::endpoint_host(v));
     }
-    let upstream = bearerd::config::UpstreamConfig { allow_http, ..Default::default() };
+    Ok(values)
+}
+
+fn check_app(dir: &std::path::Path, flags: &AppFlags) -> ExitCode {
+    let values = match app_values(flags) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let upstream = bearerd::config::UpstreamConfig { allow_http: flags.allow_http, ..Default::default() };
     let (app, d) = bearerd::config::load_app_only(dir, &values, &upstream);
     for w in &d.warnings {
         eprintln!("warning: {w}");

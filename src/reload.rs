@@ -70,7 +70,7 @@ pub struct Reloaded {
 }
 
 impl Reloader {
-    /// The reloader of `state`, whose configuration was read from `config`.
+    /// The reloader of `state`, whose configuration was made of `files` ([`inputs`]).
     pub(crate) fn new(state: Arc<State>, files: &[PathBuf]) -> Reloader {
         Reloader { state, last: tokio::sync::Mutex::new(Some(fingerprint(files))), outcome: Default::default() }
     }
@@ -100,12 +100,17 @@ async fn reload(
 ) -> Result<Reloaded, ConfigErrors> {
     let mut last = last.lock().await;
     let old = shared.snapshot.load_full();
-    let Some(path) = old.config.source.clone() else {
+    let Some(source) = old.config.source.clone() else {
         return Err(single("", "this configuration was not read from a file"));
     };
     let loaded = tokio::task::spawn_blocking(move || {
-        let r = crate::config::load(&path);
-        let fp = r.as_ref().ok().map(|c| fingerprint(&c.files));
+        // The values saved through /custom_configs go under the configured ones.
+        let saved = match crate::token::settings::Settings::of(&source).read() {
+            Ok(s) => s,
+            Err(e) => return (Err(single("", &format!("the saved installation values: {e}"))), None),
+        };
+        let r = crate::config::load_source(&source, &saved);
+        let fp = r.as_ref().ok().map(|c| fingerprint(&inputs(c)));
         (r, fp)
     })
     .await
@@ -222,6 +227,16 @@ fn rebound_integrations(old: &Snapshot, new: &Snapshot) -> Vec<String> {
         }
     }
     notes
+}
+
+/// What a configuration was made of: its files, and the values saved through `/custom_configs`
+/// (a save changes the configuration though no file of it changed).
+pub(crate) fn inputs(config: &Config) -> Vec<PathBuf> {
+    let mut files = config.files.clone();
+    if let Some(source) = &config.source {
+        files.push(crate::token::settings::Settings::of(source).path());
+    }
+    files
 }
 
 /// A hash of every file's path and content.

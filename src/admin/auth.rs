@@ -83,6 +83,16 @@ pub(crate) fn authorize(
             &format!("App {app} has no integration named {integration}."),
         );
     };
+    if !a.config.missing.is_empty() {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not configured yet",
+            &format!(
+                "App {app} still needs values: {}. Enter them at /custom_configs first.",
+                a.config.missing.join(", ")
+            ),
+        );
+    }
     if integ.grant == Grant::ClientCredentials {
         return page(
             StatusCode::BAD_REQUEST,

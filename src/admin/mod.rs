@@ -3,6 +3,7 @@
 //! `Authorization: Bearer <admin.token>` when a token is configured.
 
 pub(crate) mod auth;
+pub(crate) mod custom_configs;
 pub mod explain;
 pub(crate) mod page;
 
@@ -155,6 +156,14 @@ pub(crate) async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Respons
             Ok(()) => page::page(&admin, query_param(req.uri().query(), "notice").as_deref()),
             Err(r) => *r,
         },
+        (&Method::GET, "/custom_configs") => match authorized(shared, &req) {
+            Ok(()) => custom_configs::page(&admin, query_param(req.uri().query(), "notice").as_deref()),
+            Err(r) => *r,
+        },
+        (&Method::POST, "/custom_configs") => match authorized(shared, &req) {
+            Ok(()) => custom_configs::save(&admin, &req).await,
+            Err(r) => *r,
+        },
         (&Method::POST, p) if p.starts_with("/ui/") => match authorized(shared, &req) {
             Ok(()) => page::act(&admin, &req).await,
             Err(r) => *r,
@@ -248,6 +257,12 @@ async fn admin_api(admin: &Admin, req: Request<Bytes>) -> Response<Body> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method().clone(), segs.as_slice()) {
         (Method::GET, ["admin", "tokens"]) => json(StatusCode::OK, list_tokens(shared, &snap)),
+        // The app's installation parameters, for `bearerd-fdk` to hand to its handlers as
+        // `args.iparams` (secure ones are not among them: bearerd keeps those).
+        (Method::GET, ["admin", "iparams", app]) => match snap.app(app) {
+            Some(a) => json(StatusCode::OK, custom_configs::iparams_json(a)),
+            None => json(StatusCode::NOT_FOUND, serde_json::json!({"message": format!("no app named {app}")})),
+        },
         (Method::POST, ["admin", "explain"]) => match serde_json::from_slice::<explain::ExplainRequest>(req.body()) {
             Ok(r) => {
                 json(StatusCode::OK, explain::explain(&snap, Some(&shared.tokens), &|p| shared.is_data_port(p), &r))

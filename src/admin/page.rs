@@ -27,7 +27,7 @@ pub(crate) fn page(admin: &Admin, notice: Option<&str>) -> Response<Body> {
     h.push_str(HEAD);
     let _ = write!(
         h,
-        "<header><h1>bearerd</h1><p>version {} &middot; configuration generation {}</p>",
+        "<header><h1>bearerd</h1><p>version {} &middot; configuration generation {} &middot; <a href=\"/custom_configs\">Custom configurations</a></p>",
         env!("CARGO_PKG_VERSION"),
         snap.generation
     );
@@ -195,14 +195,14 @@ fn key_fields(k: &TokenKey) -> String {
     )
 }
 
-fn see_other(location: &'static str) -> Response<Body> {
+pub(super) fn see_other(location: &'static str) -> Response<Body> {
     let mut r = Response::new(Body::Empty);
     *r.status_mut() = StatusCode::SEE_OTHER;
     r.headers_mut().insert(header::LOCATION, HeaderValue::from_static(location));
     r
 }
 
-fn html(status: StatusCode, body: String) -> Response<Body> {
+pub(super) fn html(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
@@ -234,11 +234,11 @@ fn ago(now: u64, at: u64) -> String {
     format!("{} ago", span(now.saturating_sub(at)))
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     super::auth::html_escape(s)
 }
 
-const HEAD: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>bearerd</title><style>\
+pub(super) const HEAD: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>bearerd</title><style>\
 body{font:15px/1.5 system-ui,sans-serif;margin:0 auto;max-width:64rem;padding:1rem 1.5rem;color:#1d2430;background:#fff}\
 h1{margin:.2rem 0}h2{margin-top:2rem;font-size:1.15rem}\
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #d8dde6;vertical-align:middle}\
@@ -251,6 +251,8 @@ a:focus-visible,button:focus-visible{outline:3px solid #f0a500;outline-offset:2p
 .state{padding:.1rem .5rem;border-radius:3px;font-weight:600}\
 .valid{background:#dff3e4;color:#17602c}.expired{background:#fff1d6;color:#7a4b00}.missing{background:#eceff3;color:#3b4452}.reauthorize{background:#fde2e1;color:#8c1d18}\
 .ok{color:#17602c}.bad{color:#a3262c}.notice{padding:.5rem .8rem;background:#e8f0fd;border-left:4px solid #2f6bd1}.notice.bad{background:#fde2e1;border-color:#a3262c}\
+input:not([type=checkbox]),select,textarea{font:inherit;width:min(100%,28rem);padding:.25rem .4rem;box-sizing:border-box}\
+fieldset{margin:1rem 0;border:1px solid #d8dde6;border-radius:4px}.required{color:#a3262c}.field{margin:.6rem 0}\
 code{font:.85em ui-monospace,monospace;color:#5b6473}.errors{color:#8c1d18}.events{padding-left:1.2rem}.events time{color:#5b6473;font-variant-numeric:tabular-nums}\
 @media (prefers-color-scheme:dark){body{background:#15191f;color:#e4e8ee}th{background:#1f252d}th,td{border-color:#2c333d}}\
 </style></head><body>";

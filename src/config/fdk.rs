@@ -31,6 +31,9 @@ pub struct FdkApp {
     /// Declared templates only: an undeclared one cannot be invoked.
     pub templates: Vec<TemplateSpec>,
     pub integrations: Vec<Arc<IntegrationSpec>>,
+    /// The installation parameter values, less those `iparams.json` marks secure: what a
+    /// serverless handler's `args.iparams` holds (SPEC 8).
+    pub iparams: std::collections::BTreeMap<String, String>,
     /// Files that were read.
     pub files: Vec<PathBuf>,
 }
@@ -79,6 +82,7 @@ pub(crate) fn load_app(dir: &Path, values: &AppValues, upstream: &UpstreamConfig
     let declared = manifest::declared_templates(&manifest, d);
 
     let (iparams, secure) = iparams::values(iparams_decl.as_ref(), &values.iparams, d);
+    app.iparams = iparams.iter().filter(|(k, _)| !secure.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
 
     // Integrations first: templates refer to them.
     let (integrations, legacy) = oauth_config::load_integrations(oauth.as_ref(), values, upstream, d);

@@ -7,6 +7,7 @@
 pub(crate) mod callers;
 pub(crate) mod fdk;
 pub(crate) mod file;
+pub mod install;
 mod iparams;
 mod manifest;
 mod oauth_config;
@@ -22,6 +23,7 @@ use crate::template::escape::HostPattern;
 
 pub use callers::{CallerConfig, TlsListen};
 pub use fdk::FdkApp;
+pub use install::{AppSource, Saved};
 pub use oauth_config::{Grant, IntegrationSpec, TokenAuth};
 
 /// One problem in the configuration, located by file and JSON path.
@@ -102,11 +104,24 @@ pub(crate) fn ptr(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
+/// Where a configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A `bearerd.yaml`.
+    File(PathBuf),
+    /// One FDK app folder, `bearerd run --app` (SPEC 8).
+    App(Box<AppSource>),
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The bearerd.yaml this came from (None for `check --app`).
-    pub source: Option<PathBuf>,
+    /// Where it was read from (None for `check --app`): a reload reads it again.
+    pub source: Option<Source>,
+    /// The folder of bearerd's own state besides tokens: the saved installation values
+    /// (`/custom_configs`), the generated intercept CA. Beside the token file, or `.bearerd/`
+    /// beside `bearerd.yaml` with `store.redis`.
+    pub state_dir: PathBuf,
     pub listen: SocketAddr,
     /// The data listener's connection cap; `None`: derived from the open-file limit at start.
     pub max_connections: Option<usize>,
@@ -210,6 +225,12 @@ pub struct AppConfig {
     pub path: PathBuf,
     pub allow_hosts: Vec<HostPattern>,
     pub fdk: FdkApp,
+    /// Required values the app still lacks (`run --app` before `/custom_configs` is filled in):
+    /// while there are any, it serves no request and starts no authorization.
+    pub missing: Vec<String>,
+    /// The fields whose values the configuration itself gives (`bearerd.yaml`, the command
+    /// line), by [`install::field_id`]: `/custom_configs` shows them as given, not to be changed.
+    pub given: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +280,9 @@ pub struct AppValues {
     /// Values for one integration, over the shared ones.
     pub oauth_iparams_by_integration: HashMap<String, HashMap<String, String>>,
     pub endpoint_urls: HashMap<String, String>,
+    /// By integration: `client_id` and `client_secret` where `oauth_config.json` leaves them
+    /// empty (saved through `/custom_configs`).
+    pub clients: HashMap<String, BTreeMap<String, String>>,
 }
 
 /// Loads and validates bearerd.yaml and every app it names.
@@ -268,19 +292,71 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// [`load`] with an explicit environment (tests).
 pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    load_file(path, env, &Saved::default())
+}
+
+/// Loads a configuration from where it comes from, with the installation values saved through
+/// `/custom_configs` under the given ones.
+pub fn load_source(source: &Source, saved: &Saved) -> Result<Config, ConfigErrors> {
+    match source {
+        Source::File(path) => load_file(path, &|k| std::env::var(k).ok(), saved),
+        Source::App(app) => load_app_source(app, saved),
+    }
+}
+
+fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>, saved: &Saved) -> Result<Config, ConfigErrors> {
     let shown = path.display().to_string();
     let mut d = Diag::default();
-    let fail = |d: Diag| Err(ConfigErrors(d.errors));
-    let (mut value, env_errors) = match read_yaml(path, env) {
+    let (value, env_errors) = match read_yaml(path, env) {
         Ok(v) => v,
         Err(e) => {
             d.error(&shown, "", e);
-            return fail(d);
+            return Err(ConfigErrors(d.errors));
         }
     };
     for (p, m) in env_errors {
         d.error(&shown, p, m);
     }
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut config = load_value(d, &shown, &base, value, saved)?;
+    config.files.insert(0, path.to_path_buf());
+    config.source = Some(Source::File(path.to_path_buf()));
+    Ok(config)
+}
+
+/// `run --app`: the app folder with FDK's defaults. Required values it still lacks are given a
+/// placeholder and named in the app's `missing`, so that it starts and `/custom_configs` can ask
+/// for them.
+fn load_app_source(app: &AppSource, saved: &Saved) -> Result<Config, ConfigErrors> {
+    let name = app.name();
+    let mut values = app.values.clone();
+    let mut saved = saved.clone();
+    let entry = saved.apps.entry(name.clone()).or_default();
+    entry.under(&mut values);
+    let missing = install::fill_unset(&install::form(&app.dir), &mut values);
+    // Placeholders of client IDs and secrets go in as saved values (no bearerd.yaml field holds them).
+    entry.clients = values.clients.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let shown = app.dir.display().to_string();
+    let mut config = load_value(Diag::default(), &shown, &app.dir, app.as_yaml(&values), &saved)?;
+    if let Some(a) = config.apps.first_mut() {
+        a.missing = missing;
+        a.given = install::given_ids(&app.values);
+    }
+    config.source = Some(Source::App(Box::new(app.clone())));
+    Ok(config)
+}
+
+/// A configuration from its `bearerd.yaml` as a value (its `${NAME}`s expanded; their problems
+/// already in `d`); relative paths are relative to `base`.
+fn load_value(
+    mut d: Diag,
+    shown: &str,
+    base: &Path,
+    mut value: serde_json::Value,
+    saved: &Saved,
+) -> Result<Config, ConfigErrors> {
+    let shown = shown.to_string();
+    let fail = |d: Diag| Err(ConfigErrors(d.errors));
     // Every problem, not only the first: each one found is reported, its key taken out, and
     // the file read again (a key that cannot be taken out, such as a missing `apps`, ends it).
     let parsed: file::FileConfig = loop {
@@ -317,9 +393,8 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     };
     // The checks below run even after type errors (each bad key was taken out and its default
     // used), so that every problem is reported at once.
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-    let mut files = vec![path.to_path_buf()];
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base.to_path_buf() };
+    let mut files = Vec::new();
 
     let listen = parse_addr(&mut d, &shown, "/listen", &parsed.listen);
     let admin_listen = parse_addr(&mut d, &shown, "/admin/listen", &parsed.admin.listen);
@@ -442,7 +517,11 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         if let Some(prev) = seen.insert(app.name.clone(), i) {
             d.error(&shown, format!("{p}/name"), format!("app name `{}` is already used by /apps/{prev}", app.name));
         }
-        let values = app_values(&mut d, &shown, &p, app);
+        let mut values = app_values(&mut d, &shown, &p, app);
+        let given = install::given_ids(&values);
+        if let Some(s) = saved.apps.get(&app.name) {
+            s.under(&mut values);
+        }
         let allow_hosts = app.allow_hosts.iter().map(|h| HostPattern::new(h)).collect();
         let dir = base.join(&app.path);
         let mut ad = Diag::for_app(&app.name);
@@ -450,7 +529,7 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         files.extend(fdk.files.iter().cloned());
         d.errors.append(&mut ad.errors);
         d.warnings.append(&mut ad.warnings);
-        apps.push(AppConfig { name: app.name.clone(), path: dir, allow_hosts, fdk });
+        apps.push(AppConfig { name: app.name.clone(), path: dir, allow_hosts, fdk, missing: Vec::new(), given });
     }
 
     let listen_tls = parsed.listen_tls.as_ref().and_then(|t| callers::listen_tls(&mut d, &shown, &base, t, &mut files));
@@ -486,8 +565,13 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let (Some(listen), Some(admin_listen), Some(store)) = (listen, admin_listen, store) else {
         return fail(d);
     };
+    let state_dir = match &store {
+        StoreConfig::File(f) => f.parent().map(Path::to_path_buf).unwrap_or_else(|| base.clone()),
+        StoreConfig::Redis { .. } => base.join(".bearerd"),
+    };
     Ok(Config {
-        source: Some(path.to_path_buf()),
+        source: None,
+        state_dir,
         listen,
         max_connections: parsed.max_connections,
         admin: AdminConfig { listen: admin_listen, public_url, token, max_connections: parsed.admin.max_connections },
@@ -568,6 +652,30 @@ fn tunnel_host(h: &str) -> Result<(), &'static str> {
 /// A duration as `bearerd.yaml` writes them (`15s`, `500ms`, `2m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     file::parse_duration(s)
+}
+
+/// Where a configuration keeps its state (see [`Config::state_dir`]) and the key that seals what
+/// is kept there (`store.encryption_key`, if one is configured), read without loading the apps:
+/// the saved installation values must be read before the configuration they complete loads.
+pub fn state_of(source: &Source) -> (PathBuf, Option<StoreKey>) {
+    let path = match source {
+        Source::App(app) => return (app.state_dir(), None),
+        Source::File(path) => path,
+    };
+    let base =
+        path.parent().filter(|b| !b.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let Ok((value, _)) = read_yaml(path, &|name| std::env::var(name).ok()) else {
+        return (base.join(".bearerd"), None);
+    };
+    let text = |p: &str| value.pointer(p).and_then(|v| v.as_str()).map(str::to_string);
+    let dir = match (text("/store/file"), text("/store/redis")) {
+        (Some(f), _) => base.join(f).parent().map(Path::to_path_buf).unwrap_or_else(|| base.clone()),
+        _ => base.join(".bearerd"),
+    };
+    let key = text("/store/encryption_key")
+        .or_else(|| text("/store/encryption_key_file").and_then(|f| std::fs::read_to_string(base.join(f)).ok()))
+        .and_then(|k| StoreKey::from_base64(&k).ok());
+    (dir, key)
 }
 
 /// The admin listener's address as `bearerd.yaml` gives it, read without loading the apps (for

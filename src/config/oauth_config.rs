@@ -196,8 +196,15 @@ fn load_integration(
         1 => Grant::ClientCredentials,
         _ => Grant::AuthorizationCode,
     };
-    let client_id = field("client_id", true, d);
-    let client_secret = field("client_secret", true, d);
+    // A client ID or secret the file leaves empty may be saved through /custom_configs.
+    let empty = |key: &str| def.get(key).and_then(Value::as_str).is_none_or(|s| s.trim().is_empty());
+    let given = |key: &str| values.clients.get(name).and_then(|m| m.get(key)).filter(|v| !v.is_empty()).cloned();
+    let credential = |key: &str, d: &mut Diag| match given(key) {
+        Some(v) if empty(key) => Some(v),
+        _ => field(key, true, d),
+    };
+    let client_id = credential("client_id", d);
+    let client_secret = credential("client_secret", d);
     let token_url = field("token_url", true, d);
     let authorize_url = field("authorize_url", grant == Grant::AuthorizationCode, d);
     let display_name = def.get("display_name").and_then(Value::as_str).map(str::to_string);

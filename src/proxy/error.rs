@@ -70,6 +70,9 @@ pub(crate) enum ProxyError {
     CallerForbidden { caller: String, app: String },
     #[error("Caller {caller} may not use account {account}")]
     AccountForbidden { caller: String, account: String },
+    /// An app that still lacks required values (`run --app` before `/custom_configs`).
+    #[error("App {app} is not configured yet: {missing} have no value; enter them at {page}")]
+    NotConfigured { app: String, missing: String, page: String },
     /// A CONNECT that bearerd would intercept, without an intercept CA to do it with.
     #[error("HTTPS interception is unavailable: {0}")]
     InterceptUnavailable(String),
@@ -121,7 +124,9 @@ impl ProxyError {
             ProxyError::Unauthenticated { invoke: true, .. } => (StatusCode::UNAUTHORIZED, App),
             ProxyError::Unauthenticated { invoke: false, .. } => (StatusCode::PROXY_AUTHENTICATION_REQUIRED, App),
             ProxyError::CallerForbidden { .. } | ProxyError::AccountForbidden { .. } => (StatusCode::FORBIDDEN, App),
-            ProxyError::InterceptUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Platform),
+            ProxyError::InterceptUnavailable(_) | ProxyError::NotConfigured { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, Platform)
+            }
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => (StatusCode::BAD_REQUEST, App),
             ProxyError::Upstream(
                 UpstreamError::Connect { .. }
@@ -333,6 +338,7 @@ mod tests {
             (ProxyError::CallerForbidden { caller: "c".into(), app: "a".into() }, 403, "APP"),
             (ProxyError::AccountForbidden { caller: "c".into(), account: "a".into() }, 403, "APP"),
             (ProxyError::InterceptUnavailable("u".into()), 503, "PLATFORM"),
+            (ProxyError::NotConfigured { app: "a".into(), missing: "m".into(), page: "p".into() }, 503, "PLATFORM"),
         ];
         for (e, status, source) in cases {
             let framing = matches!(

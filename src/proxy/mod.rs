@@ -209,6 +209,13 @@ async fn forward(
         snap.callers.get(c.caller).count(app_idx);
     }
     let app = &snap.apps[app_idx];
+    if !app.config.missing.is_empty() {
+        return Err(ProxyError::NotConfigured {
+            app: app.name.to_string(),
+            missing: app.config.missing.join(", "),
+            page: format!("{}/custom_configs", snap.config.admin.public_url),
+        });
+    }
     let invoke_json: serde_json::Map<String, serde_json::Value>;
     // A websocket handshake is forwarded as one (SPEC 2), over HTTP/1.1 only (HTTP/2 carries no
     // `Upgrade`); another upgrade (`h2c`) is hop-by-hop, and dropped like the rest.

@@ -125,7 +125,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let admin_addr = config.admin.listen;
     let (config_max_connections, admin_max_connections) = (config.max_connections, config.admin.max_connections);
     let watch_files = config.reload_watch && config.source.is_some();
-    let files = config.files.clone();
+    let files = crate::reload::inputs(&config);
     let intercept = open_intercept(&config, &metrics)?;
     let snapshot = Snapshot::compile(config, 1, &metrics, &keys);
     metrics.config_generation.set(1);

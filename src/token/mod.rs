@@ -9,6 +9,7 @@ pub(crate) mod oauth;
 pub(crate) mod redis_store;
 pub(crate) mod refresh;
 pub(crate) mod seal;
+pub mod settings;
 pub(crate) mod store;
 
 use std::sync::Arc;

@@ -32,7 +32,7 @@ impl Sealer {
         Sealer(LessSafeKey::new(key))
     }
 
-    fn seal(&self, aad: &str, plain: &str) -> String {
+    pub(crate) fn seal(&self, aad: &str, plain: &str) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
         let mut buf = plain.as_bytes().to_vec();
@@ -44,7 +44,7 @@ impl Sealer {
         format!("{PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(out))
     }
 
-    fn open(&self, aad: &str, sealed: &str) -> Option<String> {
+    pub(crate) fn open(&self, aad: &str, sealed: &str) -> Option<String> {
         let raw = base64::engine::general_purpose::STANDARD.decode(sealed.strip_prefix(PREFIX)?).ok()?;
         if raw.len() < NONCE_LEN {
             return None;

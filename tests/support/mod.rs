@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub use bearerd::server::Running;
 
+pub mod browser;
 pub mod jwt;
 pub mod provider;
 pub mod redis;
@@ -627,10 +628,15 @@ pub struct Logged {
 impl Logged {
     /// Starts bearerd with `RUST_LOG=rust_log` and waits for its listening addresses.
     pub fn start(cfg: &Path, rust_log: &str) -> Logged {
+        Logged::run(&["--config".as_ref(), cfg.as_os_str()], rust_log)
+    }
+
+    /// Starts `bearerd run ARGS` with `RUST_LOG=rust_log` and waits for its listening addresses.
+    pub fn run(args: &[&std::ffi::OsStr], rust_log: &str) -> Logged {
         use std::io::Read as _;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bearerd"))
-            .args(["run", "--config"])
-            .arg(cfg)
+            .arg("run")
+            .args(args)
             .env("RUST_LOG", rust_log)
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
