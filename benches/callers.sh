@@ -11,12 +11,8 @@
 #   BASE_BIN=/tmp/bd-base/target/release/bearerd benches/callers.sh 32 6
 #   CG_OUT=/tmp/cg benches/callers.sh   # keep the callgrind files, for callgrind_annotate
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-perf=${PERF_DIR:-$root/../shared/perf}
-[ -f "$perf/lib.sh" ] || { echo "no harness at $perf (set PERF_DIR)"; exit 2; }
-# shellcheck source=/dev/null
-source "$perf/lib.sh"
+# shellcheck source=benches/harness.sh
+source "$(dirname "$0")/harness.sh"
 conns=${1:-32}; secs=${2:-6}; warm=${CG_WARMUP:-2}
 for tool in valgrind wrk nginx openssl python3; do
   command -v "$tool" >/dev/null || { echo "needs $tool (benches/compare.sh installs nginx and wrk)"; exit 2; }

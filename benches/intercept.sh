@@ -12,12 +12,8 @@
 #   ROUNDS=5 SECS=10 benches/intercept.sh
 #   CONNS="32" MODES="keepalive" benches/intercept.sh
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-perf=${PERF_DIR:-$root/../shared/perf}
-[ -f "$perf/lib.sh" ] || { echo "no harness at $perf (set PERF_DIR)"; exit 2; }
-# shellcheck source=/dev/null
-source "$perf/lib.sh"
+# shellcheck source=benches/harness.sh
+source "$(dirname "$0")/harness.sh"
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-8}
 CONNS=${CONNS:-"32 256"}

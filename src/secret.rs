@@ -55,6 +55,16 @@ impl std::fmt::Display for Secret {
     }
 }
 
+/// Creates `dir` and any missing parents as 0700 (a folder that holds secrets); one that exists
+/// is left as it is.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
 /// Writes `bytes` to `path` with permissions `mode` (0600 for a secret) so that a crash at any
 /// point leaves either the old or the new file: a temporary file, fsync, rename, fsync the folder.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {

@@ -118,10 +118,6 @@ pub enum Source {
 pub struct Config {
     /// Where it was read from (None for `check --app`): a reload reads it again.
     pub source: Option<Source>,
-    /// The folder of bearerd's own state besides tokens: the saved installation values
-    /// (`/custom_configs`), the generated intercept CA. Beside the token file, or `.bearerd/`
-    /// beside `bearerd.yaml` with `store.redis`.
-    pub state_dir: PathBuf,
     pub listen: SocketAddr,
     /// The data listener's connection cap; `None`: derived from the open-file limit at start.
     pub max_connections: Option<usize>,
@@ -328,16 +324,21 @@ fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>, saved: &Saved) -
 /// placeholder and named in the app's `missing`, so that it starts and `/custom_configs` can ask
 /// for them.
 fn load_app_source(app: &AppSource, saved: &Saved) -> Result<Config, ConfigErrors> {
-    let name = app.name();
+    // The given values, the saved ones under them, placeholders for what is still missing: all
+    // in the YAML this stands for, but client IDs and secrets, which no bearerd.yaml field holds
+    // and so go in as saved values.
     let mut values = app.values.clone();
-    let mut saved = saved.clone();
-    let entry = saved.apps.entry(name.clone()).or_default();
-    entry.under(&mut values);
+    if let Some(s) = saved.apps.get(&app.name()) {
+        s.under(&mut values);
+    }
     let missing = install::fill_unset(&install::form(&app.dir), &mut values);
-    // Placeholders of client IDs and secrets go in as saved values (no bearerd.yaml field holds them).
-    entry.clients = values.clients.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let clients = install::SavedApp {
+        clients: values.clients.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ..Default::default()
+    };
+    let clients = Saved { apps: [(app.name(), clients)].into() };
     let shown = app.dir.display().to_string();
-    let mut config = load_value(Diag::default(), &shown, &app.dir, app.as_yaml(&values), &saved)?;
+    let mut config = load_value(Diag::default(), &shown, &app.dir, app.as_yaml(&values), &clients)?;
     if let Some(a) = config.apps.first_mut() {
         a.missing = missing;
         a.given = install::given_ids(&app.values);
@@ -565,13 +566,8 @@ fn load_value(
     let (Some(listen), Some(admin_listen), Some(store)) = (listen, admin_listen, store) else {
         return fail(d);
     };
-    let state_dir = match &store {
-        StoreConfig::File(f) => f.parent().map(Path::to_path_buf).unwrap_or_else(|| base.clone()),
-        StoreConfig::Redis { .. } => base.join(".bearerd"),
-    };
     Ok(Config {
         source: None,
-        state_dir,
         listen,
         max_connections: parsed.max_connections,
         admin: AdminConfig { listen: admin_listen, public_url, token, max_connections: parsed.admin.max_connections },
@@ -654,9 +650,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     file::parse_duration(s)
 }
 
-/// Where a configuration keeps its state (see [`Config::state_dir`]) and the key that seals what
-/// is kept there (`store.encryption_key`, if one is configured), read without loading the apps:
-/// the saved installation values must be read before the configuration they complete loads.
+/// Where a configuration keeps its state besides tokens (the values saved through
+/// `/custom_configs`): beside the token file, or `.bearerd/` beside `bearerd.yaml` with
+/// `store.redis`; and the key that seals it (`store.encryption_key`, if one is configured). Read
+/// without loading the apps: the saved values must be read before the configuration they
+/// complete loads.
 pub fn state_of(source: &Source) -> (PathBuf, Option<StoreKey>) {
     let path = match source {
         Source::App(app) => return (app.state_dir(), None),

@@ -540,7 +540,8 @@ async fn read_transparent(mut body: Body, limit: usize) -> Result<Body, ProxyErr
 /// Removes what must not travel from the application to the upstream: hop-by-hop headers
 /// (`Proxy-Authorization` is out already), `x-bearerd-*`, `Host` (taken from the template) and
 /// framing (recomputed).
-/// Whether the request asked for `TE: trailers` (it goes on to an HTTP/2 upstream: see
+///
+/// Returns whether the request asked for `TE: trailers` (it goes on to an HTTP/2 upstream: see
 /// [`crate::upstream::Call::te_trailers`]).
 fn strip_request_headers(h: &mut HeaderMap, marks: Marks) -> bool {
     let mut te_trailers = false;

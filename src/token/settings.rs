@@ -87,7 +87,7 @@ impl Settings {
 }
 
 fn create_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+    crate::secret::create_private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
@@ -130,10 +130,8 @@ impl FileStore {
     /// error: it may hold the only copy of a refresh token.
     pub fn open(path: &Path, sealer: Option<std::sync::Arc<super::seal::Sealer>>) -> Result<FileStore, StoreError> {
         let io = |source| StoreError::Io { path: path.display().to_string(), source };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.exists()
-        {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            crate::secret::create_private_dir(dir).map_err(io)?;
         }
         remove_stale_temporaries(path);
         let tokens = match std::fs::read(path) {

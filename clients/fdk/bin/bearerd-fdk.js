@@ -53,11 +53,21 @@ function readJson(file, what) {
   }
 }
 
+// The name bearerd gives an app folder under `run --app` (AppSource::name in
+// src/config/install.rs): its real folder name, lowercased, [a-z0-9_] kept and the rest '-',
+// trimmed of '-'; "app" when nothing is left.
+function appName(dir) {
+  let real = dir;
+  try { real = fs.realpathSync(dir); } catch { /* as given */ }
+  const name = path.basename(real).toLowerCase().replace(/[^a-z0-9_]/g, '-').replace(/^-+|-+$/g, '');
+  return name || 'app';
+}
+
 /** The installation parameters: --iparams, else what bearerd holds for the app. */
 async function iparamsFor(flags, app) {
   if (flags.iparams) return readJson(flags.iparams, '--iparams');
   const admin = (process.env.BEARERD_ADMIN_URL || 'http://127.0.0.1:10001').replace(/\/+$/, '');
-  const name = process.env.BEARERD_APP || app.appDir.split(path.sep).pop().toLowerCase().replace(/[^a-z0-9_-]/g, '-');
+  const name = process.env.BEARERD_APP || appName(app.appDir);
   const headers = process.env.BEARERD_ADMIN_TOKEN ? { authorization: `Bearer ${process.env.BEARERD_ADMIN_TOKEN}` } : {};
   try {
     const r = await fetch(`${admin}/admin/iparams/${encodeURIComponent(name)}`, { headers });
