@@ -10,7 +10,8 @@
 //!   a websocket relayed after its `101`; `server::tunnel`: `CONNECT` carried out, TLS (or plain
 //!   HTTP) terminated for an intercepted host and its connection served like the listener's, or
 //!   a blind tunnel), the per-connection watchdog and the shutdown sequence (drain delay, then
-//!   grace).
+//!   grace); [`server::lambda`]: the AWS Lambda extension lifecycle (register, events, a
+//!   `SHUTDOWN` whose deadline bounds the shutdown, `init/error`).
 //! - [`admin`]: the control plane (health, readiness, metrics, the token admin API, reload, the
 //!   authorization-code flow in [`admin::auth`], whose pending table it owns, the admin page in
 //!   `admin::page`, the installation page of FDK apps, `/custom_configs`, in

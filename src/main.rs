@@ -14,8 +14,10 @@ const EXIT_START: u8 = 69;
 #[derive(Parser)]
 #[command(name = "bearerd", version, about = "Egress sidecar that puts OAuth access tokens into outbound API calls")]
 struct Cli {
+    /// Without one, bearerd runs as an AWS Lambda extension (only where Lambda starts it, with
+    /// $AWS_LAMBDA_RUNTIME_API set).
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
     /// Log format: text or json (default: $BEARERD_LOG_FORMAT, else text).
     #[arg(long, global = true, value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -23,10 +25,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the data plane and the control plane.
+    /// Serve the data plane and the control plane; with $AWS_LAMBDA_RUNTIME_API set, as a Lambda
+    /// extension.
     Run {
-        #[arg(long, env = "BEARERD_CONFIG", default_value = "config/bearerd.yaml", conflicts_with = "app")]
-        config: PathBuf,
+        /// [default: config/bearerd.yaml; /opt/bearerd/bearerd.yaml as a Lambda extension]
+        #[arg(long, env = "BEARERD_CONFIG", conflicts_with = "app")]
+        config: Option<PathBuf>,
         /// Serve one FDK app folder without a bearerd.yaml, as `fdk run` does: data plane on
         /// 127.0.0.1:10080, admin (and /custom_configs) on localhost:10001, the store in DIR/.bearerd.
         #[arg(long)]
@@ -124,8 +128,25 @@ fn main() -> ExitCode {
         }
     };
     init_logging(json);
-    match cli.command {
-        Command::Run { config, app: None, .. } => run(bearerd::config::Source::File(config)),
+    let lambda = bearerd::server::lambda::RuntimeApi::from_env();
+    let config_or_default = |config: Option<PathBuf>| {
+        config.unwrap_or_else(|| {
+            PathBuf::from(if lambda.is_some() { bearerd::config::LAMBDA_CONFIG } else { "config/bearerd.yaml" })
+        })
+    };
+    let Some(command) = cli.command else {
+        if lambda.is_none() {
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            eprintln!("\nerror: a command is needed (bearerd without one is an AWS Lambda extension)");
+            return ExitCode::from(2);
+        }
+        let config = config_or_default(std::env::var_os("BEARERD_CONFIG").map(PathBuf::from));
+        return run(bearerd::config::Source::File(config), lambda);
+    };
+    match command {
+        Command::Run { config, app: None, .. } => {
+            run(bearerd::config::Source::File(config_or_default(config)), lambda.clone())
+        }
         Command::Run { app: Some(dir), values, allow_private_ips, ca_file, listen, admin_listen, .. } => {
             let app_values = match app_values(&values) {
                 Ok(v) => v,
@@ -140,7 +161,7 @@ fn main() -> ExitCode {
                 listen,
                 admin_listen,
             };
-            run(bearerd::config::Source::App(Box::new(source)))
+            run(bearerd::config::Source::App(Box::new(source)), None)
         }
         Command::Healthcheck { config, timeout } => healthcheck(&config, timeout),
         Command::Ca { config } => {
@@ -246,40 +267,9 @@ fn init_logging(json: bool) {
     }
 }
 
-fn run(source: bearerd::config::Source) -> ExitCode {
-    let shown = match &source {
-        bearerd::config::Source::File(p) => p.display().to_string(),
-        bearerd::config::Source::App(a) => a.dir.display().to_string(),
-    };
-    // The values saved through /custom_configs complete the configuration.
-    let saved = match bearerd::token::settings::Settings::of(&source).read() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("the saved installation values: {e}; not starting");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let config = match bearerd::config::load_source(&source, &saved) {
-        Ok(c) => c,
-        Err(errors) => {
-            for e in &errors.0 {
-                tracing::error!("{e}");
-            }
-            tracing::error!("{shown}: {} problem(s); not starting", errors.0.len());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
-    for app in config.apps.iter().filter(|a| !a.missing.is_empty()) {
-        tracing::warn!(
-            app = %app.name,
-            "not configured yet: {}; enter them at {}/custom_configs",
-            app.missing.join(", "),
-            config.admin.public_url
-        );
-    }
+/// Serves until a signal, or as a Lambda extension (`lambda`) until Lambda's `SHUTDOWN`.
+fn run(source: bearerd::config::Source, lambda: Option<bearerd::server::lambda::RuntimeApi>) -> ExitCode {
+    use bearerd::server::lambda;
     // Pinned to one CPU (the affinity mask tokio would size its pool from; a sidecar's usual
     // quota): one thread without work stealing, measurably cheaper per request. Otherwise one
     // worker per CPU.
@@ -296,28 +286,68 @@ fn run(source: bearerd::config::Source) -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    rt.block_on(async move {
+    let name = lambda::own_name();
+    // A start that fails is reported to Lambda too, so that the function's init fails with it.
+    let failed = |code: u8, error_type: &str, message: String| {
+        if let Some(api) = lambda.clone() {
+            rt.block_on(lambda::fail_init(api, &name, error_type, &message));
+        }
+        ExitCode::from(code)
+    };
+    let shown = match &source {
+        bearerd::config::Source::File(p) => p.display().to_string(),
+        bearerd::config::Source::App(a) => a.dir.display().to_string(),
+    };
+    // The values saved through /custom_configs complete the configuration.
+    let saved = match bearerd::token::settings::Settings::of(&source).read() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("the saved installation values: {e}; not starting");
+            return failed(EXIT_CONFIG, "Extension.ConfigInvalid", format!("the saved installation values: {e}"));
+        }
+    };
+    let config = match bearerd::config::load_source(&source, &saved) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!("{e}");
+            }
+            tracing::error!("{shown}: {} problem(s); not starting", errors.0.len());
+            let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            let message = format!("{shown}: {} problem(s): {}", all.len(), all.join("; "));
+            return failed(EXIT_CONFIG, "Extension.ConfigInvalid", message);
+        }
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    for app in config.apps.iter().filter(|a| !a.missing.is_empty()) {
+        tracing::warn!(
+            app = %app.name,
+            "not configured yet: {}; enter them at {}/custom_configs",
+            app.missing.join(", "),
+            config.admin.public_url
+        );
+    }
+    let (extension, extension_name) = (lambda.clone(), name.clone());
+    let started = rt.block_on(async move {
         // Signal handlers first: a SIGHUP or SIGTERM that arrives while starting must not take
         // the default action (terminating the process).
         use tokio::signal::unix::{SignalKind, signal};
         let signals = (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
         let (Ok(mut hup), Ok(mut term), Ok(mut int)) = signals else {
-            tracing::error!("cannot install signal handlers");
-            return ExitCode::from(EXIT_START);
+            return Err("cannot install signal handlers".to_string());
         };
-        let running = match bearerd::server::start(config).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                return ExitCode::from(EXIT_START);
-            }
-        };
+        let running = bearerd::server::start(config).await.map_err(|e| format!("cannot start: {e}"))?;
         let reloader = running.reloader.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let _ = reloader.reload("SIGHUP").await;
             }
         });
+        if let Some(api) = extension {
+            return Ok(ExitCode::from(lambda::serve(api, &extension_name, running, term, int).await));
+        }
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
@@ -328,8 +358,15 @@ fn run(source: bearerd::config::Source) -> ExitCode {
             _ = term.recv() => tracing::warn!("a second signal: stopping without waiting"),
             _ = int.recv() => tracing::warn!("a second signal: stopping without waiting"),
         }
-        ExitCode::SUCCESS
-    })
+        Ok(ExitCode::SUCCESS)
+    });
+    match started {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            failed(EXIT_START, "Extension.StartFailed", e)
+        }
+    }
 }
 
 /// A duration such as `2s` or `500ms` (the syntax of bearerd.yaml).

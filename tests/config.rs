@@ -295,3 +295,35 @@ fn check_and_run_commands_report_and_exit() {
     assert_eq!(code, Some(1));
     assert_eq!(e["nearest"][0]["template"], "get");
 }
+
+/// SPEC 7: in a Lambda sandbox only /tmp is writable, so bearerd's defaults go to /tmp/bearerd
+/// (the token file, and the intercept CA also with `store.redis`); outside it, beside the YAML.
+/// Nothing is created by loading.
+#[test]
+fn in_lambda_the_default_state_is_under_tmp() {
+    use std::path::Path;
+    let dir = TempDir::new();
+    good_app(&dir);
+    let lambda = |k: &str| (k == "AWS_LAMBDA_RUNTIME_API").then(|| "127.0.0.1:9001".to_string());
+    let p = dir.write("bearerd.yaml", "listen: 127.0.0.1:0\napps:\n  - {name: demo, path: apps/demo}\n");
+    let c = bearerd::config::load_with_env(&p, &lambda).unwrap();
+    assert_eq!(c.store, bearerd::config::StoreConfig::File("/tmp/bearerd/tokens.json".into()));
+    assert_eq!(c.intercept.ca_cert.parent(), Some(Path::new("/tmp/bearerd")));
+    let outside = bearerd::config::load_with_env(&p, &|_| None).unwrap();
+    assert_eq!(outside.store, bearerd::config::StoreConfig::File(dir.path().join(".bearerd/tokens.json")));
+    assert_eq!(outside.intercept.ca_cert.parent(), Some(dir.path().join(".bearerd").as_path()));
+
+    let p = dir.write(
+        "bearerd.yaml",
+        "listen: 127.0.0.1:0\nstore: {redis: \"redis://127.0.0.1:6379/0\"}\napps:\n  - {name: demo, path: apps/demo}\n",
+    );
+    let c = bearerd::config::load_with_env(&p, &lambda).unwrap();
+    assert_eq!(c.intercept.ca_cert.parent(), Some(Path::new("/tmp/bearerd")));
+    // A file the configuration names is used where it says, in Lambda too.
+    let p = dir.write(
+        "bearerd.yaml",
+        "listen: 127.0.0.1:0\nstore: {file: /tmp/elsewhere/t.json}\napps:\n  - {name: demo, path: apps/demo}\n",
+    );
+    let c = bearerd::config::load_with_env(&p, &lambda).unwrap();
+    assert_eq!(c.store, bearerd::config::StoreConfig::File("/tmp/elsewhere/t.json".into()));
+}

@@ -116,3 +116,44 @@ fn the_compose_configuration_loads() {
     let compose = yaml("deploy/compose/compose.yaml");
     assert_eq!(compose["services"]["bearerd"]["network_mode"], "service:app");
 }
+
+/// The Lambda layer's configuration, laid out as scripts/lambda-layer.sh packs it (the layer is
+/// /opt: bearerd/bearerd.yaml beside bearerd/apps/), loads in Lambda's environment with the
+/// variables deploy/lambda/template.yaml gives the function; the function's proxy and CA
+/// variables point where bearerd listens and writes its CA.
+#[test]
+fn the_lambda_layer_configuration_loads_with_the_templates_environment() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let template = std::fs::read_to_string(root.join("deploy/lambda/template.yaml")).unwrap();
+    let variable = |name: &str| -> Option<String> {
+        template.lines().find_map(|l| l.trim().strip_prefix(&format!("{name}: ")).map(|v| v.trim().to_string()))
+    };
+    let opt = TempDir::new();
+    let layer = opt.path().join("bearerd");
+    std::fs::create_dir_all(&layer).unwrap();
+    std::fs::copy(root.join("deploy/lambda/bearerd.yaml"), layer.join("bearerd.yaml")).unwrap();
+    let copy = |from: &Path, to: &Path| {
+        let status = std::process::Command::new("cp").arg("-r").arg(from).arg(to).status().unwrap();
+        assert!(status.success());
+    };
+    copy(&root.join("config/apps"), &layer.join("apps"));
+    let lambda_env = |name: &str| match name {
+        "AWS_LAMBDA_RUNTIME_API" => Some("127.0.0.1:9001".into()),
+        // Only what the template sets reaches bearerd.
+        n if variable(n).is_some() => env(n),
+        _ => None,
+    };
+    let config = bearerd::config::load_with_env(&layer.join("bearerd.yaml"), &lambda_env)
+        .unwrap_or_else(|e| panic!("the Lambda layer's configuration does not load:\n{e}"));
+    assert!(matches!(config.store, bearerd::config::StoreConfig::Redis { .. }));
+    assert!(config.store_key.is_some(), "tokens are sealed in the shared Redis");
+    assert_eq!(config.intercept.ca_cert, Path::new("/tmp/bearerd/ca.pem"));
+    assert_eq!(variable("NODE_EXTRA_CA_CERTS").as_deref(), Some("/tmp/bearerd/ca.pem"));
+    let proxy = format!("http://{}", config.listen);
+    assert_eq!(variable("HTTP_PROXY"), Some(proxy.clone()));
+    assert_eq!(variable("HTTPS_PROXY"), Some(proxy));
+    assert!(template.contains(&format!("http://{}/invoke/getRepo", config.listen)));
+    assert!(template.contains("ContentUri: ../../target/lambda/bearerd-layer-x86_64.zip"));
+    let script = std::fs::read_to_string(root.join("scripts/lambda-layer.sh")).unwrap();
+    assert!(script.contains("out=${1:-target/lambda/bearerd-layer-x86_64.zip}"));
+}

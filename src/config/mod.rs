@@ -314,7 +314,8 @@ fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>, saved: &Saved) -
         d.error(&shown, p, m);
     }
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut config = load_value(d, &shown, &base, value, saved)?;
+    let state = default_state_dir(&base, env);
+    let mut config = load_value(d, &shown, &base, &state, value, saved)?;
     config.files.insert(0, path.to_path_buf());
     config.source = Some(Source::File(path.to_path_buf()));
     Ok(config)
@@ -338,7 +339,7 @@ fn load_app_source(app: &AppSource, saved: &Saved) -> Result<Config, ConfigError
     };
     let clients = Saved { apps: [(app.name(), clients)].into() };
     let shown = app.dir.display().to_string();
-    let mut config = load_value(Diag::default(), &shown, &app.dir, app.as_yaml(&values), &clients)?;
+    let mut config = load_value(Diag::default(), &shown, &app.dir, &app.state_dir(), app.as_yaml(&values), &clients)?;
     if let Some(a) = config.apps.first_mut() {
         a.missing = missing;
         a.given = install::given_ids(&app.values);
@@ -349,10 +350,31 @@ fn load_app_source(app: &AppSource, saved: &Saved) -> Result<Config, ConfigError
 
 /// A configuration from its `bearerd.yaml` as a value (its `${NAME}`s expanded; their problems
 /// already in `d`); relative paths are relative to `base`.
+/// The variable Lambda sets for its extensions and runtimes (the Extensions API's `host:port`):
+/// where it is set, bearerd runs as a Lambda extension (SPEC 7).
+pub const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
+/// The configuration in Lambda when `$BEARERD_CONFIG` is not set (a layer's `bearerd/` folder).
+pub const LAMBDA_CONFIG: &str = "/opt/bearerd/bearerd.yaml";
+/// The only writable folder of a Lambda sandbox is `/tmp`: bearerd's default state goes here.
+pub const LAMBDA_STATE_DIR: &str = "/tmp/bearerd";
+
+/// The folder of bearerd's own state where the configuration names none (a token file, the
+/// intercept CA, values saved through `/custom_configs`): `.bearerd/` beside `bearerd.yaml`, or
+/// in an AWS Lambda sandbox, where only `/tmp` is writable, `/tmp/bearerd` (SPEC 7).
+fn default_state_dir(base: &Path, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if env(LAMBDA_RUNTIME_API).is_some_and(|v| !v.trim().is_empty()) {
+        PathBuf::from(LAMBDA_STATE_DIR)
+    } else {
+        base.join(".bearerd")
+    }
+}
+
+/// `base`: the folder relative paths are read from; `state`: [`default_state_dir`].
 fn load_value(
     mut d: Diag,
     shown: &str,
     base: &Path,
+    state: &Path,
     mut value: serde_json::Value,
     saved: &Saved,
 ) -> Result<Config, ConfigErrors> {
@@ -439,9 +461,9 @@ fn load_value(
             Some(StoreConfig::Redis { url: Secret::new(url.clone()), prefix: parsed.store.prefix.clone() })
         }
         (Some(f), None) => Some(StoreConfig::File(base.join(f))),
-        (None, None) => Some(StoreConfig::File(base.join(".bearerd/tokens.json"))),
+        (None, None) => Some(StoreConfig::File(state.join("tokens.json"))),
     };
-    let intercept = intercept(&mut d, &shown, &base, &parsed.intercept, store.as_ref());
+    let intercept = intercept(&mut d, &shown, &base, state, &parsed.intercept, store.as_ref());
     let store_key = match (&parsed.store.encryption_key, &parsed.store.encryption_key_file) {
         (Some(_), Some(_)) => {
             d.error(&shown, "/store", "store.encryption_key and store.encryption_key_file are exclusive");
@@ -592,12 +614,13 @@ fn intercept(
     d: &mut Diag,
     shown: &str,
     base: &Path,
+    state: &Path,
     file: &file::InterceptFile,
     store: Option<&StoreConfig>,
 ) -> InterceptConfig {
     let default_dir = match store {
         Some(StoreConfig::File(f)) => f.parent().map(Path::to_path_buf).unwrap_or_else(|| base.to_path_buf()),
-        _ => base.join(".bearerd"),
+        _ => state.to_path_buf(),
     };
     let mut config = InterceptConfig::beside(&default_dir);
     match (&file.ca_cert, &file.ca_key) {
@@ -651,8 +674,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Where a configuration keeps its state besides tokens (the values saved through
-/// `/custom_configs`): beside the token file, or `.bearerd/` beside `bearerd.yaml` with
-/// `store.redis`; and the key that seals it (`store.encryption_key`, if one is configured). Read
+/// `/custom_configs`): beside the token file, or with `store.redis` in the
+/// [`default_state_dir`]; and the key that seals it (`store.encryption_key`, if one is configured). Read
 /// without loading the apps: the saved values must be read before the configuration they
 /// complete loads.
 pub fn state_of(source: &Source) -> (PathBuf, Option<StoreKey>) {
@@ -662,13 +685,15 @@ pub fn state_of(source: &Source) -> (PathBuf, Option<StoreKey>) {
     };
     let base =
         path.parent().filter(|b| !b.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let Ok((value, _)) = read_yaml(path, &|name| std::env::var(name).ok()) else {
-        return (base.join(".bearerd"), None);
+    let env = |name: &str| std::env::var(name).ok();
+    let state = default_state_dir(&base, &env);
+    let Ok((value, _)) = read_yaml(path, &env) else {
+        return (state, None);
     };
     let text = |p: &str| value.pointer(p).and_then(|v| v.as_str()).map(str::to_string);
     let dir = match (text("/store/file"), text("/store/redis")) {
         (Some(f), _) => base.join(f).parent().map(Path::to_path_buf).unwrap_or_else(|| base.clone()),
-        _ => base.join(".bearerd"),
+        _ => state,
     };
     let key = text("/store/encryption_key")
         .or_else(|| text("/store/encryption_key_file").and_then(|f| std::fs::read_to_string(base.join(f)).ok()))

@@ -4,6 +4,7 @@
 //! clients are served by hyper.
 
 pub(crate) mod h1;
+pub mod lambda;
 mod tunnel;
 
 use std::collections::HashMap;
@@ -65,6 +66,9 @@ pub struct Running {
     pub reloader: Arc<Reloader>,
     stop_data: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
+    /// Set by [`Running::shutdown_within`]: the instant by which connections must be done,
+    /// in place of `shutdown.grace`.
+    stop_by: Arc<Mutex<Option<tokio::time::Instant>>>,
     /// The data listeners (plain, and TLS when configured).
     data_tasks: Vec<JoinHandle<()>>,
     /// The admin listener and the file watcher: stopped after the data listener.
@@ -78,15 +82,27 @@ impl Running {
     /// stops accepting and in-flight requests get `grace` to finish; the admin listener answers
     /// until the end.
     pub async fn shutdown(self) {
-        self.admin.set_draining();
         let settings = self.state.snapshot.load().config.shutdown;
         tracing::info!(
             drain_delay_ms = settings.drain_delay.as_millis() as u64,
             grace_ms = settings.grace.as_millis() as u64,
             "shutting down: not ready; serving until the drain delay is over"
         );
-        tokio::time::sleep(settings.drain_delay).await;
-        tracing::info!("drain delay over: no new connections; finishing in-flight requests");
+        self.stop(settings.drain_delay).await;
+    }
+
+    /// The shutdown of a Lambda `SHUTDOWN` event (SPEC 7): no drain delay (the function is not
+    /// called any more), and in-flight requests get what is `left` of the deadline in place of
+    /// `shutdown.grace`, the admin listener's included.
+    pub async fn shutdown_within(self, left: Duration) {
+        *self.stop_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now() + left);
+        self.stop(Duration::ZERO).await;
+    }
+
+    async fn stop(self, drain_delay: Duration) {
+        self.admin.set_draining();
+        tokio::time::sleep(drain_delay).await;
+        tracing::info!("no new connections; finishing in-flight requests");
         let _ = self.stop_data.send(true);
         for t in self.data_tasks {
             let _ = t.await;
@@ -174,9 +190,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let data_state = state.clone();
     let data_cap = Cap::new("data", config_max_connections.unwrap_or_else(default_max_connections), &state.metrics);
     let admin_cap = Cap::new("admin", admin_max_connections, &state.metrics);
+    let stop_by = Arc::new(Mutex::new(None::<tokio::time::Instant>));
     let grace = {
-        let s = state.clone();
-        move || s.snapshot.load().config.shutdown.grace
+        let (s, stop_by) = (state.clone(), stop_by.clone());
+        move || match *stop_by.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(by) => by.saturating_duration_since(tokio::time::Instant::now()),
+            None => s.snapshot.load().config.shutdown.grace,
+        }
     };
     let mut data_tasks = Vec::new();
     if let Some(tls) = tls {
@@ -215,7 +235,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tls_shown = tls_addr.map(|a| a.to_string()).unwrap_or_else(|| "none".into());
     let callers = state.snapshot.load().config.callers.len();
     tracing::info!(%data_addr, tls_addr = %tls_shown, %admin_addr, callers, apps = %crate::admin::summary(&state), "bearerd is serving");
-    Ok(Running { data_addr, admin_addr, tls_addr, state, admin, reloader, stop_data, stop_admin, data_tasks, tasks })
+    Ok(Running {
+        data_addr,
+        admin_addr,
+        tls_addr,
+        state,
+        admin,
+        reloader,
+        stop_data,
+        stop_admin,
+        stop_by,
+        data_tasks,
+        tasks,
+    })
 }
 
 /// One connection of the TLS data listener (SPEC 2.2 `listen_tls`): the handshake with the

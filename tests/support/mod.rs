@@ -22,6 +22,7 @@ pub use bearerd::server::Running;
 
 pub mod browser;
 pub mod jwt;
+pub mod lambda;
 pub mod provider;
 pub mod redis;
 pub mod tunnel;
@@ -633,26 +634,16 @@ impl Logged {
 
     /// Starts `bearerd run ARGS` with `RUST_LOG=rust_log` and waits for its listening addresses.
     pub fn run(args: &[&std::ffi::OsStr], rust_log: &str) -> Logged {
-        use std::io::Read as _;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bearerd"))
-            .arg("run")
-            .args(args)
-            .env("RUST_LOG", rust_log)
-            .stderr(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut log = String::new();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bearerd"));
+        command.arg("run").args(args);
+        Logged::spawn(command, rust_log)
+    }
+
+    /// Starts `command` (bearerd, as the caller prepared it) with `RUST_LOG=rust_log` and waits
+    /// for its listening addresses.
+    pub fn spawn(mut command: std::process::Command, rust_log: &str) -> Logged {
+        let mut child = Logged::child(&mut command, rust_log);
+        let (lines, mut log) = Logged::collect(&mut child);
         let addr = |log: &str, key: &str| -> Option<SocketAddr> {
             log.split(key).nth(1)?.split_whitespace().next()?.parse().ok()
         };
@@ -665,6 +656,38 @@ impl Logged {
         Logged { child, lines, log, data, admin }
     }
 
+    /// Runs `command` (bearerd) to its end, for one that is expected not to start: its status
+    /// and log.
+    pub fn failing(mut command: std::process::Command, rust_log: &str) -> (std::process::ExitStatus, String) {
+        let mut child = Logged::child(&mut command, rust_log);
+        let (lines, mut log) = Logged::collect(&mut child);
+        let status = child.wait().unwrap();
+        while let Ok(chunk) = lines.recv_timeout(Duration::from_millis(500)) {
+            log.push_str(&chunk);
+        }
+        (status, log)
+    }
+
+    fn child(command: &mut std::process::Command, rust_log: &str) -> std::process::Child {
+        command.env("RUST_LOG", rust_log).stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+        command.spawn().unwrap()
+    }
+
+    fn collect(child: &mut std::process::Child) -> (std::sync::mpsc::Receiver<String>, String) {
+        use std::io::Read as _;
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                    break;
+                }
+            }
+        });
+        (lines, String::new())
+    }
+
     /// Sends a signal (`-TERM`, `-HUP`).
     pub fn signal(&self, sig: &str) {
         let status = std::process::Command::new("kill").arg(sig).arg(self.child.id().to_string()).status();
@@ -672,12 +695,19 @@ impl Logged {
     }
 
     /// Waits for bearerd to exit: its status and whole log.
-    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+    pub fn wait(self) -> (std::process::ExitStatus, String) {
+        let (status, _, log) = self.wait_timed();
+        (status, log)
+    }
+
+    /// [`Logged::wait`], with the Unix time in milliseconds at which the exit was seen.
+    pub fn wait_timed(mut self) -> (std::process::ExitStatus, u64, String) {
         let status = self.child.wait().unwrap();
+        let at = lambda::now_ms();
         while let Ok(chunk) = self.lines.recv_timeout(Duration::from_millis(500)) {
             self.log.push_str(&chunk);
         }
-        (status, self.log)
+        (status, at, self.log)
     }
 
     /// Stops bearerd (SIGTERM) and returns its whole log.
