@@ -75,7 +75,7 @@ impl RuntimeApi {
     pub async fn register(&self, name: &str) -> Result<Registered, LambdaError> {
         let body = Bytes::from_static(br#"{"events":["INVOKE","SHUTDOWN"]}"#);
         let headers = [("lambda-extension-name", name)];
-        let (parts, _) = self.call("register", Method::POST, "register", &headers, body, Some(CALL_TIMEOUT)).await?;
+        let (parts, _) = self.call("register", Method::POST, &headers, body, Some(CALL_TIMEOUT)).await?;
         let id = parts
             .headers
             .get("lambda-extension-identifier")
@@ -85,54 +85,45 @@ impl RuntimeApi {
         Ok(Registered { api: self.clone(), id: id.to_string() })
     }
 
+    /// `method` `PREFIX/call` with `headers` and `body`, on a connection of its own; an answer
+    /// other than 2xx is an error.
     async fn call(
         &self,
         call: &'static str,
         method: Method,
-        path: &str,
         headers: &[(&str, &str)],
         body: Bytes,
         timeout: Option<Duration>,
     ) -> Result<(http::response::Parts, Bytes), LambdaError> {
-        let exchange = self.exchange(call, method, path, headers, body);
+        let fail = |what: &dyn std::fmt::Display| self.error(format!("{call}: {what}"));
+        let exchange = async {
+            let stream = tokio::net::TcpStream::connect(&self.authority)
+                .await
+                .map_err(|e| fail(&format_args!("cannot connect: {e}")))?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| fail(&e))?;
+            tokio::spawn(conn);
+            let mut req = Request::builder()
+                .method(method)
+                .uri(format!("{PREFIX}/{call}"))
+                .header(http::header::HOST, &self.authority)
+                .header(http::header::CONTENT_TYPE, "application/json");
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let req = req.body(Full::new(body)).map_err(|e| fail(&e))?;
+            let (parts, body) = sender.send_request(req).await.map_err(|e| fail(&e))?.into_parts();
+            let body = body.collect().await.map_err(|e| fail(&e))?.to_bytes();
+            Ok::<_, LambdaError>((parts, body))
+        };
         let (parts, body) = match timeout {
-            Some(t) => tokio::time::timeout(t, exchange).await.map_err(|_| self.error(format!("{call}: no answer")))?,
+            Some(t) => tokio::time::timeout(t, exchange).await.map_err(|_| fail(&"no answer"))?,
             None => exchange.await,
         }?;
         if !parts.status.is_success() {
             let body = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
             return Err(LambdaError::Status { call, status: parts.status, body });
         }
-        Ok((parts, body))
-    }
-
-    async fn exchange(
-        &self,
-        call: &'static str,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-    ) -> Result<(http::response::Parts, Bytes), LambdaError> {
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| self.error(format!("{call}: cannot connect: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.error(format!("{call}: {e}")))?;
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{PREFIX}/{path}"))
-            .header(http::header::HOST, &self.authority)
-            .header(http::header::CONTENT_TYPE, "application/json");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(Full::new(body)).map_err(|e| self.error(format!("{call}: {e}")))?;
-        let answer = sender.send_request(req).await.map_err(|e| self.error(format!("{call}: {e}")))?;
-        let (parts, body) = answer.into_parts();
-        let body = body.collect().await.map_err(|e| self.error(format!("{call}: {e}")))?.to_bytes();
         Ok((parts, body))
     }
 
@@ -145,18 +136,18 @@ impl Registered {
     /// `GET /extension/event/next`: waits for the next event.
     pub async fn next(&self) -> Result<Event, LambdaError> {
         let headers = [("lambda-extension-identifier", self.id.as_str())];
-        let (_, body) = self.api.call("event/next", Method::GET, "event/next", &headers, Bytes::new(), None).await?;
+        let (_, body) = self.api.call("event/next", Method::GET, &headers, Bytes::new(), None).await?;
         parse_event(&body)
     }
 
     /// `POST /extension/init/error` (the function's init fails with this reason) or
     /// `/extension/exit/error` (`exit`: a fatal error after init).
     pub async fn report(&self, exit: bool, error_type: &str, message: &str) -> Result<(), LambdaError> {
-        let (call, path) = if exit { ("exit/error", "exit/error") } else { ("init/error", "init/error") };
+        let call = if exit { "exit/error" } else { "init/error" };
         let body = serde_json::json!({"errorMessage": message, "errorType": error_type}).to_string();
         let headers =
             [("lambda-extension-identifier", self.id.as_str()), ("lambda-extension-function-error-type", error_type)];
-        self.api.call(call, Method::POST, path, &headers, Bytes::from(body), Some(CALL_TIMEOUT)).await.map(drop)
+        self.api.call(call, Method::POST, &headers, Bytes::from(body), Some(CALL_TIMEOUT)).await.map(drop)
     }
 }
 
