@@ -45,7 +45,8 @@ async fn a_redis_that_restarts_empty_gets_the_tokens_back_from_the_replicas() {
     .await;
     let list = c.replicas[1].admin("GET", "/admin/tokens", "").await.json();
     assert!(list.as_array().unwrap().iter().any(|e| e["account"] == "default" && e["state"] == "missing"), "{list}");
-    assert_eq!(c.redis.cli(&["EXISTS", &key("default")]), "0");
+    // The removal stays a removal: an empty record under a grown version.
+    assert_eq!(c.redis.cli(&["HGET", &key("default"), "token"]), "");
 }
 
 struct Cluster {
@@ -57,7 +58,10 @@ struct Cluster {
 }
 
 async fn cluster(n: usize) -> Cluster {
-    let redis = Redis::start();
+    cluster_on(Redis::start(), n).await
+}
+
+async fn cluster_on(redis: Redis, n: usize) -> Cluster {
     let ca = test_ca();
     let provider = Provider::start(&ca).await;
     let api = MockApi::start(Some(ca.server.clone()), provider.api_responder()).await;
@@ -185,6 +189,96 @@ async fn a_revoke_on_one_replica_is_seen_by_the_others_within_a_second() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    // The token lives in Redis, not in a file.
-    assert_eq!(c.redis.cli(&["EXISTS", r#"bearerd:token:["demo","api","default"]"#]), "0");
+    // The token lives in Redis, not in a file; its removal leaves only its version there.
+    let key = r#"bearerd:token:["demo","api","default"]"#;
+    assert_eq!(c.redis.cli(&["HGET", key, "token"]), "");
+    assert_eq!(c.redis.cli(&["HGET", key, "version"]), "2");
+}
+
+/// A Redis failover that lost the latest write, as the promoted replica would show it: the
+/// token's record is put back to the version before a rotation, and the subscriptions break.
+/// The replicas write the newer version back (compare-and-set on the version), and the next
+/// refresh uses the rotated refresh token, not the spent one (SPEC 5.8).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_write_lost_in_a_failover_is_written_back_and_its_refresh_token_used() {
+    let c = cluster(2).await;
+    // Every token the provider issues is due at once: every request refreshes.
+    c.provider.with(|s| s.expires_in = Some(0));
+    put_expired(&c, "default").await;
+    settle(&c).await;
+    let key = r#"bearerd:token:["demo","api","default"]"#;
+    let before = c.redis.cli(&["HGET", key, "token"]);
+    assert_eq!(c.redis.cli(&["HGET", key, "version"]), "1");
+    let r = c.replicas[0].invoke("get", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.redis.cli(&["HGET", key, "version"]), "2", "the rotation is stored");
+    eventually(Duration::from_secs(2), "replica 1 has seen version 2", async || {
+        c.replicas[1].admin("GET", "/admin/tokens", "").await.text().contains("\"expired\"")
+    })
+    .await;
+    // The failover: the store is back at version 1 (refresh token spent), connections drop.
+    assert_eq!(c.redis.cli(&["HSET", key, "version", "1", "token", &before]), "0");
+    assert_eq!(c.redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]), "2");
+    eventually(Duration::from_secs(5), "a replica wrote version 2 back", async || {
+        c.redis.cli(&["HGET", key, "version"]) == "2"
+    })
+    .await;
+    assert_ne!(c.redis.cli(&["HGET", key, "token"]), before);
+    // Both replicas refresh from the rotated refresh token: the strict provider refuses none.
+    for b in &c.replicas {
+        let r = b.invoke("get", json!({})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(c.provider.with(|s| s.replayed_refresh_tokens), 0, "a spent refresh token was sent");
+    assert_eq!(c.provider.grants("refresh_token"), 3);
+
+    // Even without the resubscription: the store loses the write again, and the replica that
+    // holds the newer version writes it back before it refreshes from it.
+    let before = c.redis.cli(&["HGET", key, "token"]);
+    let version: u64 = c.redis.cli(&["HGET", key, "version"]).parse().unwrap();
+    let r = c.replicas[1].invoke("get", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let version = version.to_string();
+    assert_eq!(c.redis.cli(&["HSET", key, "version", &version, "token", &before]), "0");
+    let r = c.replicas[1].invoke("get", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.provider.with(|s| s.replayed_refresh_tokens), 0, "a spent refresh token was sent");
+    let list = c.replicas[0].admin("GET", "/admin/tokens", "").await.text();
+    assert!(!list.contains("reauthorize"), "{list}");
+}
+
+/// With a replica of the store, a rotated refresh token waits for the replica's acknowledgement
+/// (`WAIT`) before the new access token is used; a replica that does not answer delays the
+/// request by at most 500 ms and does not fail it (SPEC 5.8).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_refresh_token_waits_for_a_store_replica_at_most_half_a_second() {
+    let primary = Redis::start();
+    let replica = Redis::start_replica_of(&primary);
+    let c = cluster_on(primary, 2).await;
+    let waits = || {
+        let stats = c.redis.cli(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+            .map_or(0, |v| v.split(',').next().unwrap().parse::<u32>().unwrap())
+    };
+    put_expired(&c, "default").await;
+    settle(&c).await;
+    let key = r#"bearerd:token:["demo","api","default"]"#;
+    let r = c.replicas[0].invoke("get", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(waits(), 1, "one WAIT for the rotation");
+    assert_eq!(replica.cli(&["HGET", key, "version"]), "2", "acknowledged before the token was used");
+    // A replica that stops answering: the rotation is used after the 500 ms wait.
+    put_expired(&c, "agent-b").await;
+    seen_everywhere(&c, "agent-b", "expired").await;
+    replica.signal("-STOP");
+    let t0 = Instant::now();
+    let r = c.replicas[1].invoke_with("get", json!({}), &[("x-bearerd-account", "agent-b")]).await;
+    let took = t0.elapsed();
+    replica.signal("-CONT");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(waits(), 2);
+    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(c.provider.grants("refresh_token"), 2);
 }

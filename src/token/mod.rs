@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 pub(crate) use refresh::{Need, Refresher};
-pub use store::{Cas, Change, FileStore, Lease, StoreError, TokenStore};
+pub use store::{Cas, Change, FileStore, Lease, Replication, StoreError, Stored, TokenStore};
 
 /// The account used when a request names none.
 pub const DEFAULT_ACCOUNT: &str = "default";
@@ -238,7 +238,7 @@ impl Tokens {
     pub async fn put(&self, key: &TokenKey, token: Token) -> Result<Arc<Token>, StoreError> {
         let _w = self.write.lock().await;
         for _ in 0..WRITE_TRIES {
-            let expected = self.store.get(key).await?.map_or(0, |t| t.version);
+            let expected = self.store.get(key).await?.version;
             let mut token = token.clone();
             token.version = expected + 1;
             if self.store.compare_and_swap(key, expected, Some(token.clone()), None).await? == Cas::Done {
@@ -269,20 +269,58 @@ impl Tokens {
             self.store.publish(key).await;
             return Ok(Ok(token));
         }
-        let current = self.store.get(key).await?.map(Arc::new);
-        self.cache_set(key, current.clone());
-        Ok(Err(current))
+        let stored = self.store.get(key).await?;
+        Ok(Err(self.adopt(key, stored).await?))
+    }
+
+    /// What the store holds for `key` now, as [`Tokens::adopt`] leaves it: the token to refresh
+    /// from is the newest this process has seen, never an older one the store fell back to.
+    pub(crate) async fn current(&self, key: &TokenKey) -> Result<Option<Arc<Token>>, StoreError> {
+        let _w = self.write.lock().await;
+        let stored = self.store.get(key).await?;
+        self.adopt(key, stored).await
+    }
+
+    /// Brings the cache to what the store holds for `key` (the caller holds the write lock),
+    /// unless this process holds a newer version: the store then lost a write (a failover of a
+    /// replicated Redis), and the newer token is written back, compare-and-set on the store's
+    /// version so a token written meanwhile wins (SPEC 5.8).
+    async fn adopt(&self, key: &TokenKey, mut stored: Stored) -> Result<Option<Arc<Token>>, StoreError> {
+        for _ in 0..WRITE_TRIES {
+            let held = match self.get(key) {
+                Some(held) if held.version > stored.version => held,
+                _ => {
+                    let token = stored.token.map(Arc::new);
+                    self.cache_set(key, token.clone());
+                    return Ok(token);
+                }
+            };
+            if self.store.compare_and_swap(key, stored.version, Some(Token::clone(&held)), None).await? == Cas::Done {
+                tracing::warn!(
+                    token = %key,
+                    held = held.version,
+                    stored = stored.version,
+                    "the token store held an older version than this process (a write lost in a failover): wrote it back"
+                );
+                self.events.push(key, "written back", Some(format!("the store had version {}", stored.version)));
+                self.store.publish(key).await;
+                return Ok(Some(held));
+            }
+            stored = self.store.get(key).await?;
+        }
+        Err(StoreError::Conflict(key.to_string()))
     }
 
     /// Forgets the token for `key`; false when there was none.
     pub(crate) async fn delete(&self, key: &TokenKey) -> Result<bool, StoreError> {
         let _w = self.write.lock().await;
         for _ in 0..WRITE_TRIES {
-            let Some(current) = self.store.get(key).await? else {
+            let stored = self.store.get(key).await?;
+            if stored.token.is_none() {
                 self.cache_set(key, None);
                 return Ok(false);
-            };
-            if self.store.compare_and_swap(key, current.version, None, None).await? == Cas::Done {
+            }
+            if self.store.compare_and_swap(key, stored.version, None, None).await? == Cas::Done {
                 self.cache_set(key, None);
                 self.store.publish(key).await;
                 return Ok(true);
@@ -291,34 +329,48 @@ impl Tokens {
         Err(StoreError::Conflict(key.to_string()))
     }
 
-    /// Brings the cache up to date after another process changed the store.
+    /// Brings the cache up to date after another process changed the store. Where the store
+    /// holds an older version than this process (it lost writes: a Redis failover, or a restart
+    /// without persistence), the newer token is written back ([`Tokens::adopt`]).
     pub async fn sync(&self, change: Change) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
         match change {
             Change::Key(key) => {
-                let t = self.store.get(&key).await?;
-                self.cache_set(&key, t.map(Arc::new));
+                let stored = self.store.get(&key).await?;
+                self.adopt(&key, stored).await?;
             }
-            Change::Lost => {
+            Change::Lost | Change::All => {
+                let all: Map = self.store.load_all().await?.into_iter().map(|(k, t)| (k, Arc::new(t))).collect();
                 let held = self.cache.load_full();
-                let mut restored = 0usize;
+                let (mut restored, mut looked) = (0usize, Vec::new());
                 for (key, token) in held.iter() {
-                    // Version 0 expected: only where the store has no token, so a token written
-                    // since (a new authorization, another replica's write-back) wins.
-                    if self.store.compare_and_swap(key, 0, Some(Token::clone(token)), None).await? == Cas::Done {
-                        self.store.publish(key).await;
+                    if all.get(key).is_some_and(|t| t.version >= token.version) {
+                        continue;
+                    }
+                    // Older in the listing, or absent from it: removed (a version left behind), or lost.
+                    let stored = self.store.get(key).await?;
+                    if stored.version < token.version {
                         restored += 1;
                     }
+                    self.adopt(key, stored).await?;
+                    looked.push(key);
                 }
-                tracing::warn!(
-                    held = held.len(),
-                    restored,
-                    "the token store lost its tokens: wrote back those held here"
-                );
-                return Box::pin(self.sync(Change::All)).await;
-            }
-            Change::All => {
-                let all = self.store.load_all().await?;
-                self.cache.store(Arc::new(all.into_iter().map(|(k, t)| (k, Arc::new(t))).collect()));
+                let adopted = self.cache.load_full();
+                let mut next = all;
+                for key in looked {
+                    match adopted.get(key) {
+                        Some(t) => next.insert(key.clone(), t.clone()),
+                        None => next.remove(key),
+                    };
+                }
+                self.cache.store(Arc::new(next));
+                if restored > 0 || matches!(change, Change::Lost) {
+                    tracing::warn!(
+                        held = held.len(),
+                        restored,
+                        "the token store had lost tokens: wrote back those held here"
+                    );
+                }
             }
         }
         Ok(())

@@ -1,6 +1,8 @@
 //! The shared token store on Redis, for several replicas serving the same installations.
 //!
-//! - A token is a hash `<prefix>token:<key>` with its `version` and the token record.
+//! - A token is a hash `<prefix>token:<key>` with its `version` and the token record. A removed
+//!   token leaves its version behind with an empty record, so a version only grows and a replica
+//!   that missed the removal does not write the token back (SPEC 5.8).
 //! - Writes are compare-and-swap on the version, in one Lua script that also checks the writer
 //!   still holds the refresh lease (fencing), so a slow replica whose lease expired cannot
 //!   overwrite a newer token.
@@ -22,18 +24,21 @@ use futures_util::StreamExt as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
-use super::store::{BoxFuture, Cas, Change, Lease, StoreError, TokenStore};
+use super::store::{BoxFuture, Cas, Change, Lease, Replication, StoreError, Stored, TokenStore};
 use super::{Token, TokenKey};
 use crate::metrics::Metrics;
 
 /// The longest a single Redis operation may take.
 const OP_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a rotated refresh token waits for a replica's acknowledgement (SPEC 5.8).
+const WAIT_MS: u64 = 500;
+
 const CAS: &str = r"
 local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if v ~= tonumber(ARGV[1]) then return 0 end
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return -1 end
-if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('HSET', KEYS[1], 'version', ARGV[4], 'token', ARGV[2]) end
+redis.call('HSET', KEYS[1], 'version', ARGV[4], 'token', ARGV[2])
 return 1
 ";
 
@@ -159,7 +164,7 @@ impl TokenStore for RedisStore {
                 let Some(key) = k.strip_prefix(&format!("{}token:", self.prefix)).and_then(parse_key_id) else {
                     continue;
                 };
-                if let Some(t) = self.get(&key).await? {
+                if let Some(t) = self.get(&key).await?.token {
                     tokens.push((key, t));
                 }
             }
@@ -167,13 +172,20 @@ impl TokenStore for RedisStore {
         })
     }
 
-    fn get<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<Option<Token>, StoreError>> {
+    fn get<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<Stored, StoreError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let raw: Option<String> =
-                self.op("get", redis::cmd("HGET").arg(self.token_key(key)).arg("token").query_async(&mut conn)).await?;
-            raw.map(|r| decode(&r).and_then(|t| super::seal::open_token(self.sealer.as_deref(), key, t, "redis")))
-                .transpose()
+            let (version, raw): (Option<u64>, Option<String>) = self
+                .op(
+                    "get",
+                    redis::cmd("HMGET").arg(self.token_key(key)).arg("version").arg("token").query_async(&mut conn),
+                )
+                .await?;
+            let token = raw
+                .filter(|r| !r.is_empty())
+                .map(|r| decode(&r).and_then(|t| super::seal::open_token(self.sealer.as_deref(), key, t, "redis")))
+                .transpose()?;
+            Ok(Stored { version: version.unwrap_or(0), token })
         })
     }
 
@@ -190,7 +202,8 @@ impl TokenStore for RedisStore {
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?,
                 None => String::new(),
             };
-            let version = new.as_ref().map_or(0, |t| t.version);
+            // A removal leaves the next version behind.
+            let version = new.as_ref().map_or(expected + 1, |t| t.version);
             let owner = lease.map_or("", |l| l.owner.as_str());
             let mut conn = self.conn.clone();
             let mut inv = self.cas.prepare_invoke();
@@ -238,6 +251,28 @@ impl TokenStore for RedisStore {
             let mut inv = self.release.prepare_invoke();
             inv.key(self.lease_key(&lease.key)).arg(&lease.owner);
             let _: Result<i64, _> = self.op("release", inv.invoke_async(&mut conn)).await;
+        })
+    }
+
+    /// `WAIT 1 500` after the write, where `ROLE` says the primary has replicas (outside any
+    /// script or transaction, as `WAIT` must be). The connection is the one that wrote.
+    fn replicated<'a>(&'a self, _key: &'a TokenKey) -> BoxFuture<'a, Replication> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let role: Result<redis::Value, _> = self.op("role", redis::cmd("ROLE").query_async(&mut conn)).await;
+            let replicas = match role {
+                Ok(redis::Value::Array(parts)) => match parts.get(2) {
+                    Some(redis::Value::Array(r)) => r.len(),
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            if replicas == 0 {
+                return Replication::NoReplicas;
+            }
+            let acked: Result<i64, _> =
+                self.op("wait", redis::cmd("WAIT").arg(1).arg(WAIT_MS).query_async(&mut conn)).await;
+            if acked.is_ok_and(|n| n >= 1) { Replication::Acknowledged } else { Replication::NotAcknowledged }
         })
     }
 
@@ -348,13 +383,20 @@ mod tests {
         // Expecting none stored, or an older version: nothing is written.
         assert_eq!(s.compare_and_swap(&k, 0, Some(token("b", 1)), None).await.unwrap(), Cas::Conflict);
         assert_eq!(s.compare_and_swap(&k, 7, Some(token("b", 8)), None).await.unwrap(), Cas::Conflict);
-        assert_eq!(s.get(&k).await.unwrap().unwrap().access_token.expose(), "a");
+        assert_eq!(s.get(&k).await.unwrap().token.unwrap().access_token.expose(), "a");
         assert_eq!(s.compare_and_swap(&k, 1, Some(token("c", 2)), None).await.unwrap(), Cas::Done);
-        assert_eq!(s.get(&k).await.unwrap().unwrap().access_token.expose(), "c");
+        assert_eq!(s.get(&k).await.unwrap().token.unwrap().access_token.expose(), "c");
         // A delete is a swap too.
         assert_eq!(s.compare_and_swap(&k, 1, None, None).await.unwrap(), Cas::Conflict);
         assert_eq!(s.compare_and_swap(&k, 2, None, None).await.unwrap(), Cas::Done);
-        assert!(s.get(&k).await.unwrap().is_none());
+        let removed = s.get(&k).await.unwrap();
+        assert!(removed.token.is_none());
+        // The removal is a version too: a write expecting none stored is refused, and the
+        // version goes on growing.
+        assert_eq!(removed.version, 3, "a removal leaves its version behind");
+        assert_eq!(s.compare_and_swap(&k, 0, Some(token("d", 1)), None).await.unwrap(), Cas::Conflict);
+        assert_eq!(s.compare_and_swap(&k, 3, Some(token("d", 4)), None).await.unwrap(), Cas::Done);
+        assert_eq!(s.get(&k).await.unwrap().version, 4);
     }
 
     #[tokio::test]
@@ -383,7 +425,7 @@ mod tests {
         // lease holder then finds the version moved on.
         assert_eq!(s.compare_and_swap(&k, 2, Some(token("admin", 3)), None).await.unwrap(), Cas::Done);
         assert_eq!(s.compare_and_swap(&k, 2, Some(token("refresh", 3)), Some(&other)).await.unwrap(), Cas::Conflict);
-        assert_eq!(s.get(&k).await.unwrap().unwrap().access_token.expose(), "admin");
+        assert_eq!(s.get(&k).await.unwrap().token.unwrap().access_token.expose(), "admin");
     }
 
     #[tokio::test]

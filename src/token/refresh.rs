@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::oauth::{self, GrantError};
-use super::{Lease, Token, TokenError, TokenKey, Tokens, unix_now};
+use super::{Lease, Replication, Token, TokenError, TokenKey, Tokens, unix_now};
 use crate::config::{Grant, IntegrationSpec};
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
@@ -289,10 +289,8 @@ impl Run {
                 waited = true;
                 r.counters.lease_waits.with_label_values(&[&*key.app, &*key.integration]).inc();
             }
-            match store.get(key).await {
-                Ok(Some(t)) if t.version != observed => {
-                    let t = Arc::new(t);
-                    r.tokens.cache_set(key, Some(t.clone()));
+            match r.tokens.current(key).await {
+                Ok(Some(t)) if t.version > observed => {
                     return if t.needs_authorization(&self.integration.binding) {
                         Err(TokenError::Reauthorize(key.clone()))
                     } else {
@@ -314,13 +312,14 @@ impl Run {
     async fn holding(&self, lease: &Lease, observed: u64, deadline: Instant) -> Refreshed {
         let (r, key, integ) = (&self.refresher, &self.key, &*self.integration);
         let reauthorize = || TokenError::Reauthorize(key.clone());
-        let current = match r.tokens.store().get(key).await {
-            Ok(t) => t.map(Arc::new),
+        // The newest version this process has seen, written back if the store lost it (SPEC
+        // 5.8): a refresh token is never taken from an older one.
+        let current = match r.tokens.current(key).await {
+            Ok(t) => t,
             Err(e) => return Err(TokenError::Store(e.to_string())),
         };
-        r.tokens.cache_set(key, current.clone());
         if let Some(cur) = &current
-            && cur.version != observed
+            && cur.version > observed
         {
             if cur.needs_authorization(&integ.binding) {
                 return Err(reauthorize());
@@ -352,6 +351,12 @@ impl Run {
                 // Stored (durably) before any waiter sees the new access token.
                 match r.tokens.replace(key, version, token, Some(lease)).await {
                     Ok(Ok(t)) => {
+                        let rotated = t.refresh_token.is_some() && t.refresh_token != refresh_token;
+                        if rotated && r.tokens.store().replicated(key).await == Replication::NotAcknowledged {
+                            // Used anyway; this process keeps it, and writes it back should a
+                            // failover lose it (Tokens::adopt).
+                            tracing::warn!(token = %key, "no store replica acknowledged the rotated refresh token within 500 ms");
+                        }
                         tracing::info!(token = %key, outcome = "ok", expires_at = t.expires_at, "token refreshed");
                         r.tokens.events.push(key, "refreshed", None);
                         Ok(t)

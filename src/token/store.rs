@@ -46,6 +46,26 @@ pub struct Lease {
     pub owner: String,
 }
 
+/// What the store holds for a key.
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    /// The version of the last write, 0 when none. In a shared store a removal is a write too
+    /// (it leaves the version behind), so the version of a key only grows (SPEC 5.8).
+    pub version: u64,
+    /// The token; `None` when there is none (never written, or removed).
+    pub token: Option<Token>,
+}
+
+/// Whether a write reached a replica of the store (SPEC 5.8: a rotated refresh token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    /// The store has no replicas (or is not replicated at all).
+    NoReplicas,
+    Acknowledged,
+    /// No replica acknowledged in time: the write lives on the primary only.
+    NotAcknowledged,
+}
+
 /// A change another process made to the store.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -63,8 +83,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Every stored token.
     fn load_all(&self) -> BoxFuture<'_, Result<Vec<(TokenKey, Token)>, StoreError>>;
 
-    /// The stored token for `key`, read from the store itself.
-    fn get<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<Option<Token>, StoreError>>;
+    /// What the store holds for `key`, read from the store itself.
+    fn get<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<Stored, StoreError>>;
 
     /// Writes `new` for `key` (removes it when `None`) only if the stored token's version is
     /// `expected` (0: no token stored) and, when `lease` is given, the lease is still held
@@ -90,6 +110,11 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Gives a lease back (only its owner can).
     fn release<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, ()> {
         Box::pin(async {})
+    }
+
+    /// Waits (briefly) until the latest write of `key` reached a replica of the store.
+    fn replicated<'a>(&'a self, _key: &'a TokenKey) -> BoxFuture<'a, Replication> {
+        Box::pin(async { Replication::NoReplicas })
     }
 
     /// Tells the other processes that `key` changed.
@@ -179,8 +204,11 @@ impl TokenStore for FileStore {
         Box::pin(async move { Ok(self.tokens.lock().await.iter().map(|(k, t)| (k.clone(), t.clone())).collect()) })
     }
 
-    fn get<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<Option<Token>, StoreError>> {
-        Box::pin(async move { Ok(self.tokens.lock().await.get(key).cloned()) })
+    fn get<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<Stored, StoreError>> {
+        Box::pin(async move {
+            let token = self.tokens.lock().await.get(key).cloned();
+            Ok(Stored { version: token.as_ref().map_or(0, |t| t.version), token })
+        })
     }
 
     fn compare_and_swap<'a>(

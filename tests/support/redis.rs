@@ -11,19 +11,33 @@ pub struct Redis {
 impl Redis {
     pub fn start() -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Redis { child: Self::spawn(port), port }
+        Redis { child: Self::spawn(port, &[]), port }
+    }
+
+    /// A replica of `primary`, once its replication link is up.
+    pub fn start_replica_of(primary: &Redis) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let replica =
+            Redis { child: Self::spawn(port, &["--replicaof", "127.0.0.1", &primary.port.to_string()]), port };
+        let t0 = Instant::now();
+        while !replica.cli(&["INFO", "replication"]).contains("master_link_status:up") {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the replica did not connect");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        replica
     }
 
     /// Kills this Redis and starts an empty one on the same port (a restart without persistence).
     pub fn restart_empty(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(self.port);
+        self.child = Self::spawn(self.port, &[]);
     }
 
-    fn spawn(port: u16) -> Child {
+    fn spawn(port: u16, more: &[&str]) -> Child {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(more)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
