@@ -282,3 +282,35 @@ async fn a_rotated_refresh_token_waits_for_a_store_replica_at_most_half_a_second
     assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(3), "{took:?}");
     assert_eq!(c.provider.grants("refresh_token"), 2);
 }
+
+/// A refresh whose lease ran out while the provider answered (a freeze, a slow endpoint) and
+/// that no other replica overtook: the rotated token is stored anyway, since the refresh token
+/// it replaces is spent; the next refresh uses the rotated one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_whose_lease_ran_out_keeps_the_rotated_token() {
+    let c = cluster(2).await;
+    c.provider.with(|s| {
+        s.delay = Duration::from_millis(1000);
+        s.expires_in = Some(0);
+    });
+    put_expired(&c, "default").await;
+    settle(&c).await;
+    let (key, lease) = (r#"bearerd:token:["demo","api","default"]"#, r#"bearerd:lease:["demo","api","default"]"#);
+    let b0 = c.replicas[0].data;
+    let first = tokio::spawn(async move {
+        let h = [("host", "bearerd"), ("content-type", "application/json")];
+        send(b0, request("POST", "/invoke/get", &h, "{}")).await
+    });
+    eventually(Duration::from_secs(2), "the refresh took the lease", async || c.redis.cli(&["EXISTS", lease]) == "1")
+        .await;
+    // The lease runs out under the holder (as across a freeze).
+    assert_eq!(c.redis.cli(&["DEL", lease]), "1");
+    let r = first.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.redis.cli(&["HGET", key, "version"]), "2", "the rotated token was stored");
+    c.provider.with(|s| s.delay = Duration::ZERO);
+    let r = c.replicas[1].invoke("get", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.provider.with(|s| s.replayed_refresh_tokens), 0, "a spent refresh token was sent");
+    assert_eq!(c.provider.grants("refresh_token"), 2);
+}

@@ -263,7 +263,15 @@ impl Tokens {
     ) -> Result<Result<Arc<Token>, Option<Arc<Token>>>, StoreError> {
         let _w = self.write.lock().await;
         token.version = expected + 1;
-        if self.store.compare_and_swap(key, expected, Some(token.clone()), lease).await? == Cas::Done {
+        let mut cas = self.store.compare_and_swap(key, expected, Some(token.clone()), lease).await?;
+        if cas == Cas::Fenced {
+            // The lease ran out while the token was obtained (a freeze, a slow endpoint) and no
+            // newer token was written: the refresh token this one replaces may be spent, so it
+            // is kept. The version check still lets a token written meanwhile win.
+            tracing::warn!(token = %key, "the refresh lease ran out before the new token was stored; storing it anyway");
+            cas = self.store.compare_and_swap(key, expected, Some(token.clone()), None).await?;
+        }
+        if cas == Cas::Done {
             let token = Arc::new(token);
             self.cache_set(key, Some(token.clone()));
             self.store.publish(key).await;

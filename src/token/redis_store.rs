@@ -209,7 +209,11 @@ impl TokenStore for RedisStore {
             let mut inv = self.cas.prepare_invoke();
             inv.key(self.token_key(key)).key(self.lease_key(key)).arg(expected).arg(&value).arg(owner).arg(version);
             let r: i64 = self.op("cas", inv.invoke_async(&mut conn)).await?;
-            Ok(if r == 1 { Cas::Done } else { Cas::Conflict })
+            Ok(match r {
+                1 => Cas::Done,
+                -1 => Cas::Fenced,
+                _ => Cas::Conflict,
+            })
         })
     }
 
@@ -418,7 +422,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert!(t0.elapsed() >= Duration::from_millis(200), "the lease expired early");
-        assert_eq!(s.compare_and_swap(&k, 1, Some(token("stale", 2)), Some(&held)).await.unwrap(), Cas::Conflict);
+        assert_eq!(s.compare_and_swap(&k, 1, Some(token("stale", 2)), Some(&held)).await.unwrap(), Cas::Fenced);
         assert!(!s.renew(&held).await.unwrap(), "an expired lease cannot be renewed by its old holder");
         assert_eq!(s.compare_and_swap(&k, 1, Some(token("new", 2)), Some(&other)).await.unwrap(), Cas::Done);
         // A write without a lease (an admin put) is not fenced: it only needs the version. The

@@ -36,6 +36,9 @@ pub enum Cas {
     Done,
     /// The stored version was not the expected one; nothing was written.
     Conflict,
+    /// The version was the expected one but the lease given was no longer held (it ran out, or
+    /// another process took it); nothing was written.
+    Fenced,
 }
 
 /// The right to refresh one token, across every process that shares the store.
