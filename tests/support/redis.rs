@@ -34,9 +34,15 @@ impl Redis {
         self.child = Self::spawn(self.port, &[]);
     }
 
+    /// Runs in a folder of its own under the system's temporary folder: a replica's full sync
+    /// writes the primary's data set to a file there, never into the working tree.
     fn spawn(port: u16, more: &[&str]) -> Child {
+        let dir = std::env::temp_dir().join(format!("bearerd-redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
             .args(more)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -64,5 +70,6 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("bearerd-redis-{}", self.port)));
     }
 }
