@@ -36,7 +36,7 @@ async fn a_redis_that_restarts_empty_gets_the_tokens_back_from_the_replicas() {
     // A token deleted while Redis was up is not brought back by a later reconnect.
     assert_eq!(c.replicas[0].admin("DELETE", "/admin/tokens/demo/api", "").await.status, 200);
     seen_everywhere(&c, "default", "missing").await;
-    // (The replicas resubscribe, see the same epoch, and only read.)
+    // (The replicas resubscribe, find the removal's version newer than their own, and only read.)
     let subscribers = c.redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     assert_eq!(subscribers, "2");
     eventually(Duration::from_secs(5), "both replicas subscribe again", async || {

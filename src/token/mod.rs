@@ -347,32 +347,26 @@ impl Tokens {
                 let stored = self.store.get(&key).await?;
                 self.adopt(&key, stored).await?;
             }
-            Change::Lost | Change::All => {
+            Change::All => {
                 let all: Map = self.store.load_all().await?.into_iter().map(|(k, t)| (k, Arc::new(t))).collect();
                 let held = self.cache.load_full();
-                let (mut restored, mut looked) = (0usize, Vec::new());
-                for (key, token) in held.iter() {
-                    if all.get(key).is_some_and(|t| t.version >= token.version) {
-                        continue;
-                    }
-                    // Older in the listing, or absent from it: removed (a version left behind), or lost.
-                    let stored = self.store.get(key).await?;
-                    if stored.version < token.version {
-                        restored += 1;
-                    }
-                    self.adopt(key, stored).await?;
-                    looked.push(key);
-                }
-                let adopted = self.cache.load_full();
+                // Held newer than the listing shows, or absent from it: removed (a version left
+                // behind), or lost. Kept until adopt settles each.
+                let behind: Vec<_> = held
+                    .iter()
+                    .filter(|(k, t)| all.get(*k).is_none_or(|s| s.version < t.version))
+                    .map(|(k, t)| (k.clone(), t.version))
+                    .collect();
                 let mut next = all;
-                for key in looked {
-                    match adopted.get(key) {
-                        Some(t) => next.insert(key.clone(), t.clone()),
-                        None => next.remove(key),
-                    };
-                }
+                next.extend(behind.iter().map(|(k, _)| (k.clone(), held[k].clone())));
                 self.cache.store(Arc::new(next));
-                if restored > 0 || matches!(change, Change::Lost) {
+                let mut restored = 0usize;
+                for (key, version) in &behind {
+                    let stored = self.store.get(key).await?;
+                    restored += usize::from(stored.version < *version);
+                    self.adopt(key, stored).await?;
+                }
+                if restored > 0 {
                     tracing::warn!(
                         held = held.len(),
                         restored,

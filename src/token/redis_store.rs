@@ -10,9 +10,9 @@
 //!   holder, released only by its owner.
 //! - Every write is published on `<prefix>events`; each replica updates its in-memory copy, and
 //!   reloads everything when its subscription reconnects.
-//! - `<prefix>epoch` marks one life of the data set: a replica that reconnects to a Redis whose
-//!   epoch changed (restarted without persistence) writes back the tokens it holds where Redis
-//!   has none (SPEC 5.6).
+//! - A replica that resubscribes reads everything again; where Redis holds an older version than
+//!   the replica (a failover lost writes, or Redis restarted without persistence), the replica
+//!   writes its token back (SPEC 5.6, 5.8; `Tokens::sync`).
 //!
 //! Every operation has a short timeout: an unreachable Redis fails fast, and the data plane keeps
 //! serving the tokens it holds in memory.
@@ -295,23 +295,14 @@ impl TokenStore for RedisStore {
 }
 
 /// Forwards change notifications; after every (re)subscription everything is reloaded, since
-/// notifications sent while disconnected are lost. Each subscription also reads the data set's
-/// epoch (`<prefix>epoch`, a random value the first replica sets): a different or missing epoch
-/// means Redis lost its data (restarted empty), and the replica writes back what it holds.
+/// notifications sent while disconnected are lost.
 async fn subscribe(client: redis::Client, prefix: String, tx: mpsc::Sender<Change>) {
     let channel = format!("{prefix}events");
-    let mut known: Option<String> = None;
     loop {
         if let Ok(Ok(mut pubsub)) = tokio::time::timeout(OP_TIMEOUT, client.get_async_pubsub()).await
             && pubsub.subscribe(&channel).await.is_ok()
         {
-            let now = epoch(&client, &format!("{prefix}epoch")).await;
-            let change = match (&known, &now) {
-                (Some(k), Some(n)) if k != n => Change::Lost,
-                _ => Change::All,
-            };
-            known = now.or(known);
-            if tx.send(change).await.is_err() {
+            if tx.send(Change::All).await.is_err() {
                 return;
             }
             let mut messages = pubsub.into_on_message();
@@ -330,20 +321,6 @@ async fn subscribe(client: redis::Client, prefix: String, tx: mpsc::Sender<Chang
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// The data set's epoch: set to a random value if Redis has none, then read (`None` if Redis
-/// could not be asked).
-async fn epoch(client: &redis::Client, key: &str) -> Option<String> {
-    let ask = async {
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let mut b = [0u8; 16];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-        let fresh = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let _: Option<String> = redis::cmd("SET").arg(key).arg(&fresh).arg("NX").query_async(&mut conn).await?;
-        redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut conn).await
-    };
-    tokio::time::timeout(OP_TIMEOUT, ask).await.ok()?.ok()?
 }
 
 /// The private `redis-server` the integration tests start, for the tests below.

@@ -73,11 +73,10 @@ pub enum Replication {
 #[derive(Debug, Clone)]
 pub enum Change {
     Key(TokenKey),
-    /// Anything may have changed (a reconnect after missed notifications).
+    /// Anything may have changed (a reconnect after missed notifications, perhaps to a Redis
+    /// that lost writes): everything is read again, and what this process holds newer than the
+    /// store is written back.
     All,
-    /// The store lost what it held (a Redis restarted without persistence): what this process
-    /// holds is written back where the store has nothing, then everything is read again.
-    Lost,
 }
 
 /// Durable storage of tokens. The embedded [`FileStore`] serves one process; a shared store
